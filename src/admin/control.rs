@@ -1,0 +1,48 @@
+//! The admin API's view of the running shards: the one seam between the
+//! HTTP side (its own thread and runtime) and the shards.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::ids::ChatId;
+use crate::ids::UserId;
+use crate::store::effect::RelationEffect;
+
+/// A boxed `Send` future, as the HTTP handlers need.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Live (in-memory, per-connection) state of a room.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoomLive {
+    /// Connections joined to the room, all shards together.
+    pub joined_clients: u64,
+    /// The room's in-call flag.
+    pub in_call: bool,
+    /// Distinct users in the call, ascending.
+    pub call_users: Vec<UserId>,
+}
+
+/// Live state of a user.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserLive {
+    /// Combined presence (0 with no statusd client).
+    pub presence: u8,
+    /// Connected statusd clients.
+    pub statusd_clients: u64,
+    /// Connected (logged-in) chatd clients.
+    pub chatd_clients: u64,
+}
+
+/// What the admin API needs from the shards.
+pub trait ShardControl: Send + Sync + 'static {
+    /// Applies relation effects to the live shards. Resolves once every
+    /// shard concerned has applied its part, so that a command a client
+    /// sends after the admin call answered sees the change.
+    fn apply(&self, effects: Vec<RelationEffect>) -> BoxFuture<()>;
+    /// The room's live state, from its home shard.
+    fn room_live(&self, chat: ChatId) -> BoxFuture<RoomLive>;
+    /// The user's live state, from its home shard.
+    fn user_live(&self, user: UserId) -> BoxFuture<UserLive>;
+    /// All metrics in the Prometheus text format.
+    fn metrics_text(&self) -> String;
+}

@@ -1,0 +1,330 @@
+//! The admin API's handlers: input validation, the write path (store, then
+//! model, then shards) and the JSON shapes of protocol section 6.
+//!
+//! Every input is parsed before anything is locked or written, so a bad
+//! request changes nothing. Errors are JSON `{"error": "..."}` bodies.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use super::Admin;
+use crate::auth::parse_id;
+use crate::ids::{ChatId, UserId};
+use crate::limits::{MAX_ADMIN_BODY_BYTES, MAX_ROOM_MEMBERS_PER_PUT, MAX_TOKEN_TTL_SECS};
+use crate::store::effect::RelationEffect;
+use crate::store::{Relations, Store, StoreError};
+
+/// A failed request: its status and the message of its JSON body.
+#[derive(Debug)]
+pub(super) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Parses one id; `what` names it in the error ("bad chatid: 'x'").
+fn id(what: &str, s: &str) -> ApiResult<u64> {
+    parse_id(s).ok_or_else(|| ApiError::bad_request(format!("bad {what}: '{s}'")))
+}
+
+/// The path parameters, or 400 when they cannot be read (bad UTF-8).
+fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
+    p.map(|Path(t)| t)
+        .map_err(|e| ApiError::bad_request(format!("bad path: {e}")))
+}
+
+/// Reads and parses a JSON body of at most [`MAX_ADMIN_BODY_BYTES`].
+async fn json_body<T: DeserializeOwned>(body: Body) -> ApiResult<T> {
+    let bytes = axum::body::to_bytes(body, MAX_ADMIN_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body unreadable or over {MAX_ADMIN_BODY_BYTES} bytes"),
+            )
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))
+}
+
+/// Rejects every `/v1` request without `Authorization: Bearer <token>`.
+pub(super) async fn require_token(
+    State(admin): State<Arc<Admin>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if authorized(&admin.token, req.headers()) {
+        next.run(req).await
+    } else {
+        ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong admin token").into_response()
+    }
+}
+
+fn authorized(token: &str, headers: &HeaderMap) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+    else {
+        return false;
+    };
+    // Constant time, so response timing does not reveal how much of the
+    // token matched (the length may still show, which reveals nothing
+    // useful about a random token).
+    !token.is_empty() && bool::from(given.ct_eq(token.as_bytes()))
+}
+
+/// The write path: store commit, then model, then shards, all under the
+/// writer lock so that effects reach the shards in commit order. On a store
+/// error the model is left as it was.
+async fn write(
+    admin: &Admin,
+    store_op: impl FnOnce(&Store) -> Result<(), StoreError>,
+    model_op: impl FnOnce(&mut Relations) -> Vec<RelationEffect>,
+) -> ApiResult<StatusCode> {
+    let mut w = admin.writer.lock().await;
+    // A blocking fsync on the admin runtime: acceptable, since the API has
+    // one writer anyway and nothing latency-critical runs on this thread.
+    store_op(&w.store).map_err(|e| {
+        tracing::error!(error = %e, "relation store write failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("store write failed: {e}"),
+        )
+    })?;
+    let effects = model_op(&mut w.relations);
+    if !effects.is_empty() {
+        admin.shards.apply(effects).await;
+    }
+    drop(w);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn put_member(
+    State(admin): State<Arc<Admin>>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let (chat, user) = path(p)?;
+    let (chat, user) = (id("chatid", &chat)?, id("userid", &user)?);
+    write(
+        &admin,
+        |s| s.add_member(chat, user),
+        |r| r.add_member(chat, user),
+    )
+    .await
+}
+
+pub(super) async fn delete_member(
+    State(admin): State<Arc<Admin>>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let (chat, user) = path(p)?;
+    let (chat, user) = (id("chatid", &chat)?, id("userid", &user)?);
+    write(
+        &admin,
+        |s| s.remove_member(chat, user),
+        |r| r.remove_member(chat, user),
+    )
+    .await
+}
+
+/// `PUT /v1/rooms/{chatid}` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomBody {
+    members: Vec<String>,
+}
+
+pub(super) async fn put_room(
+    State(admin): State<Arc<Admin>>,
+    p: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> ApiResult<StatusCode> {
+    let chat = id("chatid", &path(p)?)?;
+    let body: RoomBody = json_body(body).await?;
+    if body.members.len() > MAX_ROOM_MEMBERS_PER_PUT {
+        return Err(ApiError::bad_request(format!(
+            "more than {MAX_ROOM_MEMBERS_PER_PUT} members"
+        )));
+    }
+    let members: BTreeSet<UserId> = body
+        .members
+        .iter()
+        .map(|m| id("userid", m))
+        .collect::<ApiResult<_>>()?;
+    let members: Vec<UserId> = members.into_iter().collect();
+    write(
+        &admin,
+        |s| s.set_members(chat, &members),
+        |r| r.set_members(chat, &members),
+    )
+    .await
+}
+
+pub(super) async fn get_room(
+    State(admin): State<Arc<Admin>>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let chat: ChatId = id("chatid", &path(p)?)?;
+    let members: Vec<String> = {
+        let w = admin.writer.lock().await;
+        match w.relations.members(chat) {
+            Some(m) => m.iter().map(u64::to_string).collect(),
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("room {chat} has no members"),
+                ))
+            }
+        }
+    };
+    let live = admin.shards.room_live(chat).await;
+    Ok(Json(json!({
+        "chatid": chat.to_string(),
+        "members": members,
+        "joined_clients": live.joined_clients,
+        "in_call": live.in_call,
+        "call_users": live.call_users.iter().map(u64::to_string).collect::<Vec<_>>(),
+    })))
+}
+
+pub(super) async fn delete_room(
+    State(admin): State<Arc<Admin>>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let chat = id("chatid", &path(p)?)?;
+    write(&admin, |s| s.delete_room(chat), |r| r.delete_room(chat)).await
+}
+
+/// The two users of a contact path; a user cannot be its own contact.
+fn contact_pair(p: Result<Path<(String, String)>, PathRejection>) -> ApiResult<(UserId, UserId)> {
+    let (a, b) = path(p)?;
+    let (a, b) = (id("userid", &a)?, id("userid", &b)?);
+    if a == b {
+        return Err(ApiError::bad_request(format!(
+            "user {a} cannot be its own contact"
+        )));
+    }
+    Ok((a, b))
+}
+
+pub(super) async fn put_contact(
+    State(admin): State<Arc<Admin>>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let (a, b) = contact_pair(p)?;
+    write(&admin, |s| s.add_contact(a, b), |r| r.add_contact(a, b)).await
+}
+
+pub(super) async fn delete_contact(
+    State(admin): State<Arc<Admin>>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let (a, b) = contact_pair(p)?;
+    write(
+        &admin,
+        |s| s.remove_contact(a, b),
+        |r| r.remove_contact(a, b),
+    )
+    .await
+}
+
+pub(super) async fn get_user(
+    State(admin): State<Arc<Admin>>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let user: UserId = id("userid", &path(p)?)?;
+    let strings = |s: Option<&BTreeSet<u64>>| -> Vec<String> {
+        s.into_iter().flatten().map(u64::to_string).collect()
+    };
+    let (contacts, rooms) = {
+        let w = admin.writer.lock().await;
+        (
+            strings(w.relations.contacts_of(user)),
+            strings(w.relations.rooms_of(user)),
+        )
+    };
+    let live = admin.shards.user_live(user).await;
+    Ok(Json(json!({
+        "userid": user.to_string(),
+        "presence": live.presence,
+        "statusd_clients": live.statusd_clients,
+        "chatd_clients": live.chatd_clients,
+        "contacts": contacts,
+        "rooms": rooms,
+    })))
+}
+
+/// `POST /v1/tokens` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    userid: String,
+    ttl_secs: u64,
+}
+
+pub(super) async fn post_token(
+    State(admin): State<Arc<Admin>>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let body: TokenBody = json_body(body).await?;
+    let user = id("userid", &body.userid)?;
+    if body.ttl_secs == 0 || body.ttl_secs > MAX_TOKEN_TTL_SECS {
+        return Err(ApiError::bad_request(format!(
+            "bad ttl_secs: {} (1..={MAX_TOKEN_TTL_SECS})",
+            body.ttl_secs
+        )));
+    }
+    let token = admin.auth.issue(user, (admin.now)(), body.ttl_secs);
+    Ok(Json(json!({ "token": token })))
+}
+
+pub(super) async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        admin.shards.metrics_text(),
+    )
+        .into_response()
+}
+
+pub(super) async fn healthz() -> StatusCode {
+    StatusCode::OK
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+pub(super) async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}

@@ -1,0 +1,137 @@
+//! The command line (protocol section 7). Every flag also reads an
+//! environment variable, `CHATD_<FLAG>`; defaults come from
+//! [`crate::limits`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::limits;
+
+/// chatd: real-time messaging, in-call status and presence server.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "chatd", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run; without a subcommand, the server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server options.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands besides running the server.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+}
+
+/// How log lines are written.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Which socket I/O backend the shards run.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoBackend {
+    /// io_uring when the host allows it, else epoll.
+    Auto,
+    /// io_uring (tokio-uring); fails to start where it is blocked.
+    Uring,
+    /// epoll (tokio).
+    Epoll,
+}
+
+/// Server configuration.
+#[derive(Parser, Debug, Clone)]
+pub struct Config {
+    /// Address of the chatd listener (rooms, messages, calls). Port 0 binds a free port.
+    #[arg(long, env = "CHATD_CHATD_LISTEN", default_value = "127.0.0.1:7400")]
+    pub chatd_listen: SocketAddr,
+
+    /// Address of the statusd listener (presence). Port 0 binds a free port.
+    #[arg(long, env = "CHATD_STATUSD_LISTEN", default_value = "127.0.0.1:7401")]
+    pub statusd_listen: SocketAddr,
+
+    /// Address of the admin HTTP API and /metrics. Port 0 binds a free port.
+    #[arg(long, env = "CHATD_ADMIN_LISTEN", default_value = "127.0.0.1:7480")]
+    pub admin_listen: SocketAddr,
+
+    /// Directory of the relation database and generated secrets.
+    #[arg(long, env = "CHATD_DATA_DIR", default_value = "./chatd-data")]
+    pub data_dir: PathBuf,
+
+    /// HS256 secret that OP_AUTH tokens are signed with. Absent: read or
+    /// generate `<data-dir>/jwt.secret`.
+    #[arg(long, env = "CHATD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Bearer token of the admin API. Absent: read or generate
+    /// `<data-dir>/admin.token`.
+    #[arg(long, env = "CHATD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Shard threads, one per core. Default: the cores available to the process.
+    #[arg(long, env = "CHATD_SHARDS")]
+    pub shards: Option<usize>,
+
+    /// A call participant with no OP_IN_CALL heartbeat for this long leaves the call.
+    #[arg(long, env = "CHATD_CALL_TIMEOUT_MS", default_value_t = limits::DEFAULT_CALL_TIMEOUT_MS)]
+    pub call_timeout_ms: u64,
+
+    /// A connection that sent nothing for this long is closed.
+    #[arg(long, env = "CHATD_IDLE_TIMEOUT_MS", default_value_t = limits::DEFAULT_IDLE_TIMEOUT_MS)]
+    pub idle_timeout_ms: u64,
+
+    /// A connection that has not completed OP_AUTH + OP_HELLO within this is closed.
+    #[arg(long, env = "CHATD_LOGIN_TIMEOUT_MS", default_value_t = limits::DEFAULT_LOGIN_TIMEOUT_MS)]
+    pub login_timeout_ms: u64,
+
+    /// Largest OP_RTMSG msglen accepted (at most 16777215).
+    #[arg(long, env = "CHATD_MAX_RTMSG_LEN", default_value_t = limits::DEFAULT_MAX_RTMSG_LEN,
+          value_parser = clap::value_parser!(u32).range(1..=limits::MSGLEN_FIELD_MAX as i64))]
+    pub max_rtmsg_len: u32,
+
+    /// Bytes queued to one connection before it is closed as a slow consumer.
+    #[arg(long, env = "CHATD_MAX_OUTBUF_BYTES", default_value_t = limits::DEFAULT_MAX_OUTBUF_BYTES)]
+    pub max_outbuf_bytes: usize,
+
+    /// Accept queue length of each listener socket (capped by net.core.somaxconn).
+    #[arg(long, env = "CHATD_LISTEN_BACKLOG", default_value_t = limits::DEFAULT_LISTEN_BACKLOG)]
+    pub listen_backlog: i32,
+
+    /// I/O backend: io_uring, epoll, or auto (io_uring where the host allows it).
+    #[arg(long, env = "CHATD_IO_BACKEND", value_enum, default_value_t = IoBackend::Auto)]
+    pub io_backend: IoBackend,
+
+    /// On SIGTERM, how long connections get to take their last bytes.
+    #[arg(long, env = "CHATD_DRAIN_TIMEOUT_MS", default_value_t = limits::DEFAULT_DRAIN_TIMEOUT_MS)]
+    pub drain_timeout_ms: u64,
+
+    /// Do not pin shard threads to cores.
+    #[arg(long, env = "CHATD_NO_PIN")]
+    pub no_pin: bool,
+
+    /// Log format.
+    #[arg(long, env = "CHATD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// First chatd client id handed out (for tests of the wrap-around rule).
+    #[arg(long, env = "CHATD_FIRST_CLIENT_ID", default_value_t = 1, hide = true)]
+    pub first_client_id: u32,
+}
+
+impl Config {
+    /// Shard count: the flag, else the cores this process may run on.
+    pub fn shard_count(&self) -> usize {
+        self.shards
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}

@@ -1,0 +1,536 @@
+//! Rooms homed on one shard: their membership (fed by the server from the
+//! relation store), the connections joined to them, the call participants
+//! and the in-call flag (protocol sections 4.2-4.4).
+//!
+//! Owns the call heartbeat timeouts, on its own [`TimerWheel`]. A heartbeat
+//! only records `last_beat_ms` (O(1), no wheel operation, no allocation);
+//! when a participant's timer fires it is re-armed at `last_beat_ms +
+//! call_timeout_ms` if a beat came since, else the participant leaves the
+//! call. So a drop is noticed at its exact deadline by the first
+//! `poll_timeouts` after it.
+//!
+//! Connections are opaque handles `H` chosen by the server. This module
+//! never sends anything: it pushes [`RoomOutput`]s for the caller to encode.
+//!
+//! Invariants (checked by [`Rooms::invariants`] in tests):
+//! - every joined connection's user is a member;
+//! - the per-user index lists exactly the joined connections;
+//! - call participants are joined connections, each with one live timer;
+//! - `flag == (distinct users in the call >= 2)`;
+//! - a room with no members and no joined connection does not exist.
+
+use crate::ids::{ChatId, ClientId, UserId};
+use crate::limits::{TIMER_SLOTS, TIMER_TICK_MS};
+use crate::timer::{TimerKey, TimerWheel};
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::hash::Hash;
+
+/// What the caller must send after a room operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoomOutput<H> {
+    /// Send `OP_JOIN chat` then `OP_IN_CALL chat in_call` to `conn`.
+    Joined {
+        conn: H,
+        chat: ChatId,
+        in_call: bool,
+    },
+    /// Send `OP_ERROR NOT_MEMBER` (about `chat`) to `conn`.
+    NotMember { conn: H, chat: ChatId },
+    /// Send `OP_LEAVE chat` to `conn`: the answer to its leave, or it was
+    /// removed because its user lost membership or the room was deleted.
+    Left { conn: H, chat: ChatId },
+    /// Send `OP_IN_CALL chat in_call` to every connection in
+    /// [`Rooms::joined`]`(chat)` (possibly none, when the room emptied).
+    FlagChanged { chat: ChatId, in_call: bool },
+}
+
+/// The connection has not joined the room (`OP_ERROR NOT_JOINED`).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("connection has not joined the room")]
+pub struct NotJoined;
+
+/// A room's live state, for the admin API (`GET /v1/rooms/{chatid}`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoomLiveState {
+    pub joined_clients: u64,
+    pub in_call: bool,
+    /// Users with at least one connection in the call, ascending, distinct.
+    pub call_users: Vec<UserId>,
+}
+
+/// One joined connection.
+#[derive(Debug)]
+struct Joined {
+    user: UserId,
+    /// For `OP_RTMSG` addressed to one client.
+    client: ClientId,
+    /// `Some` while this connection is in the room's call.
+    call: Option<Participant>,
+}
+
+#[derive(Debug)]
+struct Participant {
+    /// Last `OP_IN_CALL 1`; the timeout counts from here.
+    last_beat_ms: u64,
+    /// The one live wheel entry for this participant.
+    timer: TimerKey,
+}
+
+/// A user's joined connections in one room: the per-user index that makes
+/// user- and client-addressed messages cost O(that user's devices).
+#[derive(Debug)]
+struct UserConns<H> {
+    conns: Vec<H>,
+    /// How many of `conns` are in the call: the user counts once in
+    /// `call_users` while this is above zero.
+    in_call: u32,
+}
+
+#[derive(Debug)]
+struct Room<H> {
+    members: HashSet<UserId>,
+    joined: HashMap<H, Joined>,
+    by_user: HashMap<UserId, UserConns<H>>,
+    /// Distinct users with at least one connection in the call.
+    call_users: u32,
+    /// The flag last announced: `call_users >= 2`.
+    flag: bool,
+}
+
+impl<H> Default for Room<H> {
+    fn default() -> Self {
+        Room {
+            members: HashSet::new(),
+            joined: HashMap::new(),
+            by_user: HashMap::new(),
+            call_users: 0,
+            flag: false,
+        }
+    }
+}
+
+/// The rooms of one shard. See the module doc.
+#[derive(Debug)]
+pub struct Rooms<H> {
+    rooms: HashMap<ChatId, Room<H>>,
+    /// Call heartbeat timeouts: `(room, connection)`.
+    timers: TimerWheel<(ChatId, H)>,
+    call_timeout_ms: u64,
+    /// Rooms whose flag is 1 (a gauge for metrics).
+    rooms_in_call: usize,
+    /// Scratch for `poll_timeouts`, kept to reuse its allocation.
+    fired: Vec<(ChatId, H)>,
+}
+
+impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
+    /// No rooms; call participants time out after `call_timeout_ms` without
+    /// a heartbeat.
+    pub fn new(call_timeout_ms: u64, now_ms: u64) -> Self {
+        Rooms {
+            rooms: HashMap::new(),
+            timers: TimerWheel::new(TIMER_TICK_MS, TIMER_SLOTS, now_ms),
+            call_timeout_ms,
+            rooms_in_call: 0,
+            fired: Vec::new(),
+        }
+    }
+
+    /// `user` became a member of `chat` (idempotent).
+    pub fn add_member(&mut self, chat: ChatId, user: UserId) {
+        self.rooms.entry(chat).or_default().members.insert(user);
+    }
+
+    /// Removes membership; that user's joined connections leave the room
+    /// (each gets `Left`) and the call.
+    pub fn remove_member(&mut self, chat: ChatId, user: UserId, out: &mut Vec<RoomOutput<H>>) {
+        let Some(room) = self.rooms.get_mut(&chat) else {
+            return;
+        };
+        room.members.remove(&user);
+        if let Some(uc) = room.by_user.remove(&user) {
+            if uc.in_call > 0 {
+                room.call_users -= 1;
+            }
+            for conn in uc.conns {
+                if let Some(j) = room.joined.remove(&conn) {
+                    debug_assert_eq!(j.user, user);
+                    cancel_call_timer(&mut self.timers, j.call);
+                }
+                out.push(RoomOutput::Left { conn, chat });
+            }
+        }
+        self.after_change(chat, out);
+    }
+
+    /// Whether `user` is a member of `chat`.
+    pub fn is_member(&self, chat: ChatId, user: UserId) -> bool {
+        self.rooms
+            .get(&chat)
+            .is_some_and(|r| r.members.contains(&user))
+    }
+
+    /// `OP_JOIN`: `Joined` with the current flag if `user` is a member
+    /// (again, without a duplicate entry, when already joined), else
+    /// `NotMember`.
+    pub fn join(
+        &mut self,
+        chat: ChatId,
+        conn: H,
+        user: UserId,
+        client: ClientId,
+        out: &mut Vec<RoomOutput<H>>,
+    ) {
+        let Some(room) = self
+            .rooms
+            .get_mut(&chat)
+            .filter(|r| r.members.contains(&user))
+        else {
+            out.push(RoomOutput::NotMember { conn, chat });
+            return;
+        };
+        if let Some(j) = room.joined.get(&conn) {
+            debug_assert_eq!(j.user, user, "one connection, two users");
+        } else {
+            room.joined.insert(
+                conn,
+                Joined {
+                    user,
+                    client,
+                    call: None,
+                },
+            );
+            room.by_user
+                .entry(user)
+                .or_insert_with(|| UserConns {
+                    conns: Vec::new(),
+                    in_call: 0,
+                })
+                .conns
+                .push(conn);
+        }
+        out.push(RoomOutput::Joined {
+            conn,
+            chat,
+            in_call: room.flag,
+        });
+    }
+
+    /// `OP_LEAVE`: always `Left` (even if not joined), then `FlagChanged` if
+    /// the call lost a user and the flag dropped.
+    pub fn leave(&mut self, chat: ChatId, conn: H, out: &mut Vec<RoomOutput<H>>) {
+        out.push(RoomOutput::Left { conn, chat });
+        if let Some(room) = self.rooms.get_mut(&chat) {
+            remove_conn(room, &mut self.timers, conn);
+            self.after_change(chat, out);
+        }
+    }
+
+    /// The connection closed: it leaves every room in `rooms_hint` (the rooms
+    /// it joined on this shard, which the caller tracks) without a `Left`;
+    /// may emit `FlagChanged`.
+    pub fn disconnect(&mut self, conn: H, rooms_hint: &[ChatId], out: &mut Vec<RoomOutput<H>>) {
+        for &chat in rooms_hint {
+            if let Some(room) = self.rooms.get_mut(&chat) {
+                remove_conn(room, &mut self.timers, conn);
+                self.after_change(chat, out);
+            }
+        }
+    }
+
+    /// `OP_RTMSG`: pushes the recipients (section 4.3, sender excluded) to
+    /// `out`. O(recipients) for user- or client-addressed messages, O(joined)
+    /// for a room broadcast. `receiver_userid` 0 with a non-zero client is
+    /// rejected by the caller (`BAD_ADDRESS`); here it reaches nobody.
+    pub fn recipients(
+        &self,
+        chat: ChatId,
+        sender: H,
+        receiver_userid: UserId,
+        receiver_clientid: ClientId,
+        out: &mut Vec<H>,
+    ) -> Result<(), NotJoined> {
+        let room = self.rooms.get(&chat).ok_or(NotJoined)?;
+        if !room.joined.contains_key(&sender) {
+            return Err(NotJoined);
+        }
+        match (receiver_userid, receiver_clientid) {
+            (0, 0) => out.extend(room.joined.keys().copied().filter(|&c| c != sender)),
+            (0, _) => debug_assert!(false, "BAD_ADDRESS must be rejected by the caller"),
+            (user, client) => {
+                let Some(uc) = room.by_user.get(&user) else {
+                    return Ok(());
+                };
+                let wanted = |c: &H| {
+                    *c != sender
+                        && (client == 0 || room.joined.get(c).is_some_and(|j| j.client == client))
+                };
+                out.extend(uc.conns.iter().copied().filter(wanted));
+            }
+        }
+        Ok(())
+    }
+
+    /// `OP_IN_CALL` from `conn`: `true` is a heartbeat (joining the call if
+    /// not in it), `false` leaves the call. `NotJoined` if not joined.
+    pub fn in_call(
+        &mut self,
+        chat: ChatId,
+        conn: H,
+        in_call: bool,
+        now_ms: u64,
+        out: &mut Vec<RoomOutput<H>>,
+    ) -> Result<(), NotJoined> {
+        let room = self.rooms.get_mut(&chat).ok_or(NotJoined)?;
+        let j = room.joined.get_mut(&conn).ok_or(NotJoined)?;
+        match (&mut j.call, in_call) {
+            (Some(p), true) => {
+                // The hot path: no wheel operation (see the module doc).
+                p.last_beat_ms = now_ms;
+                return Ok(());
+            }
+            (None, false) => return Ok(()),
+            (None, true) => {
+                let deadline_ms = now_ms.saturating_add(self.call_timeout_ms);
+                let timer = self.timers.insert(deadline_ms, (chat, conn));
+                j.call = Some(Participant {
+                    last_beat_ms: now_ms,
+                    timer,
+                });
+                let user = j.user;
+                join_call_count(room, user);
+            }
+            (Some(_), false) => {
+                let user = j.user;
+                cancel_call_timer(&mut self.timers, j.call.take());
+                leave_call_count(room, user);
+            }
+        }
+        self.after_change(chat, out);
+        Ok(())
+    }
+
+    /// Drops call participants whose heartbeat is older than the call
+    /// timeout; re-arms the timers of those that beat since.
+    pub fn poll_timeouts(&mut self, now_ms: u64, out: &mut Vec<RoomOutput<H>>) {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.timers.poll_expired(now_ms, &mut fired);
+        for (chat, conn) in fired.drain(..) {
+            let Some(room) = self.rooms.get_mut(&chat) else {
+                debug_assert!(false, "call timer of a freed room");
+                continue;
+            };
+            let Some(j) = room.joined.get_mut(&conn) else {
+                debug_assert!(false, "call timer of a connection not joined");
+                continue;
+            };
+            let Some(p) = j.call.as_mut() else {
+                debug_assert!(false, "call timer of a connection not in the call");
+                continue;
+            };
+            let due_ms = p.last_beat_ms.saturating_add(self.call_timeout_ms);
+            if due_ms > now_ms {
+                p.timer = self.timers.insert(due_ms, (chat, conn));
+                continue;
+            }
+            // The timer just fired: its key is already stale, nothing to cancel.
+            j.call = None;
+            let user = j.user;
+            leave_call_count(room, user);
+            self.after_change(chat, out);
+        }
+        self.fired = fired;
+    }
+
+    /// Earliest time `poll_timeouts` has work; `None` with no participant.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.timers.next_deadline()
+    }
+
+    /// Connections joined to the room (for broadcasting `FlagChanged`), in
+    /// any order.
+    pub fn joined(&self, chat: ChatId) -> impl Iterator<Item = H> + '_ {
+        self.rooms
+            .get(&chat)
+            .into_iter()
+            .flat_map(|r| r.joined.keys().copied())
+    }
+
+    /// The room is deleted: every member removed, `Left` to every joined
+    /// connection, `FlagChanged` (to nobody left) if the flag was 1.
+    pub fn delete_room(&mut self, chat: ChatId, out: &mut Vec<RoomOutput<H>>) {
+        let Some(room) = self.rooms.remove(&chat) else {
+            return;
+        };
+        for (conn, j) in room.joined {
+            cancel_call_timer(&mut self.timers, j.call);
+            out.push(RoomOutput::Left { conn, chat });
+        }
+        if room.flag {
+            self.rooms_in_call -= 1;
+            out.push(RoomOutput::FlagChanged {
+                chat,
+                in_call: false,
+            });
+        }
+    }
+
+    /// Live state for the admin API; all zero for an unknown room.
+    pub fn live(&self, chat: ChatId) -> RoomLiveState {
+        let Some(room) = self.rooms.get(&chat) else {
+            return RoomLiveState::default();
+        };
+        let mut call_users: Vec<UserId> = room
+            .by_user
+            .iter()
+            .filter(|(_, uc)| uc.in_call > 0)
+            .map(|(&u, _)| u)
+            .collect();
+        call_users.sort_unstable();
+        RoomLiveState {
+            joined_clients: room.joined.len() as u64,
+            in_call: room.flag,
+            call_users,
+        }
+    }
+
+    /// Rooms whose flag is 1.
+    pub fn rooms_in_call(&self) -> usize {
+        self.rooms_in_call
+    }
+
+    /// Rooms held (with members or joined connections): shows that empty
+    /// rooms are freed.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// After any change to `chat`: announce a flag change, free the room if
+    /// it is empty.
+    fn after_change(&mut self, chat: ChatId, out: &mut Vec<RoomOutput<H>>) {
+        let Some(room) = self.rooms.get_mut(&chat) else {
+            return;
+        };
+        let flag = room.call_users >= 2;
+        if flag != room.flag {
+            room.flag = flag;
+            if flag {
+                self.rooms_in_call += 1;
+            } else {
+                self.rooms_in_call -= 1;
+            }
+            out.push(RoomOutput::FlagChanged {
+                chat,
+                in_call: flag,
+            });
+        }
+        if room.members.is_empty() && room.joined.is_empty() {
+            debug_assert!(!room.flag && room.by_user.is_empty());
+            self.rooms.remove(&chat);
+        }
+    }
+
+    /// Checks every invariant of the module doc. O(everything); for tests.
+    pub fn invariants(&self) {
+        let mut participants = 0;
+        let mut in_call_rooms = 0;
+        for (chat, room) in &self.rooms {
+            assert!(
+                !room.members.is_empty() || !room.joined.is_empty(),
+                "room {chat} leaked"
+            );
+            let mut indexed = 0;
+            let mut call_users = 0;
+            for (user, uc) in &room.by_user {
+                assert!(
+                    room.members.contains(user),
+                    "joined user {user} not a member of {chat}"
+                );
+                assert!(!uc.conns.is_empty(), "empty per-user entry");
+                let mut in_call = 0;
+                for c in &uc.conns {
+                    let j = room.joined.get(c).expect("indexed connection is joined");
+                    assert_eq!(j.user, *user);
+                    in_call += u32::from(j.call.is_some());
+                }
+                assert_eq!(in_call, uc.in_call, "in-call count of user {user}");
+                call_users += u32::from(in_call > 0);
+                indexed += uc.conns.len();
+            }
+            assert_eq!(indexed, room.joined.len(), "per-user index of {chat}");
+            assert_eq!(call_users, room.call_users);
+            assert_eq!(room.flag, call_users >= 2);
+            in_call_rooms += usize::from(room.flag);
+            participants += room.joined.values().filter(|j| j.call.is_some()).count();
+        }
+        assert_eq!(in_call_rooms, self.rooms_in_call);
+        assert_eq!(participants, self.timers.len(), "one timer per participant");
+        self.timers.invariants();
+    }
+}
+
+/// Removes `conn` from the room (and its call) if joined; no output.
+fn remove_conn<H: Copy + Eq + Hash>(
+    room: &mut Room<H>,
+    timers: &mut TimerWheel<(ChatId, H)>,
+    conn: H,
+) {
+    let Some(j) = room.joined.remove(&conn) else {
+        return;
+    };
+    let in_call = j.call.is_some();
+    cancel_call_timer(timers, j.call);
+    let Some(uc) = room.by_user.get_mut(&j.user) else {
+        debug_assert!(false, "joined connection missing from the per-user index");
+        return;
+    };
+    if let Some(pos) = uc.conns.iter().position(|&c| c == conn) {
+        uc.conns.swap_remove(pos);
+    }
+    if in_call {
+        leave_call_count(room, j.user);
+    }
+    if room
+        .by_user
+        .get(&j.user)
+        .is_some_and(|uc| uc.conns.is_empty())
+    {
+        room.by_user.remove(&j.user);
+    }
+}
+
+fn cancel_call_timer<H>(timers: &mut TimerWheel<(ChatId, H)>, call: Option<Participant>) {
+    if let Some(p) = call {
+        let cancelled = timers.cancel(p.timer);
+        debug_assert!(cancelled.is_some(), "participant without a live timer");
+    }
+}
+
+/// One more of `user`'s connections is in the call.
+fn join_call_count<H>(room: &mut Room<H>, user: UserId) {
+    if let Some(uc) = room.by_user.get_mut(&user) {
+        uc.in_call += 1;
+        if uc.in_call == 1 {
+            room.call_users += 1;
+        }
+    } else {
+        debug_assert!(false, "call participant missing from the per-user index");
+    }
+}
+
+/// One fewer of `user`'s connections is in the call.
+fn leave_call_count<H>(room: &mut Room<H>, user: UserId) {
+    if let Some(uc) = room.by_user.get_mut(&user) {
+        debug_assert!(uc.in_call > 0, "in-call count underflow");
+        uc.in_call = uc.in_call.saturating_sub(1);
+        if uc.in_call == 0 {
+            debug_assert!(room.call_users > 0, "call user count underflow");
+            room.call_users = room.call_users.saturating_sub(1);
+        }
+    } else {
+        debug_assert!(false, "call participant missing from the per-user index");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,37 @@
+//! Identifiers shared by every layer. Plain integers on the wire; `0` is
+//! never a real user, room or client (`INVALID_*` in the protocol).
+
+/// A user id (8 bytes on the wire). `0` is `INVALID_USERID`.
+pub type UserId = u64;
+/// A room id (8 bytes on the wire). `0` is `INVALID_HANDLE`.
+pub type ChatId = u64;
+/// A chatd client id (4 bytes on the wire), unique among connected clients.
+/// `0` is `INVALID_CLIENTID`.
+pub type ClientId = u32;
+
+/// The two services, each with its own listener and command set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// Rooms, real-time messages, in-call flag.
+    Chatd = 0,
+    /// Presence.
+    Statusd = 1,
+}
+
+impl Service {
+    /// Both services, in index order.
+    pub const ALL: [Service; 2] = [Service::Chatd, Service::Statusd];
+
+    /// Index for per-service arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Lower-case name, as in log lines and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Chatd => "chatd",
+            Service::Statusd => "statusd",
+        }
+    }
+}

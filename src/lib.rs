@@ -1,0 +1,39 @@
+//! chatd: a thread-per-core server for real-time messaging in chat rooms,
+//! the rooms' in-call flag (the **chatd** service) and user presence (the
+//! **statusd** service). The wire contract is `docs/protocol.md`.
+//!
+//! # Layout
+//!
+//! The folders show the architecture; each module's `//!` says what it owns.
+//!
+//! - [`protocol`]: the wire codec, sans-IO. `decode(&[u8])` returns a
+//!   command and the bytes it used, "need more", or a precise error;
+//!   encoders write into a `BufMut`. No sockets, no clock.
+//! - [`core`]: the state machines (rooms and calls, presence, visibility),
+//!   fed `(now, event)` and returning what to send. No sockets, no clock.
+//! - [`timer`]: the hashed timer wheel each shard drives its timeouts with.
+//! - [`store`]: durable relations (redb) and the in-memory relation model
+//!   that turns an admin change into per-shard effects.
+//! - [`shard`]: one thread per core, pinned, with its own tokio-uring
+//!   runtime; the cross-shard mesh and the routing function.
+//! - [`net`]: listeners, connection read/write loops and the outbound queue.
+//! - [`admin`]: the HTTP admin API and Prometheus metrics.
+//! - [`auth`]: JWT (HS256) verification and issuing.
+//! - [`config`]: the command line; [`limits`]: every limit, in one place.
+//!
+//! `docs/architecture.md` tells who owns which state and how a message
+//! travels from the sender's socket to every recipient's socket.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod core;
+pub mod ids;
+pub mod limits;
+pub mod metrics;
+pub mod net;
+pub mod protocol;
+pub mod server;
+pub mod shard;
+pub mod store;
+pub mod timer;

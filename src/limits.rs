@@ -1,0 +1,81 @@
+//! Every limit and default, in one place, each with why it has its value.
+//! Configurable ones are the defaults of flags in [`crate::config`];
+//! the rest are fixed here.
+
+/// Highest protocol version this server speaks (both services).
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// OP_AUTH `token_len` above this is rejected (protocol section 2).
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// Largest `msglen` the 24-bit field can carry; `--max-rtmsg-len` may not
+/// exceed it.
+pub const MSGLEN_FIELD_MAX: u32 = 0x00FF_FFFF;
+
+/// Default `--max-rtmsg-len` (protocol section 4.3).
+pub const DEFAULT_MAX_RTMSG_LEN: u32 = 65_536;
+
+/// Default `--call-timeout-ms`: a call participant with no heartbeat for
+/// this long leaves the call (clients beat every 2-5 s).
+pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 10_000;
+
+/// Default `--idle-timeout-ms`: a connection that sent nothing for this
+/// long is closed (protocol section 3).
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 90_000;
+
+/// Default `--login-timeout-ms`: AUTH + HELLO must complete within this.
+pub const DEFAULT_LOGIN_TIMEOUT_MS: u64 = 10_000;
+
+/// Default `--max-outbuf-bytes`: bytes queued to one connection before it
+/// is closed as a slow consumer. 4 MiB holds 64 maximum-size messages, far
+/// more than a healthy reader ever lags, and bounds server memory per
+/// connection.
+pub const DEFAULT_MAX_OUTBUF_BYTES: usize = 4 << 20;
+
+/// Default `--listen-backlog`: accept queue length per listener socket.
+/// The kernel caps it at `net.core.somaxconn` (see tuning.md).
+pub const DEFAULT_LISTEN_BACKLOG: i32 = 4096;
+
+/// A connection's read buffer starts this small so that the buffer every
+/// pending io_uring read pins costs an idle connection little; it doubles
+/// while reads fill it, up to [`READ_BUF_MAX`].
+pub const READ_BUF_INITIAL: usize = 256;
+
+/// Largest read buffer: one read never needs more than a few maximum-size
+/// frames' worth to keep up.
+pub const READ_BUF_MAX: usize = 256 * 1024;
+
+/// Most frames gathered into one vectored write (`IOV_MAX` is 1024).
+pub const WRITE_IOVECS_MAX: usize = 1024;
+
+/// Timer wheel resolution. Timeouts are noticed at most one tick late; the
+/// protocol allows one second of slack for call timeouts.
+pub const TIMER_TICK_MS: u64 = 100;
+
+/// Timer wheel slots: one revolution covers `TIMER_TICK_MS * TIMER_SLOTS`
+/// (102.4 s), longer than every default timeout, so most entries fire on
+/// their first visit.
+pub const TIMER_SLOTS: usize = 1024;
+
+/// io_uring submission queue entries per shard; the completion queue is
+/// twice as large (the tokio-uring default of 256/512 overflows under a
+/// burst of thousands of connections).
+pub const URING_ENTRIES: u32 = 4096;
+
+/// Most admin relation changes in one request body (`PUT /v1/rooms/{id}`).
+pub const MAX_ROOM_MEMBERS_PER_PUT: usize = 100_000;
+
+/// Largest admin request body.
+pub const MAX_ADMIN_BODY_BYTES: usize = 8 << 20;
+
+/// Longest token lifetime `POST /v1/tokens` issues (one year).
+pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
+
+/// A connection being closed (after an error, or a drain) gets this long
+/// to take what was queued for it before its socket is shut down anyway, so
+/// a peer that stopped reading cannot hold it open.
+pub const CLOSE_FLUSH_MS: u64 = 2_000;
+
+/// Default `--drain-timeout-ms`: how long SIGTERM waits for connections to
+/// take their last bytes before the process exits.
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 5_000;

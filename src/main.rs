@@ -1,0 +1,31 @@
+//! The `chatd` binary: parses the command line and runs the server.
+
+use clap::Parser;
+use mimalloc::MiMalloc;
+
+use chatd::config::{Cli, Command, LogFormat};
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHATD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => match chatd::server::run(cli.config) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chatd: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,215 @@
+//! The wire codec of both services (protocol sections 1-5), sans-IO.
+//!
+//! It owns the byte layouts and nothing else: decoders are plain functions
+//! over the bytes received so far, encoders write into a [`bytes::BufMut`].
+//! No sockets, no clock, no allocation, no state between calls.
+//!
+//! Every decoder returns one of three things:
+//! - `Ok(Some((command, used)))`: a complete command that took the first
+//!   `used` bytes (always at least 1); the caller drops them and calls again;
+//! - `Ok(None)`: the bytes so far are a valid prefix; read more. This is
+//!   the normal state of a stream reader, not an error;
+//! - `Err(DecodeError)`: the bytes can never become a valid command. Each
+//!   error carries what the server needs for its `OP_ERROR`
+//!   ([`DecodeError::error_code`], [`DecodeError::opcode`],
+//!   [`DecodeError::chatid`]) and is reported as soon as the offending field
+//!   is present, never after waiting for bytes that follow it.
+//!
+//! [`chatd`] and [`statusd`] hold each service's command set; what both
+//! share (`OP_KEEPALIVE`, `OP_AUTH`, `OP_ERROR`, error codes) lives here
+//! and in the private `wire` helpers, so each layout is parsed in one place.
+
+pub mod chatd;
+pub mod statusd;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use bytes::BufMut;
+
+use crate::limits::DEFAULT_MAX_RTMSG_LEN;
+
+/// `OP_KEEPALIVE`, both services, both directions; no body.
+pub const OP_KEEPALIVE: u8 = 0x00;
+/// `OP_AUTH`, both services, C->S: `token_len(2) token`.
+pub const OP_AUTH: u8 = 0x06;
+/// `OP_ERROR`, both services, S->C: `code(1) opcode(1) id(8)`.
+pub const OP_ERROR: u8 = 0x07;
+
+/// Bytes of an `OP_ERROR` command, opcode included.
+pub const ERROR_LEN: usize = 11;
+
+/// `OP_ERROR` codes (protocol section 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ErrorCode {
+    /// Unknown opcode or malformed field.
+    BadCommand = 1,
+    /// The token was rejected.
+    AuthFailed = 2,
+    /// A command other than `OP_AUTH` then `OP_HELLO` during login.
+    NotAuthenticated = 3,
+    /// The user is not a member of that room.
+    NotMember = 4,
+    /// This connection has not joined that room.
+    NotJoined = 5,
+    /// `msglen` above the server's limit.
+    TooLarge = 6,
+    /// `receiver_userid` 0 with a non-zero `receiver_clientid`.
+    BadAddress = 7,
+    /// The connection's output queue went over the server's limit.
+    SlowConsumer = 8,
+    /// Unsupported protocol version in `OP_HELLO`.
+    BadVersion = 9,
+    /// The server is draining.
+    ShuttingDown = 10,
+}
+
+impl ErrorCode {
+    /// Every code, in wire order.
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::BadCommand,
+        ErrorCode::AuthFailed,
+        ErrorCode::NotAuthenticated,
+        ErrorCode::NotMember,
+        ErrorCode::NotJoined,
+        ErrorCode::TooLarge,
+        ErrorCode::BadAddress,
+        ErrorCode::SlowConsumer,
+        ErrorCode::BadVersion,
+        ErrorCode::ShuttingDown,
+    ];
+
+    /// Whether the server closes the connection after sending this code.
+    /// Only the three room-scoped refusals leave it open: they are about one
+    /// room, not about the connection speaking the protocol wrongly.
+    pub fn closes_connection(self) -> bool {
+        !matches!(
+            self,
+            ErrorCode::NotMember | ErrorCode::NotJoined | ErrorCode::BadAddress
+        )
+    }
+
+    /// The name the contract uses (`"BAD_COMMAND"`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::BadCommand => "BAD_COMMAND",
+            ErrorCode::AuthFailed => "AUTH_FAILED",
+            ErrorCode::NotAuthenticated => "NOT_AUTHENTICATED",
+            ErrorCode::NotMember => "NOT_MEMBER",
+            ErrorCode::NotJoined => "NOT_JOINED",
+            ErrorCode::TooLarge => "TOO_LARGE",
+            ErrorCode::BadAddress => "BAD_ADDRESS",
+            ErrorCode::SlowConsumer => "SLOW_CONSUMER",
+            ErrorCode::BadVersion => "BAD_VERSION",
+            ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+        }
+    }
+
+    /// The code for a wire byte; `None` for codes this version does not
+    /// define (clients keep the raw byte in that case).
+    pub fn from_u8(v: u8) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| *c as u8 == v)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why some bytes can never become a valid command. Each variant maps to
+/// the `OP_ERROR` the server sends before closing the connection.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// No command of this service has this opcode (`BAD_COMMAND`).
+    #[error("unknown opcode {0:#04x}")]
+    UnknownOpcode(u8),
+    /// A field holds a value its layout does not allow, e.g. an `OP_IN_CALL`
+    /// status other than 0 or 1 (`BAD_COMMAND`).
+    #[error("bad {field} in opcode {opcode:#04x} (chatid {chatid})")]
+    BadField {
+        /// Opcode of the malformed command.
+        opcode: u8,
+        /// The command's `chatid` (0 when it has none).
+        chatid: u64,
+        /// Name of the offending field, as in the protocol tables.
+        field: &'static str,
+    },
+    /// `OP_AUTH` `token_len` of 0 or above
+    /// [`MAX_TOKEN_LEN`](crate::limits::MAX_TOKEN_LEN) (`AUTH_FAILED`).
+    #[error("token_len {len} out of range")]
+    BadTokenLen {
+        /// The `token_len` received.
+        len: u16,
+    },
+    /// `OP_RTMSG` `msglen` above [`Limits::max_rtmsg_len`] (`TOO_LARGE`).
+    #[error("msglen {len} above limit {max} (chatid {chatid})")]
+    TooLarge {
+        /// The message's room.
+        chatid: u64,
+        /// The `msglen` received.
+        len: u32,
+        /// The limit it broke.
+        max: u32,
+    },
+}
+
+impl DecodeError {
+    /// The `OP_ERROR` code the server answers with.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            DecodeError::UnknownOpcode(_) | DecodeError::BadField { .. } => ErrorCode::BadCommand,
+            DecodeError::BadTokenLen { .. } => ErrorCode::AuthFailed,
+            DecodeError::TooLarge { .. } => ErrorCode::TooLarge,
+        }
+    }
+
+    /// The `opcode` field of that `OP_ERROR`: the command that caused it.
+    pub fn opcode(&self) -> u8 {
+        match self {
+            DecodeError::UnknownOpcode(op) => *op,
+            DecodeError::BadField { opcode, .. } => *opcode,
+            DecodeError::BadTokenLen { .. } => OP_AUTH,
+            DecodeError::TooLarge { .. } => chatd::OP_RTMSG,
+        }
+    }
+
+    /// The `id` field of that `OP_ERROR`: the room concerned, 0 when none.
+    pub fn chatid(&self) -> u64 {
+        match self {
+            DecodeError::BadField { chatid, .. } | DecodeError::TooLarge { chatid, .. } => *chatid,
+            DecodeError::UnknownOpcode(_) | DecodeError::BadTokenLen { .. } => 0,
+        }
+    }
+
+    /// Writes the `OP_ERROR` this error is answered with.
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        encode_error(self.error_code(), self.opcode(), self.chatid(), buf);
+    }
+}
+
+/// The configurable decoder limits (set from the command line).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest `OP_RTMSG` `msglen` accepted (`--max-rtmsg-len`). Values
+    /// above [`MSGLEN_FIELD_MAX`](crate::limits::MSGLEN_FIELD_MAX) act as
+    /// that, since the field cannot carry more.
+    pub max_rtmsg_len: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_rtmsg_len: DEFAULT_MAX_RTMSG_LEN,
+        }
+    }
+}
+
+/// Writes `OP_ERROR` (same layout on both services): `code(1) opcode(1)
+/// id(8)`, [`ERROR_LEN`] bytes.
+pub fn encode_error(code: ErrorCode, opcode: u8, id: u64, buf: &mut impl BufMut) {
+    wire::encode_error_raw(code as u8, opcode, id, buf);
+}

@@ -1,0 +1,273 @@
+//! Start-up and shut-down: open the relation store, read or make the
+//! secrets, bind every listener, start the shards and the admin API, print
+//! the listening lines, then wait for SIGINT/SIGTERM and drain.
+
+use std::fs;
+use std::io::{self, Write as _};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::admin::control::ShardControl;
+use crate::admin::{self, Admin, AdminConfig};
+use crate::auth::Authenticator;
+use crate::config::{Config, IoBackend};
+use crate::metrics::ShardMetrics;
+use crate::net::io::Backend;
+use crate::net::listener;
+use crate::protocol::Limits;
+use crate::shard::client_ids::ClientIds;
+use crate::shard::control::MeshControl;
+use crate::shard::msg::ShardMsg;
+use crate::shard::{self, mesh, ShardListeners, Shared};
+use crate::store::{Store, StoreError};
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory or its database could not be used.
+    #[error("data dir {path}: {source}")]
+    Store { path: PathBuf, source: StoreError },
+    /// A secret file could not be read or written.
+    #[error("secret file {path}: {source}")]
+    Secret { path: PathBuf, source: io::Error },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: io::Error,
+    },
+    /// io_uring was asked for but is not available.
+    #[error("io_uring is not available on this host ({0}); run with --io-backend epoll or auto")]
+    UringUnavailable(io::Error),
+    /// Shards could not start.
+    #[error(transparent)]
+    Start(#[from] shard::StartError),
+    /// Anything else at start.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Reads a secret from `<dir>/<name>`, or makes a random one and writes
+/// it there readable by the owner only.
+fn secret_file(dir: &Path, name: &str) -> Result<String, ServerError> {
+    let path = dir.join(name);
+    let err = |source| ServerError::Secret {
+        path: path.clone(),
+        source,
+    };
+    match fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).map_err(|e| err(io::Error::other(e.to_string())))?;
+    let secret: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(err)?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(err)?;
+    f.write_all(secret.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(err)?;
+    Ok(secret)
+}
+
+/// Decides the I/O backend: io_uring when asked for or, with `auto`, when
+/// a ring can be created here.
+fn choose_backend(wanted: IoBackend) -> Result<Backend, ServerError> {
+    let probe = || tokio_uring::Runtime::new(&tokio_uring::builder()).map(drop);
+    match wanted {
+        IoBackend::Epoll => Ok(Backend::Epoll),
+        IoBackend::Uring => probe()
+            .map(|_| Backend::Uring)
+            .map_err(ServerError::UringUnavailable),
+        IoBackend::Auto => match probe() {
+            Ok(()) => Ok(Backend::Uring),
+            Err(e) => {
+                tracing::warn!("io_uring is not available ({e}); running on the epoll backend");
+                Ok(Backend::Epoll)
+            }
+        },
+    }
+}
+
+/// Runs the server until SIGINT/SIGTERM. Returns after the drain.
+pub fn run(config: Config) -> Result<(), ServerError> {
+    let data_dir = config.data_dir.clone();
+    let store = Store::open(&data_dir).map_err(|source| ServerError::Store {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let relations = store.load().map_err(|source| ServerError::Store {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let jwt_secret = match &config.jwt_secret {
+        Some(s) => s.clone(),
+        None => secret_file(&data_dir, "jwt.secret")?,
+    };
+    let admin_token = match &config.admin_token {
+        Some(s) => s.clone(),
+        None => secret_file(&data_dir, "admin.token")?,
+    };
+    let backend = choose_backend(config.io_backend)?;
+    let shards = config.shard_count();
+
+    let bind = |what, addr| {
+        listener::bind_group(addr, shards, config.listen_backlog)
+            .map_err(|source| ServerError::Bind { what, addr, source })
+    };
+    let chatd_listeners = bind("chatd", config.chatd_listen)?;
+    let statusd_listeners = bind("statusd", config.statusd_listen)?;
+    let admin_listener =
+        std::net::TcpListener::bind(config.admin_listen).map_err(|source| ServerError::Bind {
+            what: "admin",
+            addr: config.admin_listen,
+            source,
+        })?;
+    let addr_of = |l: &std::net::TcpListener| {
+        l.local_addr()
+            .map_err(|e| ServerError::Other(e.to_string()))
+    };
+    let chatd_addr = addr_of(&chatd_listeners[0])?;
+    let statusd_addr = addr_of(&statusd_listeners[0])?;
+    let admin_addr = addr_of(&admin_listener)?;
+
+    let (mesh, inboxes) = mesh::mesh(shards);
+    let shared = Arc::new(Shared {
+        limits: Limits {
+            max_rtmsg_len: config.max_rtmsg_len,
+        },
+        mesh: mesh.clone(),
+        auth: Authenticator::new(jwt_secret.as_bytes()),
+        client_ids: ClientIds::new(config.first_client_id),
+        metrics: (0..shards)
+            .map(|_| Arc::new(ShardMetrics::default()))
+            .collect(),
+        epoch: Instant::now(),
+        config: config.clone(),
+    });
+
+    let cores = if config.no_pin {
+        None
+    } else {
+        core_affinity::get_core_ids()
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut handles = Vec::with_capacity(shards);
+    for (id, ((inbox, chatd), statusd)) in inboxes
+        .into_iter()
+        .zip(chatd_listeners)
+        .zip(statusd_listeners)
+        .enumerate()
+    {
+        let core = cores
+            .as_ref()
+            .and_then(|c| c.get(id % c.len().max(1)).copied());
+        let listeners = ShardListeners { chatd, statusd };
+        handles.push(shard::spawn_shard(
+            id,
+            shared.clone(),
+            inbox,
+            listeners,
+            backend,
+            core,
+            ready_tx.clone(),
+        )?);
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(ServerError::Other("a shard thread died at start".into())),
+        }
+    }
+
+    // Relations into the shards before anyone can log in.
+    let control = Arc::new(MeshControl::new(shared.clone()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServerError::Other(format!("runtime: {e}")))?;
+    rt.block_on(control.apply(relations.initial_effects()));
+
+    let admin = Arc::new(Admin::new(
+        AdminConfig {
+            token: admin_token,
+            now: admin::system_now,
+        },
+        store,
+        relations,
+        Authenticator::new(jwt_secret.as_bytes()),
+        control,
+    ));
+    tracing::info!(shards, backend = backend.name(), "starting");
+    {
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "chatd listening on {chatd_addr}");
+        let _ = writeln!(out, "statusd listening on {statusd_addr}");
+        let _ = writeln!(out, "admin listening on {admin_addr}");
+        let _ = out.flush();
+    }
+    shard::release_shards();
+
+    let (stop_admin_tx, stop_admin_rx) = tokio::sync::oneshot::channel::<()>();
+    let admin_thread = std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            let stop = async move {
+                let _ = stop_admin_rx.await;
+            };
+            if let Err(e) = admin::serve(admin_listener, admin, stop) {
+                tracing::error!("admin API stopped: {e}");
+            }
+        })
+        .map_err(|e| ServerError::Other(format!("admin thread: {e}")))?;
+
+    rt.block_on(wait_for_signal());
+    tracing::info!("draining");
+    for id in 0..shards {
+        mesh.send(
+            id,
+            ShardMsg::Shutdown {
+                deadline_ms: config.drain_timeout_ms,
+            },
+        );
+    }
+    for h in handles {
+        let _ = h.thread.join();
+    }
+    let _ = stop_admin_tx.send(());
+    let _ = admin_thread.join();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

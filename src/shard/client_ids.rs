@@ -1,0 +1,81 @@
+//! Server-wide chatd client ids (protocol 4.1): one incrementing 32-bit
+//! counter for all shards, never 0, never an id still held by a connected
+//! client after the counter wraps.
+//!
+//! The counter is one atomic; the ids in use sit in 64 striped sets, so a
+//! login or logout takes one uncontended lock on one stripe, never a
+//! server-wide lock.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+
+use crate::ids::ClientId;
+
+const STRIPES: usize = 64;
+
+/// Hands out and takes back client ids.
+pub struct ClientIds {
+    next: AtomicU32,
+    in_use: [Mutex<HashSet<ClientId>>; STRIPES],
+}
+
+impl ClientIds {
+    /// Starts counting at `first` (1 in production; tests start near the
+    /// top to exercise wrap-around).
+    pub fn new(first: ClientId) -> Self {
+        Self {
+            next: AtomicU32::new(first),
+            in_use: std::array::from_fn(|_| Mutex::new(HashSet::new())),
+        }
+    }
+
+    fn stripe(&self, id: ClientId) -> std::sync::MutexGuard<'_, HashSet<ClientId>> {
+        // A poisoned stripe only means another thread panicked while
+        // holding it; the set itself is still consistent.
+        self.in_use[id as usize % STRIPES]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next free id. Loops only past ids still in use after a wrap,
+    /// of which there can be at most as many as connected clients.
+    pub fn allocate(&self) -> ClientId {
+        loop {
+            let id = self.next.fetch_add(1, Ordering::Relaxed);
+            if id != 0 && self.stripe(id).insert(id) {
+                return id;
+            }
+        }
+    }
+
+    /// Gives `id` back when its connection closes.
+    pub fn release(&self, id: ClientId) {
+        self.stripe(id).remove(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_around_skips_zero_and_ids_in_use() {
+        let ids = ClientIds::new(u32::MAX - 1);
+        let a = ids.allocate(); // MAX-1
+        let b = ids.allocate(); // MAX
+        assert_eq!((a, b), (u32::MAX - 1, u32::MAX));
+        ids.release(a);
+        // Counter wraps to 0 (skipped) then 1.
+        assert_eq!(ids.allocate(), 1);
+    }
+
+    #[test]
+    fn an_id_held_across_a_full_wrap_is_skipped() {
+        let ids = ClientIds::new(5);
+        let held = ids.allocate();
+        assert_eq!(held, 5);
+        ids.next.store(5, Ordering::Relaxed); // as if the counter went round
+        assert_eq!(ids.allocate(), 6);
+    }
+}

@@ -1,0 +1,385 @@
+//! The connections a shard accepted: their slab, login phase, outbound
+//! queue, timeouts and closing.
+//!
+//! A connection is closed in one way only: mark it `Closing` (after
+//! queueing any final OP_ERROR), wake its writer, which flushes and shuts
+//! the socket down; that completes the pending read, and the read loop's
+//! end unregisters it. A close deadline on the timer wheel shuts down a
+//! peer that stopped reading.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::msg::{ConnRef, Notice, ShardMsg};
+use super::{route, Shard, State};
+use crate::ids::{ChatId, ClientId, Service, UserId};
+use crate::limits;
+use crate::net::io::Stream;
+use crate::net::outbuf::{OutQueue, PushError};
+use crate::protocol::{self, ErrorCode};
+use crate::timer::TimerKey;
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for OP_AUTH.
+    Auth,
+    /// Authenticated, waiting for OP_HELLO.
+    Hello,
+    /// Logged in.
+    Ready,
+    /// Flushing its last bytes; reads are ignored.
+    Closing,
+}
+
+/// One connection's shard-side state.
+pub struct Conn {
+    /// Generation of the slot (see [`ConnRef`]).
+    pub gen: u16,
+    /// Which listener accepted it.
+    pub service: Service,
+    /// The socket, shared with the read and write tasks.
+    pub stream: Rc<Stream>,
+    /// Login phase.
+    pub phase: Phase,
+    /// Authenticated user (0 before OP_AUTH).
+    pub user: UserId,
+    /// chatd client id (0 before OP_HELLO, and on statusd).
+    pub client: ClientId,
+    /// Frames waiting to be written.
+    pub out: OutQueue,
+    /// When the last bytes arrived, for the idle timeout.
+    pub last_rx_ms: u64,
+    /// Its entry on the shard's timer wheel.
+    pub timer: Option<TimerKey>,
+    /// chatd: rooms it has joined (as their home shards confirmed).
+    pub joined: Vec<ChatId>,
+    /// The user's home shard was told of this login (and must be told
+    /// when it closes).
+    pub at_home: bool,
+}
+
+impl Conn {
+    /// True once AUTH + HELLO are done and it is not closing.
+    pub fn is_ready(&self) -> bool {
+        self.phase == Phase::Ready
+    }
+}
+
+/// The connection `c` refers to, if it is still open.
+pub fn get(st: &mut State, c: ConnRef) -> Option<&mut Conn> {
+    st.conns
+        .get_mut(c.slot as usize)
+        .filter(|conn| conn.gen == c.gen)
+}
+
+/// Adds a freshly accepted connection with its login deadline.
+pub fn register(shard: &Shard, stream: Rc<Stream>, service: Service) -> ConnRef {
+    let now = shard.shared.now_ms();
+    let mut st = shard.state.borrow_mut();
+    let gen = st.next_gen;
+    st.next_gen = st.next_gen.wrapping_add(1);
+    let slot = st.conns.insert(Conn {
+        gen,
+        service,
+        stream,
+        phase: Phase::Auth,
+        user: 0,
+        client: 0,
+        out: OutQueue::default(),
+        last_rx_ms: now,
+        timer: None,
+        joined: Vec::new(),
+        at_home: false,
+    });
+    let c = ConnRef {
+        shard: shard.id as u16,
+        gen,
+        slot: slot as u32,
+    };
+    let key = st
+        .timers
+        .insert(now + shard.shared.config.login_timeout_ms, c);
+    st.conns[slot].timer = Some(key);
+    shard.metrics.connections[service.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    c
+}
+
+/// Removes a connection whose read loop ended, and tells the home shards
+/// of its rooms and user.
+pub fn unregister(shard: &Shard, c: ConnRef) {
+    let conn = {
+        let mut st = shard.state.borrow_mut();
+        if get(&mut st, c).is_none() {
+            return;
+        }
+        let mut conn = st.conns.remove(c.slot as usize);
+        if let Some(key) = conn.timer.take() {
+            st.timers.cancel(key);
+        }
+        conn.out.clear();
+        conn.out.wake_writer();
+        conn
+    };
+    shard.metrics.connections[conn.service.index()]
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    if conn.client != 0 {
+        shard.shared.client_ids.release(conn.client);
+    }
+    let home = route::user_home(conn.user, shard.shards());
+    match conn.service {
+        Service::Chatd => {
+            if conn.at_home {
+                shard.send(
+                    home,
+                    ShardMsg::ChatdClients {
+                        user: conn.user,
+                        delta: -1,
+                    },
+                );
+            }
+            send_conn_gone(shard, c, &conn.joined);
+        }
+        Service::Statusd => {
+            if conn.at_home {
+                shard.send(
+                    home,
+                    ShardMsg::PresGone {
+                        user: conn.user,
+                        conn: c,
+                    },
+                );
+            }
+        }
+    }
+    shard.flush();
+}
+
+/// Tells each room home shard that `c` is gone from the `chats` it homes.
+fn send_conn_gone(shard: &Shard, c: ConnRef, chats: &[ChatId]) {
+    let shards = shard.shards();
+    let mut by_shard: Vec<Vec<ChatId>> = vec![Vec::new(); shards];
+    for &chat in chats {
+        by_shard[route::room_home(chat, shards)].push(chat);
+    }
+    for (to, chats) in by_shard.into_iter().enumerate() {
+        if !chats.is_empty() {
+            shard.send(to, ShardMsg::ConnGone { conn: c, chats });
+        }
+    }
+}
+
+/// Queues `frame` on `c` if it is on this shard and open. A queue over
+/// `--max-outbuf-bytes` makes it a slow consumer: closed, with
+/// OP_ERROR SLOW_CONSUMER if that still fits.
+pub fn push_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes) {
+    let cap = shard.shared.config.max_outbuf_bytes;
+    let Some(conn) = get(st, c) else { return };
+    if conn.phase == Phase::Closing {
+        return;
+    }
+    if let Err(PushError::Full) = conn.out.push(frame, cap) {
+        shard
+            .metrics
+            .slow_consumer_closes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let err = st.arena.frame(protocol::ERROR_LEN, |b| {
+            protocol::encode_error(ErrorCode::SlowConsumer, 0, 0, b)
+        });
+        if let Some(conn) = get(st, c) {
+            if conn.out.push(err, cap).is_ok() {
+                shard.metrics.error(ErrorCode::SlowConsumer as u8);
+            }
+        }
+        close(shard, st, c);
+    }
+}
+
+/// Sends OP_ERROR to `c` (on this shard); closes it if the code says so.
+pub fn send_error(shard: &Shard, st: &mut State, c: ConnRef, code: ErrorCode, opcode: u8, id: u64) {
+    let frame = st.arena.frame(protocol::ERROR_LEN, |b| {
+        protocol::encode_error(code, opcode, id, b)
+    });
+    shard.metrics.error(code as u8);
+    push_frame(shard, st, c, frame);
+    if code.closes_connection() {
+        close(shard, st, c);
+    }
+}
+
+/// Starts closing `c`: nothing more is queued or read; the writer flushes
+/// and shuts the socket down, or the close deadline does.
+pub fn close(shard: &Shard, st: &mut State, c: ConnRef) {
+    let now = shard.shared.now_ms();
+    let Some(conn) = get(st, c) else { return };
+    if conn.phase == Phase::Closing {
+        return;
+    }
+    conn.phase = Phase::Closing;
+    conn.out.wake_writer();
+    let old = conn.timer.take();
+    if let Some(key) = old {
+        st.timers.cancel(key);
+    }
+    let key = st.timers.insert(now + limits::CLOSE_FLUSH_MS, c);
+    if let Some(conn) = get(st, c) {
+        conn.timer = Some(key);
+    }
+}
+
+/// Applies something a home shard told a connection of this shard.
+pub fn apply_notice(shard: &Shard, c: ConnRef, notice: Notice) {
+    let mut st = shard.state.borrow_mut();
+    let st = &mut *st;
+    match notice {
+        Notice::Joined { chat, in_call } => {
+            let Some(conn) = get(st, c) else {
+                // It closed while the join was on its way: the room must
+                // forget it again.
+                send_conn_gone(shard, c, &[chat]);
+                return;
+            };
+            if !conn.joined.contains(&chat) {
+                conn.joined.push(chat);
+            }
+            let frame = st.arena.frame(9 + 10, |b| {
+                protocol::chatd::encode_join(chat, b);
+                protocol::chatd::encode_in_call(chat, in_call, b);
+            });
+            shard
+                .metrics
+                .command_out(Service::Chatd, protocol::chatd::OP_JOIN, 1);
+            shard
+                .metrics
+                .command_out(Service::Chatd, protocol::chatd::OP_IN_CALL, 1);
+            push_frame(shard, st, c, frame);
+        }
+        Notice::Left { chat } => {
+            let Some(conn) = get(st, c) else { return };
+            conn.joined.retain(|&j| j != chat);
+            let frame = st
+                .arena
+                .frame(9, |b| protocol::chatd::encode_leave(chat, b));
+            shard
+                .metrics
+                .command_out(Service::Chatd, protocol::chatd::OP_LEAVE, 1);
+            push_frame(shard, st, c, frame);
+        }
+        Notice::Error { code, opcode, id } => send_error(shard, st, c, code, opcode, id),
+    }
+}
+
+/// Fires due login, idle and close deadlines.
+pub fn poll_timers(shard: &Shard, now: u64, fired: &mut Vec<ConnRef>) {
+    let mut st = shard.state.borrow_mut();
+    let st = &mut *st;
+    fired.clear();
+    st.timers.poll_expired(now, fired);
+    let idle = shard.shared.config.idle_timeout_ms;
+    for &c in fired.iter() {
+        let Some(conn) = get(st, c) else { continue };
+        conn.timer = None;
+        match conn.phase {
+            // Login timeout: closed without an error command.
+            Phase::Auth | Phase::Hello => {
+                tracing::debug!(?c, "login timeout");
+                close(shard, st, c);
+            }
+            Phase::Ready => {
+                let due = conn.last_rx_ms + idle;
+                if due <= now {
+                    tracing::debug!(?c, "idle timeout");
+                    close(shard, st, c);
+                } else {
+                    // Lazy re-arm: reads only stamp `last_rx_ms`.
+                    let key = st.timers.insert(due, c);
+                    if let Some(conn) = get(st, c) {
+                        conn.timer = Some(key);
+                    }
+                }
+            }
+            // The peer did not take its last bytes in time.
+            Phase::Closing => conn.stream.shutdown(),
+        }
+    }
+}
+
+/// Moves a connection from login to ready: its timer becomes the idle one.
+pub fn logged_in(shard: &Shard, st: &mut State, c: ConnRef) {
+    let idle = shard.shared.config.idle_timeout_ms;
+    let Some(conn) = get(st, c) else { return };
+    conn.phase = Phase::Ready;
+    let due = conn.last_rx_ms + idle;
+    let old = conn.timer.take();
+    let service = conn.service;
+    if let Some(key) = old {
+        st.timers.cancel(key);
+    }
+    let key = st.timers.insert(due, c);
+    if let Some(conn) = get(st, c) {
+        conn.timer = Some(key);
+    }
+    shard.metrics.logins[service.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// OP_AUTH on either service: verifies the token; on failure AUTH_FAILED
+/// and close.
+pub fn on_auth(shard: &Shard, st: &mut State, c: ConnRef, token: &[u8]) {
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let Some(conn) = get(st, c) else { return };
+    let service = conn.service;
+    match shard.shared.auth.verify(token, now_secs) {
+        Ok(user) => {
+            conn.user = user;
+            conn.phase = Phase::Hello;
+        }
+        Err(e) => {
+            tracing::debug!(?c, "auth failed: {e}");
+            shard.metrics.auth_failures[service.index()]
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            send_error(shard, st, c, ErrorCode::AuthFailed, protocol::OP_AUTH, 0);
+        }
+    }
+}
+
+/// SIGTERM: stop accepting, tell every connection SHUTTING_DOWN and let
+/// them flush; [`drain_finished`] says when the shard may end.
+pub fn start_drain(shard: &Shard, deadline_ms: u64) {
+    let mut st = shard.state.borrow_mut();
+    st.draining = true;
+    st.drain_end_ms = Some(shard.shared.now_ms() + deadline_ms);
+    let conns: Vec<ConnRef> = st
+        .conns
+        .iter()
+        .map(|(slot, conn)| ConnRef {
+            shard: shard.id as u16,
+            gen: conn.gen,
+            slot: slot as u32,
+        })
+        .collect();
+    for c in conns {
+        send_error(shard, &mut st, c, ErrorCode::ShuttingDown, 0, 0);
+    }
+}
+
+/// During a drain: true once every connection is gone or the deadline
+/// passed (then the stragglers are shut down).
+pub fn drain_finished(shard: &Shard, now: u64) -> bool {
+    let st = shard.state.borrow();
+    let Some(end) = st.drain_end_ms else {
+        return false;
+    };
+    if st.conns.is_empty() {
+        return true;
+    }
+    if now >= end {
+        for (_, conn) in st.conns.iter() {
+            conn.stream.shutdown();
+        }
+        return true;
+    }
+    false
+}

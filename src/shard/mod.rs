@@ -1,0 +1,458 @@
+//! Shards: one thread per core, pinned, each with its own runtime
+//! (tokio-uring, or tokio's epoll driver where io_uring is blocked) and its
+//! own SO_REUSEPORT listeners for both services.
+//!
+//! A shard owns, and alone touches:
+//! - the connections its listeners accepted ([`conn`]),
+//! - the rooms whose home it is ([`route::room_home`]): joined
+//!   connections, call participants and flag ([`chatd`]),
+//! - the users whose home it is ([`route::user_home`]): presence and who
+//!   may see them ([`statusd`]).
+//!
+//! Shards share no mutable state; they talk through [`mesh`]. Work for
+//! the shard itself goes through a local queue instead of the channel, so a
+//! handler never re-enters the shard's state while it holds it.
+
+pub mod chatd;
+pub mod client_ids;
+pub mod conn;
+pub mod control;
+pub mod mesh;
+pub mod msg;
+pub mod route;
+pub mod statusd;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use slab::Slab;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::core::presence::Presence;
+use crate::core::room::Rooms;
+use crate::ids::{Service, UserId};
+use crate::limits;
+use crate::metrics::ShardMetrics;
+use crate::net::arena::FrameArena;
+use crate::net::io::{Backend, Listener};
+use crate::protocol::Limits;
+use crate::timer::TimerWheel;
+
+use self::client_ids::ClientIds;
+use self::conn::Conn;
+use self::mesh::{InboxRx, Mesh};
+use self::msg::{ConnRef, ShardMsg};
+
+/// What every shard (and the admin thread) shares: read-only after start,
+/// or internally synchronized without a server-wide lock.
+pub struct Shared {
+    /// Server configuration.
+    pub config: Config,
+    /// Senders into every shard.
+    pub mesh: Mesh,
+    /// Verifies OP_AUTH tokens.
+    pub auth: Authenticator,
+    /// chatd client ids.
+    pub client_ids: ClientIds,
+    /// Each shard's metrics, by shard index.
+    pub metrics: Vec<Arc<ShardMetrics>>,
+    /// Decoder limits.
+    pub limits: Limits,
+    /// Zero of the millisecond clock every shard uses.
+    pub epoch: Instant,
+}
+
+impl Shared {
+    /// Milliseconds since start, on the monotonic clock.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// State owned by one shard. Borrowed only inside one handler at a time.
+pub struct State {
+    /// Connections accepted by this shard.
+    pub conns: Slab<Conn>,
+    /// Next generation for a slot, so stale [`ConnRef`]s miss.
+    pub next_gen: u16,
+    /// Rooms homed here.
+    pub rooms: Rooms<ConnRef>,
+    /// Users homed here: presence and visibility.
+    pub presence: Presence<ConnRef>,
+    /// Users homed here: logged-in chatd clients.
+    pub chatd_clients: HashMap<UserId, u64>,
+    /// Login dumps in progress for statusd clients of users homed here:
+    /// the parts still awaited and the entries sent so far.
+    pub dumps: HashMap<ConnRef, (usize, u64)>,
+    /// Login, idle and close deadlines of this shard's connections.
+    pub timers: TimerWheel<ConnRef>,
+    /// Small frames the server builds.
+    pub arena: FrameArena,
+    /// Set once draining started.
+    pub draining: bool,
+    /// When a drain must end.
+    pub drain_end_ms: Option<u64>,
+}
+
+/// One shard: its state and its ways out.
+pub struct Shard {
+    /// Index of this shard.
+    pub id: usize,
+    /// Shared with all shards.
+    pub shared: Arc<Shared>,
+    /// This shard's metrics.
+    pub metrics: Arc<ShardMetrics>,
+    /// The shard's own state.
+    pub state: RefCell<State>,
+    /// Messages to this shard from itself, handled after the current one.
+    local: RefCell<VecDeque<ShardMsg>>,
+    /// True while the local queue is being drained (no recursion).
+    draining_local: Cell<bool>,
+    /// Messages to other shards, batched until the current handler ends.
+    outbox: RefCell<Vec<(usize, ShardMsg)>>,
+    /// Notified when a drain has finished: the shard thread then ends.
+    pub finished: tokio::sync::Notify,
+}
+
+impl Shard {
+    fn new(id: usize, shared: Arc<Shared>) -> Self {
+        let now = shared.now_ms();
+        let state = State {
+            conns: Slab::new(),
+            next_gen: 0,
+            rooms: Rooms::new(shared.config.call_timeout_ms, now),
+            presence: Presence::new(),
+            chatd_clients: HashMap::new(),
+            dumps: HashMap::new(),
+            timers: TimerWheel::new(limits::TIMER_TICK_MS, limits::TIMER_SLOTS, now),
+            arena: FrameArena::default(),
+            draining: false,
+            drain_end_ms: None,
+        };
+        Self {
+            id,
+            metrics: shared.metrics[id].clone(),
+            shared,
+            state: RefCell::new(state),
+            local: RefCell::new(VecDeque::new()),
+            draining_local: Cell::new(false),
+            outbox: RefCell::new(Vec::new()),
+            finished: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.shared.mesh.shards()
+    }
+
+    /// Sends `msg` to shard `to`: queued locally when that is this shard,
+    /// else sent on the mesh once the current handler returns.
+    pub fn send(&self, to: usize, msg: ShardMsg) {
+        if to == self.id {
+            self.local.borrow_mut().push_back(msg);
+        } else {
+            self.outbox.borrow_mut().push((to, msg));
+        }
+    }
+
+    /// Handles everything queued for this shard by itself, then sends what
+    /// handlers addressed to other shards. Call after every entry point.
+    pub fn flush(&self) {
+        if self.draining_local.replace(true) {
+            return;
+        }
+        loop {
+            let next = self.local.borrow_mut().pop_front();
+            match next {
+                Some(msg) => self.handle(msg),
+                None => break,
+            }
+        }
+        self.draining_local.set(false);
+        let out = std::mem::take(&mut *self.outbox.borrow_mut());
+        for (to, msg) in out {
+            self.shared.mesh.send(to, msg);
+        }
+    }
+
+    /// Handles one message addressed to this shard.
+    fn handle(&self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Nop => {}
+            ShardMsg::Join { .. }
+            | ShardMsg::Leave { .. }
+            | ShardMsg::RtMsg { .. }
+            | ShardMsg::InCall { .. }
+            | ShardMsg::ConnGone { .. } => chatd::handle_room_msg(self, msg),
+            ShardMsg::Deliver { frame, conns } => self.deliver_local(&frame, &conns),
+            ShardMsg::Notice { conn, notice } => conn::apply_notice(self, conn, notice),
+            ShardMsg::ChatdClients { .. }
+            | ShardMsg::PresHello { .. }
+            | ShardMsg::PresSet { .. }
+            | ShardMsg::PresGone { .. }
+            | ShardMsg::PresFanout { .. }
+            | ShardMsg::DumpQuery { .. }
+            | ShardMsg::DumpPart { .. } => statusd::handle_user_msg(self, msg),
+            ShardMsg::Effects { .. } | ShardMsg::QueryRoom { .. } | ShardMsg::QueryUser { .. } => {
+                control::handle_admin_msg(self, msg)
+            }
+            ShardMsg::Shutdown { deadline_ms } => conn::start_drain(self, deadline_ms),
+        }
+    }
+
+    /// Queues `frame` on every listed connection, wherever it lives: one
+    /// reference-counted buffer for all, one mesh message per other shard.
+    pub fn deliver(&self, frame: &Bytes, conns: &[ConnRef]) {
+        let shards = self.shards();
+        if shards == 1 {
+            return self.deliver_local(frame, conns);
+        }
+        // Group by shard without allocating when every recipient is local.
+        let mut local = true;
+        for c in conns {
+            if c.shard as usize != self.id {
+                local = false;
+                break;
+            }
+        }
+        if local {
+            return self.deliver_local(frame, conns);
+        }
+        let mut groups: Vec<Vec<ConnRef>> = vec![Vec::new(); shards];
+        for &c in conns {
+            groups[c.shard as usize].push(c);
+        }
+        for (shard, group) in groups.into_iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            if shard == self.id {
+                self.deliver_local(frame, &group);
+            } else {
+                self.send(
+                    shard,
+                    ShardMsg::Deliver {
+                        frame: frame.clone(),
+                        conns: group,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Queues `frame` on connections of this shard.
+    pub fn deliver_local(&self, frame: &Bytes, conns: &[ConnRef]) {
+        let mut st = self.state.borrow_mut();
+        for &c in conns {
+            conn::push_frame(self, &mut st, c, frame.clone());
+        }
+    }
+
+    /// Sends one small frame built with `encode` to `conn`, wherever it is.
+    pub fn send_frame(
+        &self,
+        conn: ConnRef,
+        max_len: usize,
+        encode: impl FnOnce(&mut bytes::BytesMut),
+    ) {
+        let frame = self.state.borrow_mut().arena.frame(max_len, encode);
+        self.deliver(&frame, std::slice::from_ref(&conn));
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The I/O backend could not be set up on a shard.
+    #[error("shard {shard}: cannot start the {backend} runtime: {source}")]
+    Runtime {
+        shard: usize,
+        backend: &'static str,
+        source: std::io::Error,
+    },
+    /// A shard thread could not be spawned.
+    #[error("cannot spawn shard thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running shard thread.
+pub struct ShardHandle {
+    /// The thread; joins when the shard has drained.
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// One shard's listeners, bound by the caller (so it can print addresses).
+pub struct ShardListeners {
+    /// chatd listener.
+    pub chatd: std::net::TcpListener,
+    /// statusd listener.
+    pub statusd: std::net::TcpListener,
+}
+
+/// Starts shard `id` on its own thread, pinned to `core` if given. The
+/// shard builds its runtime, then waits for `go` before accepting (so
+/// relations are in place first). Reports runtime set-up failure on `ready`.
+pub fn spawn_shard(
+    id: usize,
+    shared: Arc<Shared>,
+    inbox: InboxRx,
+    listeners: ShardListeners,
+    backend: Backend,
+    core: Option<core_affinity::CoreId>,
+    ready: std::sync::mpsc::Sender<Result<usize, StartError>>,
+) -> Result<ShardHandle, StartError> {
+    let thread = std::thread::Builder::new()
+        .name(format!("shard-{id}"))
+        .spawn(move || {
+            if let Some(core) = core {
+                if !core_affinity::set_for_current(core) {
+                    tracing::warn!(shard = id, "could not pin to core {}", core.id);
+                }
+            }
+            let shard = Rc::new(Shard::new(id, shared));
+            let run = run_shard(shard, inbox, listeners, backend);
+            match backend {
+                Backend::Uring => {
+                    let mut builder = tokio_uring::builder();
+                    let mut urb = tokio_uring::uring_builder();
+                    // COOP_TASKRUN avoids interrupting the thread for every
+                    // completion; SINGLE_ISSUER|DEFER_TASKRUN would hang
+                    // tokio-uring 0.5. The CQ is twice the SQ so a burst of
+                    // completions does not overflow.
+                    urb.setup_coop_taskrun()
+                        .setup_cqsize(limits::URING_ENTRIES * 2);
+                    builder.entries(limits::URING_ENTRIES).uring_builder(&urb);
+                    match tokio_uring::Runtime::new(&builder) {
+                        Ok(rt) => {
+                            let _ = ready.send(Ok(id));
+                            rt.block_on(run);
+                        }
+                        Err(source) => {
+                            let _ = ready.send(Err(StartError::Runtime {
+                                shard: id,
+                                backend: "io_uring",
+                                source,
+                            }));
+                        }
+                    }
+                }
+                Backend::Epoll => {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
+                    match rt {
+                        Ok(rt) => {
+                            let _ = ready.send(Ok(id));
+                            let local = tokio::task::LocalSet::new();
+                            local.block_on(&rt, run);
+                        }
+                        Err(source) => {
+                            let _ = ready.send(Err(StartError::Runtime {
+                                shard: id,
+                                backend: "epoll",
+                                source,
+                            }));
+                        }
+                    }
+                }
+            }
+        })
+        .map_err(StartError::Thread)?;
+    Ok(ShardHandle { thread })
+}
+
+/// Tells a shard to start accepting.
+pub static GO: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// The shard's life: inbox task, timer task, then (after `go`) accept
+/// loops; returns when a drain has finished.
+async fn run_shard(shard: Rc<Shard>, inbox: InboxRx, listeners: ShardListeners, backend: Backend) {
+    tokio::task::spawn_local(inbox_loop(shard.clone(), inbox));
+    tokio::task::spawn_local(timer_loop(shard.clone()));
+    wait_go().await;
+    for (service, std_listener) in [
+        (Service::Chatd, listeners.chatd),
+        (Service::Statusd, listeners.statusd),
+    ] {
+        match Listener::from_std(backend, std_listener) {
+            Ok(l) => {
+                tokio::task::spawn_local(crate::net::conn::accept_loop(shard.clone(), l, service));
+            }
+            Err(e) => tracing::error!(
+                shard = shard.id,
+                "cannot listen for {}: {e}",
+                service.name()
+            ),
+        }
+    }
+    shard.finished.notified().await;
+}
+
+/// Waits for the start signal (a broadcast that every shard sees).
+async fn wait_go() {
+    loop {
+        if STARTED.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let notified = GO.notified();
+        if STARTED.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// Set once relations are loaded and shards may accept.
+pub static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Lets every shard accept.
+pub fn release_shards() {
+    STARTED.store(true, std::sync::atomic::Ordering::Release);
+    GO.notify_waiters();
+}
+
+/// Drains the shard's inbox, in batches so connections' I/O interleaves.
+async fn inbox_loop(shard: Rc<Shard>, inbox: InboxRx) {
+    /// Messages handled before yielding to the connections' tasks.
+    const BATCH: usize = 512;
+    loop {
+        let mut handled = 0;
+        while let Some(msg) = inbox.try_recv() {
+            shard.handle(msg);
+            handled += 1;
+            if handled == BATCH {
+                break;
+            }
+        }
+        shard.flush();
+        if handled == BATCH {
+            tokio::task::yield_now().await;
+        } else {
+            inbox.wait().await;
+        }
+    }
+}
+
+/// Drives the shard's timer wheels every tick.
+async fn timer_loop(shard: Rc<Shard>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(limits::TIMER_TICK_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut fired = Vec::new();
+    loop {
+        tick.tick().await;
+        let now = shard.shared.now_ms();
+        conn::poll_timers(&shard, now, &mut fired);
+        chatd::poll_call_timeouts(&shard, now);
+        shard.flush();
+        if conn::drain_finished(&shard, now) {
+            shard.finished.notify_one();
+            return;
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Messages between shards (and from the admin thread to shards). Every
+//! piece of state has one owning shard (see [`super::route`]); anyone else
+//! reaches it only through one of these.
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::admin::control::{RoomLive, UserLive};
+use crate::ids::{ChatId, ClientId, UserId};
+use crate::protocol::ErrorCode;
+use crate::store::effect::RelationEffect;
+
+/// A connection, anywhere in the server: its shard, its slot in that
+/// shard's connection slab, and the slot's generation (so a message for a
+/// connection that closed never reaches the one that reused its slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnRef {
+    /// Shard the connection lives on.
+    pub shard: u16,
+    /// Generation of the slot when the connection was made.
+    pub gen: u16,
+    /// Slot in the shard's connection slab.
+    pub slot: u32,
+}
+
+/// Something a room's or user's home shard tells one connection.
+#[derive(Debug)]
+pub enum Notice {
+    /// The connection joined the room: send OP_JOIN then OP_IN_CALL flag.
+    Joined { chat: ChatId, in_call: bool },
+    /// The connection left (or was removed from) the room: send OP_LEAVE.
+    Left { chat: ChatId },
+    /// Send OP_ERROR (and close, if the code says so).
+    Error {
+        code: ErrorCode,
+        opcode: u8,
+        id: u64,
+    },
+}
+
+/// A cross-shard message.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Does nothing (tests of the mesh).
+    Nop,
+
+    // ---- to a room's home shard ------------------------------------
+    /// OP_JOIN from `conn`.
+    Join {
+        chat: ChatId,
+        conn: ConnRef,
+        user: UserId,
+        client: ClientId,
+    },
+    /// OP_LEAVE from `conn`.
+    Leave { chat: ChatId, conn: ConnRef },
+    /// OP_RTMSG from `sender`; `frame` is the delivery, already encoded.
+    RtMsg {
+        chat: ChatId,
+        sender: ConnRef,
+        to_user: UserId,
+        to_client: ClientId,
+        frame: Bytes,
+    },
+    /// OP_IN_CALL from `conn`.
+    InCall {
+        chat: ChatId,
+        conn: ConnRef,
+        in_call: bool,
+    },
+    /// `conn` closed; it had joined `chats` (those homed on the receiver).
+    ConnGone { conn: ConnRef, chats: Vec<ChatId> },
+
+    // ---- to a connection's shard -----------------------------------
+    /// Queue `frame` on every connection in `conns` (all on the receiver).
+    Deliver { frame: Bytes, conns: Vec<ConnRef> },
+    /// Tell one connection something.
+    Notice { conn: ConnRef, notice: Notice },
+
+    // ---- to a user's home shard ------------------------------------
+    /// A chatd client of `user` logged in (+1) or closed (-1).
+    ChatdClients { user: UserId, delta: i32 },
+    /// A statusd client logged in with OP_HELLO's presence byte `raw`.
+    PresHello {
+        user: UserId,
+        conn: ConnRef,
+        raw: u8,
+    },
+    /// OP_SETPRES from a statusd client.
+    PresSet {
+        user: UserId,
+        conn: ConnRef,
+        raw: u8,
+    },
+    /// A statusd client closed.
+    PresGone { user: UserId, conn: ConnRef },
+    /// Send `frame` (an OP_PRES) to every statusd client of each of
+    /// `watchers` (users homed on the receiver).
+    PresFanout { frame: Bytes, watchers: Vec<UserId> },
+    /// A new statusd client `conn` of `watcher` needs the presence of
+    /// `users` (homed on the receiver) for its login dump; answer with
+    /// [`ShardMsg::DumpPart`] to `watcher`'s home shard.
+    DumpQuery {
+        watcher: UserId,
+        conn: ConnRef,
+        users: Vec<UserId>,
+    },
+    /// Part of a login dump, on its way through the watcher's home shard
+    /// (so that it is ordered with the presence changes that follow it).
+    DumpPart {
+        watcher: UserId,
+        conn: ConnRef,
+        entries: Vec<(UserId, u8)>,
+    },
+
+    // ---- from the admin thread -------------------------------------
+    /// Apply relation effects, then answer.
+    Effects {
+        effects: Vec<RelationEffect>,
+        done: oneshot::Sender<()>,
+    },
+    /// Live state of a room homed here.
+    QueryRoom {
+        chat: ChatId,
+        reply: oneshot::Sender<RoomLive>,
+    },
+    /// Live state of a user homed here.
+    QueryUser {
+        user: UserId,
+        reply: oneshot::Sender<UserLive>,
+    },
+    /// Stop accepting; send OP_ERROR SHUTTING_DOWN to every connection,
+    /// flush and close them within `deadline_ms`.
+    Shutdown { deadline_ms: u64 },
+}

@@ -1,0 +1,347 @@
+//! The statusd service on a shard: commands from this shard's statusd
+//! connections, and the presence of the users this shard is home to.
+//!
+//! Every presence update for a watcher travels through the watcher's home
+//! shard, and login dumps do too: so for each watcher, the dump entries and
+//! later changes arrive in the order they were produced, which is what
+//! makes every client's view converge (protocol 5.4).
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::conn::{self, Phase};
+use super::msg::{ConnRef, ShardMsg};
+use super::{route, Shard};
+use crate::core::presence::{Change, VisibilityChange};
+use crate::ids::{Service, UserId};
+use crate::limits;
+use crate::protocol::statusd::{self as wire, Request};
+use crate::protocol::{self, ErrorCode};
+
+/// Decodes and handles every complete command in `buf` from statusd
+/// connection `c`.
+pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
+    loop {
+        let mut st = shard.state.borrow_mut();
+        let st = &mut *st;
+        let Some(cn) = conn::get(st, c) else {
+            buf.clear();
+            return;
+        };
+        let (phase, user) = (cn.phase, cn.user);
+        if phase == Phase::Closing {
+            buf.clear();
+            return;
+        }
+        let (req, used) = match wire::decode_request(buf) {
+            Ok(Some(x)) => x,
+            Ok(None) => return,
+            Err(e) => {
+                let (code, opcode) = super::chatd::login_error_for(phase, &e, wire::OP_HELLO);
+                conn::send_error(shard, st, c, code, opcode, e.chatid());
+                buf.clear();
+                return;
+            }
+        };
+        let opcode = req.opcode();
+        shard.metrics.command_in(Service::Statusd, opcode);
+        let home = route::user_home(user, shard.shards());
+        match (phase, req) {
+            (Phase::Auth, Request::Auth { token }) => conn::on_auth(shard, st, c, token),
+            (Phase::Hello, Request::Hello { version, presence }) => {
+                if version == 0 || version > limits::PROTOCOL_VERSION {
+                    conn::send_error(shard, st, c, ErrorCode::BadVersion, opcode, 0);
+                } else {
+                    if let Some(cn) = conn::get(st, c) {
+                        cn.at_home = true;
+                    }
+                    conn::logged_in(shard, st, c);
+                    shard.send(
+                        home,
+                        ShardMsg::PresHello {
+                            user,
+                            conn: c,
+                            raw: presence,
+                        },
+                    );
+                }
+            }
+            (Phase::Auth | Phase::Hello, _) => {
+                conn::send_error(shard, st, c, ErrorCode::NotAuthenticated, opcode, 0);
+            }
+            (_, Request::Keepalive) => {
+                let frame = st
+                    .arena
+                    .frame(1, |b| wire::encode_event(&wire::Event::Keepalive, b));
+                shard
+                    .metrics
+                    .command_out(Service::Statusd, protocol::OP_KEEPALIVE, 1);
+                conn::push_frame(shard, st, c, frame);
+            }
+            (_, Request::Auth { .. } | Request::Hello { .. }) => {
+                conn::send_error(shard, st, c, ErrorCode::BadCommand, opcode, 0);
+            }
+            (_, Request::SetPres { presence }) => {
+                shard.send(
+                    home,
+                    ShardMsg::PresSet {
+                        user,
+                        conn: c,
+                        raw: presence,
+                    },
+                );
+            }
+        }
+        buf.advance(used);
+    }
+}
+
+/// Handles a message for a user homed on this shard (or, for
+/// `PresFanout` and `DumpPart`, a watcher homed here).
+pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
+    match msg {
+        ShardMsg::ChatdClients { user, delta } => {
+            let mut st = shard.state.borrow_mut();
+            let n = st.chatd_clients.entry(user).or_insert(0);
+            *n = n.saturating_add_signed(delta as i64);
+            if *n == 0 {
+                st.chatd_clients.remove(&user);
+            }
+        }
+        ShardMsg::PresHello { user, conn, raw } => {
+            let change = shard.state.borrow_mut().presence.connect(user, conn, raw);
+            // The new client learns its own presence from the dump's last
+            // command, so it is left out of the own-clients broadcast.
+            publish(shard, user, change, Some(conn));
+            start_dump(shard, user, conn);
+        }
+        ShardMsg::PresSet { user, conn, raw } => {
+            let change = shard.state.borrow_mut().presence.set(user, conn, raw);
+            // Exactly one OP_PRES 0 to the sender, changed or not; when it
+            // changed this is also its copy of the broadcast.
+            send_pres(shard, &[conn], 0, change.new);
+            publish(shard, user, change, Some(conn));
+        }
+        ShardMsg::PresGone { user, conn } => {
+            let change = {
+                let mut st = shard.state.borrow_mut();
+                st.dumps.remove(&conn);
+                st.presence.disconnect(user, conn)
+            };
+            publish(shard, user, change, None);
+        }
+        ShardMsg::PresFanout { frame, watchers } => {
+            let conns: Vec<ConnRef> = {
+                let st = shard.state.borrow();
+                watchers
+                    .iter()
+                    .flat_map(|&w| st.presence.clients(w))
+                    .collect()
+            };
+            shard
+                .metrics
+                .pres_sent
+                .fetch_add(conns.len() as u64, Relaxed);
+            shard
+                .metrics
+                .command_out(Service::Statusd, wire::OP_PRES, conns.len() as u64);
+            shard.deliver(&frame, &conns);
+        }
+        ShardMsg::DumpQuery {
+            watcher,
+            conn,
+            users,
+        } => {
+            let entries: Vec<(UserId, u8)> = {
+                let st = shard.state.borrow();
+                users
+                    .iter()
+                    .filter(|&&u| st.presence.can_see(u, watcher))
+                    .map(|&u| (u, st.presence.presence(u)))
+                    .filter(|&(_, p)| p != 0)
+                    .collect()
+            };
+            let home = route::user_home(watcher, shard.shards());
+            shard.send(
+                home,
+                ShardMsg::DumpPart {
+                    watcher,
+                    conn,
+                    entries,
+                },
+            );
+        }
+        ShardMsg::DumpPart {
+            watcher,
+            conn,
+            entries,
+        } => dump_part(shard, watcher, conn, &entries),
+        _ => {}
+    }
+}
+
+/// Applies a relation-count change for (`user`, `watcher`), `user` homed
+/// here: a watcher that gains sight of a present user gets its presence,
+/// one that loses it gets 0.
+pub fn visibility(shard: &Shard, user: UserId, watcher: UserId, delta: i32) {
+    let (change, presence) = {
+        let mut st = shard.state.borrow_mut();
+        let change = st.presence.visibility(user, watcher, delta);
+        (change, st.presence.presence(user))
+    };
+    if presence == 0 {
+        return;
+    }
+    let value = match change {
+        VisibilityChange::None => return,
+        VisibilityChange::BecameVisible => presence,
+        VisibilityChange::BecameInvisible => 0,
+    };
+    let frame = pres_frame(shard, user, value);
+    shard.send(
+        route::user_home(watcher, shard.shards()),
+        ShardMsg::PresFanout {
+            frame,
+            watchers: vec![watcher],
+        },
+    );
+}
+
+/// One OP_PRES frame from the shard's arena.
+fn pres_frame(shard: &Shard, user: UserId, presence: u8) -> Bytes {
+    shard
+        .state
+        .borrow_mut()
+        .arena
+        .frame(wire::PRES_LEN, |b| wire::encode_pres(user, presence, b))
+}
+
+/// Sends `OP_PRES user presence` to connections.
+fn send_pres(shard: &Shard, conns: &[ConnRef], user: UserId, presence: u8) {
+    let frame = pres_frame(shard, user, presence);
+    shard
+        .metrics
+        .pres_sent
+        .fetch_add(conns.len() as u64, Relaxed);
+    shard
+        .metrics
+        .command_out(Service::Statusd, wire::OP_PRES, conns.len() as u64);
+    shard.deliver(&frame, conns);
+}
+
+/// A user's presence changed: tell every client of every watcher (through
+/// the watchers' home shards) and the user's own clients but `skip`.
+fn publish(shard: &Shard, user: UserId, change: Change, skip: Option<ConnRef>) {
+    if !change.changed() {
+        return;
+    }
+    shard.metrics.presence_changes.fetch_add(1, Relaxed);
+    let shards = shard.shards();
+    let (own, by_shard) = {
+        let st = shard.state.borrow();
+        let own: Vec<ConnRef> = st
+            .presence
+            .clients(user)
+            .filter(|&c| Some(c) != skip)
+            .collect();
+        let mut by_shard: Vec<Vec<UserId>> = vec![Vec::new(); shards];
+        let mut n = 0;
+        for w in st.presence.watchers(user) {
+            by_shard[route::user_home(w, shards)].push(w);
+            n += 1;
+        }
+        shard.metrics.watchers_per_change.observe(n);
+        (own, by_shard)
+    };
+    send_pres(shard, &own, 0, change.new);
+    let frame = pres_frame(shard, user, change.new);
+    for (to, watchers) in by_shard.into_iter().enumerate() {
+        if !watchers.is_empty() {
+            shard.send(
+                to,
+                ShardMsg::PresFanout {
+                    frame: frame.clone(),
+                    watchers,
+                },
+            );
+        }
+    }
+}
+
+/// Starts the login dump of a new statusd client `conn` of `user`: asks
+/// the home shard of every user it may see for their presence.
+fn start_dump(shard: &Shard, user: UserId, conn: ConnRef) {
+    let shards = shard.shards();
+    let mut by_shard: Vec<Vec<UserId>> = vec![Vec::new(); shards];
+    {
+        let st = shard.state.borrow();
+        for v in st.presence.watchers(user) {
+            by_shard[route::user_home(v, shards)].push(v);
+        }
+    }
+    let parts = by_shard.iter().filter(|v| !v.is_empty()).count();
+    if parts == 0 {
+        return finish_dump(shard, user, conn, 0);
+    }
+    shard.state.borrow_mut().dumps.insert(conn, (parts, 0));
+    for (to, users) in by_shard.into_iter().enumerate() {
+        if !users.is_empty() {
+            shard.send(
+                to,
+                ShardMsg::DumpQuery {
+                    watcher: user,
+                    conn,
+                    users,
+                },
+            );
+        }
+    }
+}
+
+/// One shard's part of a login dump arrived at the watcher's home.
+fn dump_part(shard: &Shard, watcher: UserId, conn: ConnRef, entries: &[(UserId, u8)]) {
+    let done = {
+        let mut st = shard.state.borrow_mut();
+        let Some(d) = st.dumps.get_mut(&conn) else {
+            return;
+        };
+        d.0 -= 1;
+        d.1 += entries.len() as u64;
+        let done = if d.0 == 0 { Some(d.1) } else { None };
+        if done.is_some() {
+            st.dumps.remove(&conn);
+        }
+        done
+    };
+    if !entries.is_empty() {
+        // All entries in one buffer: the stream is just commands back to back.
+        let frame = shard
+            .state
+            .borrow_mut()
+            .arena
+            .frame(entries.len() * wire::PRES_LEN, |b| {
+                for &(u, p) in entries {
+                    wire::encode_pres(u, p, b);
+                }
+            });
+        shard
+            .metrics
+            .pres_sent
+            .fetch_add(entries.len() as u64, Relaxed);
+        shard
+            .metrics
+            .command_out(Service::Statusd, wire::OP_PRES, entries.len() as u64);
+        shard.deliver(&frame, &[conn]);
+    }
+    if let Some(total) = done {
+        finish_dump(shard, watcher, conn, total);
+    }
+}
+
+/// Ends a login dump with `OP_PRES 0 own_presence`.
+fn finish_dump(shard: &Shard, user: UserId, conn: ConnRef, entries: u64) {
+    shard.metrics.login_dump_size.observe(entries);
+    let own = shard.state.borrow().presence.presence(user);
+    send_pres(shard, &[conn], 0, own);
+}

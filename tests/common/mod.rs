@@ -1,0 +1,590 @@
+//! Test harness: starts the real `chatd` binary (port 0, temp data dir),
+//! talks to it over real loopback sockets, and speaks its admin API.
+//!
+//! Every wait is bounded: a read that gets nothing within [`WAIT`] fails
+//! the test instead of hanging it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chatd::protocol::chatd::{self as cw, Request};
+use chatd::protocol::statusd as sw;
+use chatd::protocol::Limits;
+
+/// Longest wait for anything the server should send.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The I/O backend the tests run the server on: `CHATD_TEST_IO_BACKEND`
+/// (CI runs the suite once per backend), default auto.
+pub fn backend() -> String {
+    std::env::var("CHATD_TEST_IO_BACKEND").unwrap_or_else(|_| "auto".into())
+}
+
+/// A running server.
+pub struct Server {
+    child: Option<Child>,
+    pub chatd: SocketAddr,
+    pub statusd: SocketAddr,
+    pub admin: SocketAddr,
+    pub admin_token: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    stderr_log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server with `--shards shards` and extra arguments, in a
+    /// fresh temp data dir.
+    pub fn start(shards: usize, args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let mut s = Server::start_in(&dir, shards, args).expect("server starts");
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on `data_dir` (kept by the caller).
+    pub fn start_in(data_dir: &Path, shards: usize, args: &[&str]) -> Result<Server, String> {
+        let stderr_log = data_dir.with_extension(format!("stderr.{}", std::process::id()));
+        let _ = std::fs::create_dir_all(data_dir.parent().unwrap_or(Path::new("/tmp")));
+        let err_file = std::fs::File::create(&stderr_log).map_err(|e| e.to_string())?;
+        let shards_s = shards.to_string();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatd"));
+        cmd.args([
+            "--chatd-listen",
+            "127.0.0.1:0",
+            "--statusd-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--shards",
+            &shards_s,
+            "--no-pin",
+        ])
+        .args(["--io-backend", &backend()])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("CHATD_JWT_SECRET")
+        .env_remove("CHATD_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(err_file));
+        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut addr = |name: &str| -> Result<SocketAddr, String> {
+            let line = lines
+                .next()
+                .ok_or_else(|| {
+                    format!(
+                        "server exited: {}",
+                        std::fs::read_to_string(&stderr_log).unwrap_or_default()
+                    )
+                })?
+                .map_err(|e| e.to_string())?;
+            let prefix = format!("{name} listening on ");
+            line.strip_prefix(&prefix)
+                .ok_or_else(|| format!("unexpected line {line:?}"))?
+                .parse()
+                .map_err(|e| format!("{e}"))
+        };
+        let chatd = addr("chatd")?;
+        let statusd = addr("statusd")?;
+        let admin = addr("admin")?;
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let admin_token =
+            std::fs::read_to_string(data_dir.join("admin.token")).map_err(|e| e.to_string())?;
+        Ok(Server {
+            child: Some(child),
+            chatd,
+            statusd,
+            admin,
+            admin_token: admin_token.trim().to_string(),
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+            stderr_log,
+        })
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill(2) with a pid we own; no memory is involved.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not stop within {WAIT:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// One admin HTTP request; returns (status, body).
+    pub fn http(&self, method: &str, path: &str, body: Option<&str>, auth: bool) -> (u16, String) {
+        http(
+            self.admin,
+            method,
+            path,
+            body,
+            auth.then_some(self.admin_token.as_str()),
+        )
+    }
+
+    /// Authorized admin request that must answer `want`.
+    pub fn admin_ok(&self, method: &str, path: &str, body: Option<&str>, want: u16) -> String {
+        let (status, body_out) = self.http(method, path, body, true);
+        assert_eq!(status, want, "{method} {path}: {body_out}");
+        body_out
+    }
+
+    /// Makes `user` a member of `chat`.
+    pub fn add_member(&self, chat: u64, user: u64) {
+        self.admin_ok(
+            "PUT",
+            &format!("/v1/rooms/{chat}/members/{user}"),
+            None,
+            204,
+        );
+    }
+
+    /// Removes `user` from `chat`.
+    pub fn remove_member(&self, chat: u64, user: u64) {
+        self.admin_ok(
+            "DELETE",
+            &format!("/v1/rooms/{chat}/members/{user}"),
+            None,
+            204,
+        );
+    }
+
+    /// Makes `a` and `b` contacts.
+    pub fn add_contact(&self, a: u64, b: u64) {
+        self.admin_ok("PUT", &format!("/v1/users/{a}/contacts/{b}"), None, 204);
+    }
+
+    /// Removes the contact between `a` and `b`.
+    pub fn remove_contact(&self, a: u64, b: u64) {
+        self.admin_ok("DELETE", &format!("/v1/users/{a}/contacts/{b}"), None, 204);
+    }
+
+    /// A token for `user` from the admin API.
+    pub fn token(&self, user: u64) -> String {
+        let body = self.admin_ok(
+            "POST",
+            "/v1/tokens",
+            Some(&format!(r#"{{"userid":"{user}","ttl_secs":3600}}"#)),
+            200,
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        v["token"].as_str().expect("token").to_string()
+    }
+
+    /// The secret tokens are signed with.
+    pub fn jwt_secret(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("jwt.secret"))
+            .expect("jwt.secret")
+            .trim()
+            .to_string()
+    }
+
+    /// GET a JSON document from the admin API.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let body = self.admin_ok("GET", path, None, 200);
+        serde_json::from_str(&body).expect("json")
+    }
+
+    /// A logged-in chatd client of `user`.
+    pub fn chatd(&self, user: u64) -> ChatdClient {
+        let mut c = ChatdClient::connect(self.chatd);
+        c.login(&self.token(user));
+        c.user = user;
+        c
+    }
+
+    /// A logged-in statusd client of `user` with OP_HELLO presence `raw`,
+    /// its login dump read (entries in `dump`, own presence in `own`).
+    pub fn statusd(&self, user: u64, raw: u8) -> StatusdClient {
+        let mut c = StatusdClient::connect(self.statusd);
+        c.user = user;
+        c.send(&sw::Request::Auth {
+            token: self.token(user).as_bytes(),
+        });
+        c.send(&sw::Request::Hello {
+            version: 1,
+            presence: raw,
+        });
+        c.read_dump();
+        c
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.stderr_log);
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect admin");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read response");
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A chatd event, owned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ev {
+    Keepalive,
+    Error {
+        code: u8,
+        opcode: u8,
+        id: u64,
+    },
+    Hello(u32),
+    Join(u64),
+    Leave(u64),
+    RtMsg {
+        chat: u64,
+        user: u64,
+        client: u32,
+        msgtype: u8,
+        data: Vec<u8>,
+    },
+    InCall(u64, bool),
+}
+
+/// Reads bytes until one whole command decodes.
+fn read_until<T>(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    mut decode: impl FnMut(&[u8]) -> Option<(T, usize)>,
+) -> Option<T> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some((v, used)) = decode(buf) {
+            buf.drain(..used);
+            return Some(v);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "timed out waiting for a command");
+        s.set_read_timeout(Some(left)).expect("timeout");
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                panic!("timed out waiting for a command")
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// A chatd client over a real socket.
+pub struct ChatdClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    pub client_id: u32,
+    pub user: u64,
+}
+
+impl ChatdClient {
+    /// Connects without logging in.
+    pub fn connect(addr: SocketAddr) -> ChatdClient {
+        let stream = TcpStream::connect(addr).expect("connect chatd");
+        stream.set_nodelay(true).expect("nodelay");
+        ChatdClient {
+            stream,
+            buf: Vec::new(),
+            client_id: 0,
+            user: 0,
+        }
+    }
+
+    /// OP_AUTH + OP_HELLO; expects OP_HELLO client_id back.
+    pub fn login(&mut self, token: &str) {
+        self.send(&Request::Auth {
+            token: token.as_bytes(),
+        });
+        self.send(&Request::Hello { version: 1 });
+        match self.recv() {
+            Ev::Hello(id) => self.client_id = id,
+            other => panic!("expected OP_HELLO, got {other:?}"),
+        }
+    }
+
+    /// Sends one command.
+    pub fn send(&mut self, req: &Request<'_>) {
+        let mut out = Vec::new();
+        cw::encode_request(req, &mut out);
+        self.send_raw(&out);
+    }
+
+    /// Sends raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// The next command, or `None` when the server closed the connection.
+    pub fn try_recv(&mut self) -> Option<Ev> {
+        let limits = Limits {
+            max_rtmsg_len: chatd::limits::MSGLEN_FIELD_MAX,
+        };
+        read_until(&mut self.stream, &mut self.buf, |b| {
+            let (ev, used) =
+                cw::decode_event(b, &limits).expect("server sent a malformed command")?;
+            let ev = match ev {
+                cw::Event::Keepalive => Ev::Keepalive,
+                cw::Event::Error { code, opcode, id } => Ev::Error { code, opcode, id },
+                cw::Event::Hello { client_id } => Ev::Hello(client_id),
+                cw::Event::Join { chatid } => Ev::Join(chatid),
+                cw::Event::Leave { chatid } => Ev::Leave(chatid),
+                cw::Event::RtMsg {
+                    chatid,
+                    sender_userid,
+                    sender_clientid,
+                    msgtype,
+                    data,
+                } => Ev::RtMsg {
+                    chat: chatid,
+                    user: sender_userid,
+                    client: sender_clientid,
+                    msgtype,
+                    data: data.to_vec(),
+                },
+                cw::Event::InCall { chatid, in_call } => Ev::InCall(chatid, in_call),
+            };
+            Some((ev, used))
+        })
+    }
+
+    /// The next command; fails if the connection closed.
+    pub fn recv(&mut self) -> Ev {
+        self.try_recv()
+            .expect("connection closed while waiting for a command")
+    }
+
+    /// Expects `ev` next.
+    pub fn expect(&mut self, ev: Ev) {
+        assert_eq!(self.recv(), ev);
+    }
+
+    /// Expects the server to close the connection next (nothing more sent).
+    pub fn expect_closed(&mut self) {
+        if let Some(ev) = self.try_recv() {
+            panic!("expected close, got {ev:?}");
+        }
+    }
+
+    /// Expects OP_ERROR `code` for `opcode`/`id`, then the close.
+    pub fn expect_error_and_close(&mut self, code: u8, opcode: u8, id: u64) {
+        self.expect(Ev::Error { code, opcode, id });
+        self.expect_closed();
+    }
+
+    /// OP_JOIN, expecting OP_JOIN and OP_IN_CALL back; returns the flag.
+    pub fn join(&mut self, chat: u64) -> bool {
+        self.send(&Request::Join { chatid: chat });
+        self.expect(Ev::Join(chat));
+        match self.recv() {
+            Ev::InCall(c, flag) if c == chat => flag,
+            other => panic!("expected OP_IN_CALL {chat}, got {other:?}"),
+        }
+    }
+
+    /// Sends OP_RTMSG.
+    pub fn rtmsg(&mut self, chat: u64, to_user: u64, to_client: u32, msgtype: u8, data: &[u8]) {
+        self.send(&Request::RtMsg {
+            chatid: chat,
+            receiver_userid: to_user,
+            receiver_clientid: to_client,
+            msgtype,
+            data,
+        });
+    }
+
+    /// A fence: OP_KEEPALIVE is answered after everything sent before it
+    /// was handled on this connection's shard.
+    pub fn keepalive_roundtrip(&mut self) {
+        self.send(&Request::Keepalive);
+        self.expect(Ev::Keepalive);
+    }
+}
+
+/// A statusd event.
+pub type SEv = sw::Event;
+
+/// A statusd client over a real socket.
+pub struct StatusdClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    pub user: u64,
+    /// The login dump: (userid, presence) in arrival order.
+    pub dump: Vec<(u64, u8)>,
+    /// Own presence from the dump's last command.
+    pub own: u8,
+}
+
+impl StatusdClient {
+    /// Connects without logging in.
+    pub fn connect(addr: SocketAddr) -> StatusdClient {
+        let stream = TcpStream::connect(addr).expect("connect statusd");
+        stream.set_nodelay(true).expect("nodelay");
+        StatusdClient {
+            stream,
+            buf: Vec::new(),
+            user: 0,
+            dump: Vec::new(),
+            own: 0,
+        }
+    }
+
+    /// Sends one command.
+    pub fn send(&mut self, req: &sw::Request<'_>) {
+        let mut out = Vec::new();
+        sw::encode_request(req, &mut out);
+        self.stream.write_all(&out).expect("write");
+    }
+
+    /// Sends raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// The next command, or `None` when the server closed.
+    pub fn try_recv(&mut self) -> Option<SEv> {
+        read_until(&mut self.stream, &mut self.buf, |b| {
+            sw::decode_event(b).expect("malformed command")
+        })
+    }
+
+    /// The next command; fails if the connection closed.
+    pub fn recv(&mut self) -> SEv {
+        self.try_recv()
+            .expect("connection closed while waiting for a command")
+    }
+
+    /// Reads OP_PRES until the final `OP_PRES 0 own`.
+    pub fn read_dump(&mut self) {
+        loop {
+            match self.recv() {
+                SEv::Pres {
+                    userid: 0,
+                    presence,
+                } => {
+                    self.own = presence;
+                    return;
+                }
+                SEv::Pres { userid, presence } => self.dump.push((userid, presence)),
+                other => panic!("expected OP_PRES in the login dump, got {other:?}"),
+            }
+        }
+    }
+
+    /// Expects `OP_PRES userid presence` next.
+    pub fn expect_pres(&mut self, userid: u64, presence: u8) {
+        assert_eq!(self.recv(), SEv::Pres { userid, presence });
+    }
+
+    /// Expects the server to close the connection next.
+    pub fn expect_closed(&mut self) {
+        if let Some(ev) = self.try_recv() {
+            panic!("expected close, got {ev:?}");
+        }
+    }
+}
+
+/// A JWT signed with `secret` using `alg`, over arbitrary claims (for the
+/// rejection tests: wrong algorithm, missing or odd claims).
+pub fn sign_jwt(secret: &str, alg: jsonwebtoken::Algorithm, claims: &serde_json::Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), claims, &key).expect("encode jwt")
+}
+
+/// An unsigned `alg: none` JWT over `claims`.
+pub fn none_jwt(claims: &serde_json::Value) -> String {
+    let header = base64url(br#"{"alg":"none","typ":"JWT"}"#);
+    format!("{header}.{}.", base64url(claims.to_string().as_bytes()))
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Base64url without padding.
+pub fn base64url(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}

@@ -26,6 +26,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve,
+    /// Compare this host's kernel and process settings with tuning.md's
+    /// recommendations for N connections; exits non-zero if any is short.
+    CheckHost {
+        /// Connections the host should be able to hold.
+        #[arg(long, default_value_t = 100_000)]
+        connections: u64,
+    },
 }
 
 /// How log lines are written.

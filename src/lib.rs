@@ -19,6 +19,7 @@
 //! - [`net`]: listeners, connection read/write loops and the outbound queue.
 //! - [`admin`]: the HTTP admin API and Prometheus metrics.
 //! - [`auth`]: JWT (HS256) verification and issuing.
+//! - [`hostcheck`]: `chatd check-host`, the host settings tuning.md asks for.
 //! - [`config`]: the command line; [`limits`]: every limit, in one place.
 //!
 //! `docs/architecture.md` tells who owns which state and how a message
@@ -28,6 +29,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod hostcheck;
 pub mod ids;
 pub mod limits;
 pub mod metrics;

@@ -20,6 +20,15 @@ fn main() -> std::process::ExitCode {
         LogFormat::Text => builder.init(),
     }
     match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckHost { connections } => {
+            let findings = chatd::hostcheck::evaluate(&chatd::hostcheck::read_host(), connections);
+            print!("{}", chatd::hostcheck::render(&findings, connections));
+            if findings.iter().any(|f| f.short) {
+                std::process::ExitCode::FAILURE
+            } else {
+                std::process::ExitCode::SUCCESS
+            }
+        }
         Command::Serve => match chatd::server::run(cli.config) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

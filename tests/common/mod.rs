@@ -588,3 +588,218 @@ pub fn base64url(data: &[u8]) -> String {
     }
     out
 }
+
+// ---- Helpers for the chatd room and call tests ---------------------------
+
+/// A room id at or above `from` whose home shard is `home` (of `shards`).
+pub fn room_homed_on(home: usize, shards: usize, from: u64) -> u64 {
+    (from..)
+        .find(|&c| chatd::shard::route::room_home(c, shards) == home)
+        .expect("some room id is homed on every shard")
+}
+
+/// One room homed on each shard, ids at or above `from`: running a scenario
+/// in each covers both "room home == connection's shard" and "!=".
+pub fn rooms_on_every_shard(shards: usize, from: u64) -> Vec<u64> {
+    (0..shards)
+        .map(|home| room_homed_on(home, shards, from))
+        .collect()
+}
+
+/// Polls `f` every 10 ms until it holds; fails after [`WAIT`]. Only for
+/// state that no event announces (admin counters after a disconnect).
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Server {
+    /// The value of an unlabelled metric from `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let (status, body) = self.http("GET", "/metrics", None, false);
+        assert_eq!(status, 200, "/metrics: {body}");
+        body.lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(' ')?;
+                (n == name).then(|| v.trim().parse().expect("metric value"))
+            })
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
+    /// `n` logged-in chatd clients of `user`. Each has its own source
+    /// port, so with several shards the kernel spreads them over shards.
+    pub fn chatd_n(&self, user: u64, n: usize) -> Vec<ChatdClient> {
+        (0..n).map(|_| self.chatd(user)).collect()
+    }
+
+    /// `GET /v1/rooms/{chat}` (must be 200).
+    pub fn room(&self, chat: u64) -> serde_json::Value {
+        self.get_json(&format!("/v1/rooms/{chat}"))
+    }
+}
+
+impl ChatdClient {
+    /// Wraps an already connected stream (made with special socket options).
+    pub fn from_stream(stream: TcpStream) -> ChatdClient {
+        stream.set_nodelay(true).expect("nodelay");
+        ChatdClient {
+            stream,
+            buf: Vec::new(),
+            client_id: 0,
+            user: 0,
+        }
+    }
+
+    /// OP_LEAVE, expecting OP_LEAVE back.
+    pub fn leave(&mut self, chat: u64) {
+        self.send(&Request::Leave { chatid: chat });
+        self.expect(Ev::Leave(chat));
+    }
+
+    /// Sends OP_IN_CALL `status` (1 = heartbeat, 0 = left the call).
+    pub fn in_call(&mut self, chat: u64, status: bool) {
+        self.send(&Request::InCall {
+            chatid: chat,
+            in_call: status,
+        });
+    }
+
+    /// Expects OP_RTMSG from `from` next, with exactly this type and data.
+    pub fn expect_rtmsg_from(&mut self, chat: u64, from: (u64, u32), msgtype: u8, data: &[u8]) {
+        match self.recv() {
+            Ev::RtMsg {
+                chat: c,
+                user,
+                client,
+                msgtype: t,
+                data: d,
+            } => {
+                assert_eq!(
+                    (c, user, client, t),
+                    (chat, from.0, from.1, msgtype),
+                    "client {} got another OP_RTMSG header",
+                    self.client_id
+                );
+                assert!(
+                    d == data,
+                    "client {}: msgdata differs ({} bytes, want {})",
+                    self.client_id,
+                    d.len(),
+                    data.len()
+                );
+            }
+            other => panic!(
+                "client {} expected OP_RTMSG in {chat}, got {other:?}",
+                self.client_id
+            ),
+        }
+    }
+
+    /// Expects OP_ERROR `code` for `opcode`/`id` next, then proves the
+    /// connection is still open with a keepalive round trip.
+    pub fn expect_error_open(&mut self, code: u8, opcode: u8, id: u64) {
+        self.expect(Ev::Error { code, opcode, id });
+        self.keepalive_roundtrip();
+    }
+}
+
+/// Fence message type, an arbitrary value the tests use for nothing else.
+pub const FENCE_TYPE: u8 = 0xFE;
+
+/// A room-wide fence: `cs[sender]` sends OP_RTMSG 0/0 to `chat` with data
+/// `tag`, and each of `cs[receivers]` must see it next. Messages that one
+/// connection sends to one room arrive in order, so a receiver that sees
+/// the fence next got nothing else from the sender (nor from the room's
+/// home shard) before it.
+pub fn fence(cs: &mut [ChatdClient], chat: u64, sender: usize, receivers: &[usize], tag: &str) {
+    let from = (cs[sender].user, cs[sender].client_id);
+    cs[sender].rtmsg(chat, 0, 0, FENCE_TYPE, tag.as_bytes());
+    for &r in receivers {
+        assert_ne!(r, sender, "the sender never receives its own fence");
+        cs[r].expect_rtmsg_from(chat, from, FENCE_TYPE, tag.as_bytes());
+    }
+}
+
+/// Every index of `cs` except `sender`.
+pub fn all_but(n: usize, sender: usize) -> Vec<usize> {
+    (0..n).filter(|&i| i != sender).collect()
+}
+
+// ---- statusd helpers for the presence tests ----
+
+impl StatusdClient {
+    /// Sends `OP_SETPRES raw`.
+    pub fn setpres(&mut self, raw: u8) {
+        self.send(&sw::Request::SetPres { presence: raw });
+    }
+
+    /// Sends `OP_SETPRES raw` and expects the answer `OP_PRES 0 result`
+    /// next.
+    pub fn setpres_expect(&mut self, raw: u8, result: u8) {
+        self.setpres(raw);
+        self.expect_pres(0, result);
+    }
+
+    /// The next command if one arrives within `d`; `None` on timeout.
+    /// Fails if the connection closed.
+    pub fn recv_within(&mut self, d: Duration) -> Option<SEv> {
+        let deadline = Instant::now() + d;
+        loop {
+            if let Some((ev, used)) = sw::decode_event(&self.buf).expect("malformed command") {
+                self.buf.drain(..used);
+                return Some(ev);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(left)).expect("timeout");
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!("connection closed while waiting for a command"),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                    return None
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// Every whole command that has already arrived, without waiting.
+    /// Fails if the connection closed.
+    pub fn drain(&mut self) -> Vec<SEv> {
+        self.stream.set_nonblocking(true).expect("nonblocking");
+        let mut chunk = [0u8; 16384];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!("statusd connection of user {} closed", self.user),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        self.stream.set_nonblocking(false).expect("blocking");
+        let mut out = Vec::new();
+        while let Some((ev, used)) = sw::decode_event(&self.buf).expect("malformed command") {
+            self.buf.drain(..used);
+            out.push(ev);
+        }
+        out
+    }
+}
+
+impl Server {
+    /// `presence` and `statusd_clients` of `user` from the admin API.
+    pub fn user_presence(&self, user: u64) -> (u64, u64) {
+        let v = self.get_json(&format!("/v1/users/{user}"));
+        (
+            v["presence"].as_u64().expect("presence"),
+            v["statusd_clients"].as_u64().expect("statusd_clients"),
+        )
+    }
+}

@@ -121,6 +121,27 @@ pub struct Config {
     #[arg(long, env = "CHATD_DRAIN_TIMEOUT_MS", default_value_t = limits::DEFAULT_DRAIN_TIMEOUT_MS)]
     pub drain_timeout_ms: u64,
 
+    /// Most open client connections (both services). Default: the
+    /// open-file limit less a reserve, so accept never runs out of descriptors.
+    #[arg(long, env = "CHATD_MAX_CONNECTIONS")]
+    pub max_connections: Option<u64>,
+
+    /// Most connections of one user, both services together.
+    #[arg(long, env = "CHATD_MAX_CONNECTIONS_PER_USER", default_value_t = limits::DEFAULT_MAX_CONNECTIONS_PER_USER)]
+    pub max_connections_per_user: u32,
+
+    /// Most rooms one chatd connection may have joined.
+    #[arg(long, env = "CHATD_MAX_ROOMS_PER_CONN", default_value_t = limits::DEFAULT_MAX_ROOMS_PER_CONN)]
+    pub max_rooms_per_conn: usize,
+
+    /// OP_RTMSG per second per connection (bursts of twice that pass; 0: unlimited).
+    #[arg(long, env = "CHATD_RTMSG_RATE", default_value_t = limits::DEFAULT_RTMSG_RATE)]
+    pub rtmsg_rate: u32,
+
+    /// OP_SETPRES per second per connection (bursts of twice that pass; 0: unlimited).
+    #[arg(long, env = "CHATD_SETPRES_RATE", default_value_t = limits::DEFAULT_SETPRES_RATE)]
+    pub setpres_rate: u32,
+
     /// Do not pin shard threads to cores.
     #[arg(long, env = "CHATD_NO_PIN")]
     pub no_pin: bool,
@@ -135,6 +156,23 @@ pub struct Config {
 }
 
 impl Config {
+    /// The connection limit: the flag, else RLIMIT_NOFILE less a reserve.
+    pub fn connection_limit(&self) -> u64 {
+        self.max_connections.unwrap_or_else(|| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes only into the struct we own.
+            let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+            if ok && lim.rlim_cur != libc::RLIM_INFINITY {
+                lim.rlim_cur.saturating_sub(limits::FD_RESERVE).max(1)
+            } else {
+                u64::MAX
+            }
+        })
+    }
+
     /// Shard count: the flag, else the cores this process may run on.
     pub fn shard_count(&self) -> usize {
         self.shards

@@ -79,3 +79,28 @@ pub const CLOSE_FLUSH_MS: u64 = 2_000;
 /// Default `--drain-timeout-ms`: how long SIGTERM waits for connections to
 /// take their last bytes before the process exits.
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 5_000;
+
+/// Default `--max-connections-per-user`: connections of one user, both
+/// services together. Far above any real user's devices; stops one
+/// account from exhausting the server.
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: u32 = 256;
+
+/// Descriptors kept free below RLIMIT_NOFILE when `--max-connections` is
+/// not given (listeners, rings, the database, the admin API), so accept
+/// never fails for lack of descriptors.
+pub const FD_RESERVE: u64 = 64;
+
+/// Default `--max-rooms-per-conn`.
+pub const DEFAULT_MAX_ROOMS_PER_CONN: usize = 1024;
+
+/// Default `--rtmsg-rate`: OP_RTMSG per second per connection (token
+/// bucket refill). High enough that no benchmark publisher meets it,
+/// low enough that one client cannot monopolize its shard.
+pub const DEFAULT_RTMSG_RATE: u32 = 50_000;
+
+/// Default `--setpres-rate`: OP_SETPRES per second per connection.
+pub const DEFAULT_SETPRES_RATE: u32 = 50;
+
+/// Token bucket depth, in seconds of the rate: bursts up to twice the
+/// per-second rate pass.
+pub const RATE_BURST_SECS: u32 = 2;

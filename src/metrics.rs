@@ -11,7 +11,7 @@ use crate::ids::Service;
 
 /// Opcodes are below 8 in both services; larger ones count in the last slot.
 const OPCODE_SLOTS: usize = 8;
-/// Error codes 1..=10 (protocol section 3); index 0 unused.
+/// Error codes 1..=13 (protocol section 3 and chatd's extensions); index 0 unused.
 pub const ERROR_CODE_SLOTS: usize = 16;
 
 /// A histogram with fixed power-of-two bucket bounds: 0, 1, 2, 4, ... 2^20.
@@ -282,7 +282,7 @@ pub fn render_prometheus(shards: &[&ShardMetrics]) -> String {
         out,
         "# HELP chatd_errors_total OP_ERROR sent, by code.\n# TYPE chatd_errors_total counter"
     );
-    for code in 1..=10 {
+    for code in crate::protocol::ErrorCode::ALL.map(|c| c as usize) {
         let v: u64 = shards.iter().map(|m| m.errors[code].load(Relaxed)).sum();
         let _ = writeln!(out, "chatd_errors_total{{code=\"{code}\"}} {v}");
     }

@@ -155,6 +155,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             .map(|_| Arc::new(ShardMetrics::default()))
             .collect(),
         epoch: Instant::now(),
+        user_conns: Default::default(),
+        open_conns: Default::default(),
+        max_conns: config.connection_limit(),
         config: config.clone(),
     });
 

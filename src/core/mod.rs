@@ -6,6 +6,7 @@
 //! the server, so the machines are tested, fuzzed and benchmarked alone.
 
 pub mod presence;
+pub mod ratelimit;
 pub mod room;
 
 pub use presence::{Change, Presence, VisibilityChange};

@@ -64,11 +64,21 @@ pub enum ErrorCode {
     BadVersion = 9,
     /// The server is draining.
     ShuttingDown = 10,
+    /// chatd extension: the server's or the user's connection limit is
+    /// reached (`--max-connections`, `--max-connections-per-user`).
+    TooManyConnections = 11,
+    /// chatd extension: this connection has joined `--max-rooms-per-conn`
+    /// rooms; the OP_JOIN is refused, the connection stays open.
+    TooManyRooms = 12,
+    /// chatd extension: the connection sends OP_RTMSG or OP_SETPRES faster
+    /// than its rate limit; that command is dropped, the connection stays
+    /// open.
+    RateLimited = 13,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadCommand,
         ErrorCode::AuthFailed,
         ErrorCode::NotAuthenticated,
@@ -79,15 +89,22 @@ impl ErrorCode {
         ErrorCode::SlowConsumer,
         ErrorCode::BadVersion,
         ErrorCode::ShuttingDown,
+        ErrorCode::TooManyConnections,
+        ErrorCode::TooManyRooms,
+        ErrorCode::RateLimited,
     ];
 
     /// Whether the server closes the connection after sending this code.
-    /// Only the three room-scoped refusals leave it open: they are about one
-    /// room, not about the connection speaking the protocol wrongly.
+    /// The room-scoped refusals and the rate limit leave it open: they
+    /// refuse one command, not the connection speaking the protocol wrongly.
     pub fn closes_connection(self) -> bool {
         !matches!(
             self,
-            ErrorCode::NotMember | ErrorCode::NotJoined | ErrorCode::BadAddress
+            ErrorCode::NotMember
+                | ErrorCode::NotJoined
+                | ErrorCode::BadAddress
+                | ErrorCode::TooManyRooms
+                | ErrorCode::RateLimited
         )
     }
 
@@ -104,6 +121,9 @@ impl ErrorCode {
             ErrorCode::SlowConsumer => "SLOW_CONSUMER",
             ErrorCode::BadVersion => "BAD_VERSION",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::TooManyConnections => "TOO_MANY_CONNECTIONS",
+            ErrorCode::TooManyRooms => "TOO_MANY_ROOMS",
+            ErrorCode::RateLimited => "RATE_LIMITED",
         }
     }
 

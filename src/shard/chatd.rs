@@ -52,13 +52,11 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
             (Phase::Hello, Request::Hello { version }) => {
                 if version == 0 || version > limits::PROTOCOL_VERSION {
                     conn::send_error(shard, st, c, ErrorCode::BadVersion, opcode, 0);
-                } else {
+                } else if conn::admit(shard, st, c, opcode) {
                     let id = shard.shared.client_ids.allocate();
                     if let Some(cn) = conn::get(st, c) {
                         cn.client = id;
-                        cn.at_home = true;
                     }
-                    conn::logged_in(shard, st, c);
                     let frame = st.arena.frame(5, |b| wire::encode_hello_reply(id, b));
                     shard.metrics.command_out(Service::Chatd, wire::OP_HELLO, 1);
                     conn::push_frame(shard, st, c, frame);
@@ -85,9 +83,15 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
                 conn::send_error(shard, st, c, ErrorCode::BadCommand, opcode, 0);
             }
             (_, Request::Join { chatid }) => {
+                let over_limit = conn::get(st, c).is_some_and(|cn| {
+                    cn.joined.len() >= shard.shared.config.max_rooms_per_conn
+                        && !cn.joined.contains(&chatid)
+                });
                 if chatid == 0 {
                     // 0 is never a room, so nobody is its member.
                     conn::send_error(shard, st, c, ErrorCode::NotMember, opcode, 0);
+                } else if over_limit {
+                    conn::send_error(shard, st, c, ErrorCode::TooManyRooms, opcode, chatid);
                 } else {
                     let home = route::room_home(chatid, shard.shards());
                     shard.send(
@@ -131,8 +135,14 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
                     ..
                 },
             ) => {
+                let allowed = conn::get(st, c).is_some_and(|cn| {
+                    let now = cn.last_rx_ms;
+                    cn.bucket.allow(now)
+                });
                 if receiver_userid == 0 && receiver_clientid != 0 {
                     conn::send_error(shard, st, c, ErrorCode::BadAddress, opcode, chatid);
+                } else if !allowed {
+                    conn::send_error(shard, st, c, ErrorCode::RateLimited, opcode, chatid);
                 } else {
                     // The delivery is the received frame with the sender
                     // written over the receiver: built once, in place.

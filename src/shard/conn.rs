@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use super::msg::{ConnRef, Notice, ShardMsg};
 use super::{route, Shard, State};
+use crate::core::ratelimit::TokenBucket;
 use crate::ids::{ChatId, ClientId, Service, UserId};
 use crate::limits;
 use crate::net::io::Stream;
@@ -55,9 +56,11 @@ pub struct Conn {
     pub timer: Option<TimerKey>,
     /// chatd: rooms it has joined (as their home shards confirmed).
     pub joined: Vec<ChatId>,
-    /// The user's home shard was told of this login (and must be told
-    /// when it closes).
+    /// Logged in: counted in the user's connections, and the user's home
+    /// shard was told (both undone when it closes).
     pub at_home: bool,
+    /// Rate limit of OP_RTMSG (chatd) or OP_SETPRES (statusd).
+    pub bucket: TokenBucket,
 }
 
 impl Conn {
@@ -77,6 +80,10 @@ pub fn get(st: &mut State, c: ConnRef) -> Option<&mut Conn> {
 /// Adds a freshly accepted connection with its login deadline.
 pub fn register(shard: &Shard, stream: Rc<Stream>, service: Service) -> ConnRef {
     let now = shard.shared.now_ms();
+    let rate = match service {
+        Service::Chatd => shard.shared.config.rtmsg_rate,
+        Service::Statusd => shard.shared.config.setpres_rate,
+    };
     let mut st = shard.state.borrow_mut();
     let gen = st.next_gen;
     st.next_gen = st.next_gen.wrapping_add(1);
@@ -92,6 +99,7 @@ pub fn register(shard: &Shard, stream: Rc<Stream>, service: Service) -> ConnRef 
         timer: None,
         joined: Vec::new(),
         at_home: false,
+        bucket: TokenBucket::new(rate, rate.saturating_mul(limits::RATE_BURST_SECS), now),
     });
     let c = ConnRef {
         shard: shard.id as u16,
@@ -103,7 +111,34 @@ pub fn register(shard: &Shard, stream: Rc<Stream>, service: Service) -> ConnRef 
         .insert(now + shard.shared.config.login_timeout_ms, c);
     st.conns[slot].timer = Some(key);
     shard.metrics.connections[service.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let open = shard
+        .shared
+        .open_conns
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    if open > shard.shared.max_conns {
+        send_error(shard, &mut st, c, ErrorCode::TooManyConnections, 0, 0);
+    }
     c
+}
+
+/// Completes a login (OP_HELLO accepted): counts the connection against
+/// the user's limit (TOO_MANY_CONNECTIONS and close when over it), starts
+/// its idle timer. Returns false when refused.
+pub fn admit(shard: &Shard, st: &mut State, c: ConnRef, opcode: u8) -> bool {
+    let Some(conn) = get(st, c) else { return false };
+    let user = conn.user;
+    if !shard
+        .shared
+        .user_conns
+        .try_acquire(user, shard.shared.config.max_connections_per_user)
+    {
+        send_error(shard, st, c, ErrorCode::TooManyConnections, opcode, 0);
+        return false;
+    }
+    conn.at_home = true;
+    logged_in(shard, st, c);
+    true
 }
 
 /// Removes a connection whose read loop ended, and tells the home shards
@@ -306,7 +341,7 @@ pub fn poll_timers(shard: &Shard, now: u64, fired: &mut Vec<ConnRef>) {
 }
 
 /// Moves a connection from login to ready: its timer becomes the idle one.
-pub fn logged_in(shard: &Shard, st: &mut State, c: ConnRef) {
+fn logged_in(shard: &Shard, st: &mut State, c: ConnRef) {
     let idle = shard.shared.config.idle_timeout_ms;
     let Some(conn) = get(st, c) else { return };
     conn.phase = Phase::Ready;

@@ -21,6 +21,7 @@ pub mod mesh;
 pub mod msg;
 pub mod route;
 pub mod statusd;
+pub mod user_conns;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -65,6 +66,12 @@ pub struct Shared {
     pub limits: Limits,
     /// Zero of the millisecond clock every shard uses.
     pub epoch: Instant,
+    /// Logged-in connections per user.
+    pub user_conns: user_conns::UserConns,
+    /// Open client connections, all shards (for `--max-connections`).
+    pub open_conns: std::sync::atomic::AtomicU64,
+    /// `--max-connections`, resolved.
+    pub max_conns: u64,
 }
 
 impl Shared {

@@ -52,11 +52,7 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
             (Phase::Hello, Request::Hello { version, presence }) => {
                 if version == 0 || version > limits::PROTOCOL_VERSION {
                     conn::send_error(shard, st, c, ErrorCode::BadVersion, opcode, 0);
-                } else {
-                    if let Some(cn) = conn::get(st, c) {
-                        cn.at_home = true;
-                    }
-                    conn::logged_in(shard, st, c);
+                } else if conn::admit(shard, st, c, opcode) {
                     shard.send(
                         home,
                         ShardMsg::PresHello {
@@ -83,14 +79,20 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
                 conn::send_error(shard, st, c, ErrorCode::BadCommand, opcode, 0);
             }
             (_, Request::SetPres { presence }) => {
-                shard.send(
-                    home,
-                    ShardMsg::PresSet {
+                let allowed = conn::get(st, c).is_some_and(|cn| {
+                    let now = cn.last_rx_ms;
+                    cn.bucket.allow(now)
+                });
+                if allowed {
+                    let msg = ShardMsg::PresSet {
                         user,
                         conn: c,
                         raw: presence,
-                    },
-                );
+                    };
+                    shard.send(home, msg);
+                } else {
+                    conn::send_error(shard, st, c, ErrorCode::RateLimited, opcode, 0);
+                }
             }
         }
         buf.advance(used);

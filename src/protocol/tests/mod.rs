@@ -128,6 +128,10 @@ fn error_codes_have_their_contract_numbers_names_and_close_policy() {
         (8, "SLOW_CONSUMER", true),
         (9, "BAD_VERSION", true),
         (10, "SHUTTING_DOWN", true),
+        // chatd's extensions (docs/protocol.md, abuse limits).
+        (11, "TOO_MANY_CONNECTIONS", true),
+        (12, "TOO_MANY_ROOMS", false),
+        (13, "RATE_LIMITED", false),
     ];
     assert_eq!(ErrorCode::ALL.len(), table.len());
     for (code, (num, name, closes)) in ErrorCode::ALL.into_iter().zip(table) {
@@ -138,7 +142,7 @@ fn error_codes_have_their_contract_numbers_names_and_close_policy() {
         assert_eq!(ErrorCode::from_u8(num), Some(code));
     }
     assert_eq!(ErrorCode::from_u8(0), None);
-    assert_eq!(ErrorCode::from_u8(11), None);
+    assert_eq!(ErrorCode::from_u8(14), None);
     assert_eq!(ErrorCode::from_u8(255), None);
 }
 

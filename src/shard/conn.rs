@@ -52,6 +52,8 @@ pub struct Conn {
     pub out: OutQueue,
     /// When the last bytes arrived, for the idle timeout.
     pub last_rx_ms: u64,
+    /// When the login timeout closes it if it is still logging in.
+    pub login_deadline_ms: u64,
     /// Its entry on the shard's timer wheel.
     pub timer: Option<TimerKey>,
     /// chatd: rooms it has joined (as their home shards confirmed).
@@ -96,6 +98,7 @@ pub fn register(shard: &Shard, stream: Rc<Stream>, service: Service) -> ConnRef 
         client: 0,
         out: OutQueue::default(),
         last_rx_ms: now,
+        login_deadline_ms: now.saturating_add(shard.shared.config.login_timeout_ms),
         timer: None,
         joined: Vec::new(),
         at_home: false,
@@ -106,9 +109,10 @@ pub fn register(shard: &Shard, stream: Rc<Stream>, service: Service) -> ConnRef 
         gen,
         slot: slot as u32,
     };
-    let key = st
-        .timers
-        .insert(now + shard.shared.config.login_timeout_ms, c);
+    // The idle timeout applies before login too (protocol section 3).
+    let config = &shard.shared.config;
+    let first = now.saturating_add(config.login_timeout_ms.min(config.idle_timeout_ms));
+    let key = st.timers.insert(first, c);
     st.conns[slot].timer = Some(key);
     shard.metrics.connections[service.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let open = shard
@@ -159,6 +163,13 @@ pub fn unregister(shard: &Shard, c: ConnRef) {
     };
     shard.metrics.connections[conn.service.index()]
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    shard
+        .shared
+        .open_conns
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    if conn.at_home {
+        shard.shared.user_conns.release(conn.user);
+    }
     if conn.client != 0 {
         shard.shared.client_ids.release(conn.client);
     }
@@ -316,10 +327,20 @@ pub fn poll_timers(shard: &Shard, now: u64, fired: &mut Vec<ConnRef>) {
         let Some(conn) = get(st, c) else { continue };
         conn.timer = None;
         match conn.phase {
-            // Login timeout: closed without an error command.
+            // Login or idle timeout: closed without an error command.
             Phase::Auth | Phase::Hello => {
-                tracing::debug!(?c, "login timeout");
-                close(shard, st, c);
+                let due = conn
+                    .login_deadline_ms
+                    .min(conn.last_rx_ms.saturating_add(idle));
+                if due <= now {
+                    tracing::debug!(?c, "login or idle timeout before login");
+                    close(shard, st, c);
+                } else {
+                    let key = st.timers.insert(due, c);
+                    if let Some(conn) = get(st, c) {
+                        conn.timer = Some(key);
+                    }
+                }
             }
             Phase::Ready => {
                 let due = conn.last_rx_ms + idle;

@@ -1,0 +1,158 @@
+//! Abuse limits (docs/protocol.md, "Extensions: abuse limits"): each is
+//! answered with its own OP_ERROR and affects only the offending
+//! connection.
+
+mod common;
+
+use chatd::protocol::chatd::{Request, OP_HELLO, OP_JOIN, OP_RTMSG};
+use chatd::protocol::statusd as sw;
+use common::{ChatdClient, Ev, Server, StatusdClient};
+
+const TOO_MANY_CONNECTIONS: u8 = 11;
+const TOO_MANY_ROOMS: u8 = 12;
+const RATE_LIMITED: u8 = 13;
+
+#[test]
+fn a_user_over_its_connection_limit_is_refused_at_hello() {
+    let server = Server::start(2, &["--max-connections-per-user", "3"]);
+    let mut held: Vec<ChatdClient> = (0..2).map(|_| server.chatd(1)).collect();
+    // Both services count together.
+    let _s = server.statusd(1, 1);
+    let mut extra = ChatdClient::connect(server.chatd);
+    extra.send(&Request::Auth {
+        token: server.token(1).as_bytes(),
+    });
+    extra.send(&Request::Hello { version: 1 });
+    extra.expect_error_and_close(TOO_MANY_CONNECTIONS, OP_HELLO, 0);
+    // Another user is not affected, and closing one frees a place.
+    let _other = server.chatd(2);
+    held.pop();
+    held[0].keepalive_roundtrip();
+    // The server notices the close asynchronously: retry until admitted.
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let mut c = ChatdClient::connect(server.chatd);
+        c.send(&Request::Auth {
+            token: server.token(1).as_bytes(),
+        });
+        c.send(&Request::Hello { version: 1 });
+        match c.recv() {
+            Ev::Hello(_) => break,
+            Ev::Error {
+                code: TOO_MANY_CONNECTIONS,
+                ..
+            } => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the freed place never came back"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_server_connection_limit_refuses_new_connections_only() {
+    let server = Server::start(1, &["--max-connections", "2"]);
+    let mut a = server.chatd(1);
+    let _b = server.statusd(2, 3);
+    let mut c = ChatdClient::connect(server.chatd);
+    c.expect_error_and_close(TOO_MANY_CONNECTIONS, 0, 0);
+    a.keepalive_roundtrip();
+    // A closed connection frees its place (noticed asynchronously: retry).
+    drop(a);
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let mut c = ChatdClient::connect(server.chatd);
+        c.send(&Request::Auth {
+            token: server.token(3).as_bytes(),
+        });
+        c.send(&Request::Hello { version: 1 });
+        match c.recv() {
+            Ev::Hello(_) => break,
+            Ev::Error { code, .. } => {
+                assert_eq!(code, TOO_MANY_CONNECTIONS);
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the place never came back"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn joins_beyond_the_room_limit_are_refused_and_the_connection_stays() {
+    let server = Server::start(2, &["--max-rooms-per-conn", "2"]);
+    for chat in 1..=3 {
+        server.add_member(chat, 1);
+    }
+    let mut a = server.chatd(1);
+    a.join(1);
+    a.join(2);
+    // Joining a room already joined does not count twice.
+    a.join(2);
+    a.send(&Request::Join { chatid: 3 });
+    a.expect(Ev::Error {
+        code: TOO_MANY_ROOMS,
+        opcode: OP_JOIN,
+        id: 3,
+    });
+    a.send(&Request::Leave { chatid: 1 });
+    a.expect(Ev::Leave(1));
+    a.join(3);
+}
+
+#[test]
+fn rtmsg_over_the_rate_is_dropped_with_rate_limited_and_others_are_unaffected() {
+    let server = Server::start(1, &["--rtmsg-rate", "5"]);
+    server.add_member(9, 1);
+    server.add_member(9, 2);
+    let mut flooder = server.chatd(1);
+    let mut reader = server.chatd(2);
+    flooder.join(9);
+    reader.join(9);
+    // Burst of 2 s worth (10) passes at once; the 11th within the same
+    // instant is refused.
+    for i in 0..11u8 {
+        flooder.rtmsg(9, 0, 0, 1, &[i]);
+    }
+    flooder.expect(Ev::Error {
+        code: RATE_LIMITED,
+        opcode: OP_RTMSG,
+        id: 9,
+    });
+    for i in 0..10u8 {
+        match reader.recv() {
+            Ev::RtMsg { data, .. } => assert_eq!(data, vec![i]),
+            other => panic!("expected message {i}, got {other:?}"),
+        }
+    }
+    // The flooder stays connected, and the reader's own messages flow.
+    flooder.keepalive_roundtrip();
+    reader.rtmsg(9, 0, 0, 1, b"hi");
+    assert!(matches!(flooder.recv(), Ev::RtMsg { .. }));
+}
+
+#[test]
+fn setpres_over_the_rate_is_refused_and_the_connection_stays() {
+    let server = Server::start(1, &["--setpres-rate", "2"]);
+    let mut s: StatusdClient = server.statusd(1, 1);
+    for v in 1..=4u8 {
+        s.send(&sw::Request::SetPres { presence: v });
+        s.expect_pres(0, v);
+    }
+    s.send(&sw::Request::SetPres { presence: 5 });
+    assert_eq!(
+        s.recv(),
+        sw::Event::Error {
+            code: RATE_LIMITED,
+            opcode: sw::OP_SETPRES,
+            id: 0
+        }
+    );
+    s.send(&sw::Request::Keepalive);
+    assert_eq!(s.recv(), sw::Event::Keepalive);
+}

@@ -8,6 +8,23 @@ use chatd::config::{Cli, Command, LogFormat};
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
+/// mimalloc's `arena_eager_commit` option (index in its `mi_option_e`).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// Runs before `main` (and before the Rust runtime allocates), so it
+/// applies to mimalloc's first arena too: commit arena memory on demand
+/// instead of up front. Measured with 5,000 idle connections: server RSS
+/// 62 MiB -> 20 MiB (bench/README.md, memory per connection).
+extern "C" fn tune_allocator() {
+    // SAFETY: sets a process-wide mimalloc option; called once, before any
+    // other thread exists.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("CHATD_LOG")

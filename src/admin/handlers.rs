@@ -321,10 +321,27 @@ pub(super) async fn healthz() -> StatusCode {
     StatusCode::OK
 }
 
-pub(super) async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
+/// An unmatched request: under `/v1` without the admin token it is 401
+/// like every `/v1` request, so the API's shape is not shown to strangers.
+fn unmatched(admin: &Admin, req: &Request, status: StatusCode, message: &str) -> ApiError {
+    let path = req.uri().path();
+    let v1 = path == "/v1" || path.starts_with("/v1/");
+    if v1 && !authorized(&admin.token, req.headers()) {
+        ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong admin token")
+    } else {
+        ApiError::new(status, message)
+    }
 }
 
-pub(super) async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+pub(super) async fn not_found(State(admin): State<Arc<Admin>>, req: Request) -> ApiError {
+    unmatched(&admin, &req, StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+pub(super) async fn method_not_allowed(State(admin): State<Arc<Admin>>, req: Request) -> ApiError {
+    unmatched(
+        &admin,
+        &req,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+    )
 }

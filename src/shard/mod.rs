@@ -124,6 +124,10 @@ pub struct Shard {
     outbox: RefCell<Vec<(usize, ShardMsg)>>,
     /// Notified when a drain has finished: the shard thread then ends.
     pub finished: tokio::sync::Notify,
+    /// Per-shard recipient counts, reused by [`Shard::deliver`].
+    scratch_counts: RefCell<Vec<usize>>,
+    /// Per-shard recipient lists being built by [`Shard::deliver`].
+    scratch_groups: RefCell<Vec<(usize, Vec<ConnRef>)>>,
 }
 
 impl Shard {
@@ -150,6 +154,8 @@ impl Shard {
             draining_local: Cell::new(false),
             outbox: RefCell::new(Vec::new()),
             finished: tokio::sync::Notify::new(),
+            scratch_counts: RefCell::new(Vec::new()),
+            scratch_groups: RefCell::new(Vec::new()),
         }
     }
 
@@ -216,40 +222,40 @@ impl Shard {
     /// Queues `frame` on every listed connection, wherever it lives: one
     /// reference-counted buffer for all, one mesh message per other shard.
     pub fn deliver(&self, frame: &Bytes, conns: &[ConnRef]) {
-        let shards = self.shards();
-        if shards == 1 {
+        let me = self.id;
+        if self.shards() == 1 || conns.iter().all(|c| c.shard as usize == me) {
             return self.deliver_local(frame, conns);
         }
-        // Group by shard without allocating when every recipient is local.
-        let mut local = true;
+        // Count first, so each other shard's list is allocated once at its
+        // exact size (it travels in the message); local ones are served
+        // without a list.
+        let mut counts = self.scratch_counts.borrow_mut();
+        counts.clear();
+        counts.resize(self.shards(), 0);
         for c in conns {
-            if c.shard as usize != self.id {
-                local = false;
-                break;
+            counts[c.shard as usize] += 1;
+        }
+        let mut groups = self.scratch_groups.borrow_mut();
+        for (shard, &n) in counts.iter().enumerate() {
+            if n > 0 && shard != me {
+                groups.push((shard, Vec::with_capacity(n)));
             }
         }
-        if local {
-            return self.deliver_local(frame, conns);
-        }
-        let mut groups: Vec<Vec<ConnRef>> = vec![Vec::new(); shards];
-        for &c in conns {
-            groups[c.shard as usize].push(c);
-        }
-        for (shard, group) in groups.into_iter().enumerate() {
-            if group.is_empty() {
-                continue;
+        drop(counts);
+        {
+            let mut st = self.state.borrow_mut();
+            for &c in conns {
+                let shard = c.shard as usize;
+                if shard == me {
+                    conn::push_frame(self, &mut st, c, frame.clone());
+                } else if let Some((_, g)) = groups.iter_mut().find(|(s, _)| *s == shard) {
+                    g.push(c);
+                }
             }
-            if shard == self.id {
-                self.deliver_local(frame, &group);
-            } else {
-                self.send(
-                    shard,
-                    ShardMsg::Deliver {
-                        frame: frame.clone(),
-                        conns: group,
-                    },
-                );
-            }
+        }
+        for (shard, conns) in groups.drain(..) {
+            let frame = frame.clone();
+            self.send(shard, ShardMsg::Deliver { frame, conns });
         }
     }
 

@@ -326,37 +326,27 @@ pub fn poll_timers(shard: &Shard, now: u64, fired: &mut Vec<ConnRef>) {
     for &c in fired.iter() {
         let Some(conn) = get(st, c) else { continue };
         conn.timer = None;
-        match conn.phase {
-            // Login or idle timeout: closed without an error command.
-            Phase::Auth | Phase::Hello => {
-                let due = conn
-                    .login_deadline_ms
-                    .min(conn.last_rx_ms.saturating_add(idle));
-                if due <= now {
-                    tracing::debug!(?c, "login or idle timeout before login");
-                    close(shard, st, c);
-                } else {
-                    let key = st.timers.insert(due, c);
-                    if let Some(conn) = get(st, c) {
-                        conn.timer = Some(key);
-                    }
-                }
-            }
-            Phase::Ready => {
-                let due = conn.last_rx_ms + idle;
-                if due <= now {
-                    tracing::debug!(?c, "idle timeout");
-                    close(shard, st, c);
-                } else {
-                    // Lazy re-arm: reads only stamp `last_rx_ms`.
-                    let key = st.timers.insert(due, c);
-                    if let Some(conn) = get(st, c) {
-                        conn.timer = Some(key);
-                    }
-                }
-            }
+        // Login or idle timeout: closed without an error command. Reads
+        // only stamp `last_rx_ms`, so an entry that fired early is re-armed.
+        let due = match conn.phase {
+            Phase::Auth | Phase::Hello => conn
+                .login_deadline_ms
+                .min(conn.last_rx_ms.saturating_add(idle)),
+            Phase::Ready => conn.last_rx_ms.saturating_add(idle),
             // The peer did not take its last bytes in time.
-            Phase::Closing => conn.stream.shutdown(),
+            Phase::Closing => {
+                conn.stream.shutdown();
+                continue;
+            }
+        };
+        if due <= now {
+            tracing::debug!(?c, phase = ?conn.phase, "login or idle timeout");
+            close(shard, st, c);
+        } else {
+            let key = st.timers.insert(due, c);
+            if let Some(conn) = get(st, c) {
+                conn.timer = Some(key);
+            }
         }
     }
 }

@@ -134,7 +134,7 @@ impl Local {
             .recipients(CHAT, SENDER, 0, 0, &mut self.recipients)
             .expect("sender joined");
         for &c in &self.recipients {
-            self.queues[c as usize]
+            let _ = self.queues[c as usize]
                 .push(self.frame.clone(), CAP)
                 .expect("under the cap");
         }
@@ -160,7 +160,7 @@ fn remote_shard(n: u64, jobs: Receiver<Job>, done: Sender<()>) {
         match job {
             Job::Deliver(frame, conns) => {
                 for &c in &conns {
-                    queues[c as usize]
+                    let _ = queues[c as usize]
                         .push(frame.clone(), CAP)
                         .expect("under the cap");
                 }
@@ -209,7 +209,7 @@ impl Across {
         let mut remote = Vec::new();
         for &c in &l.recipients {
             if c % 2 == 0 {
-                l.queues[c as usize]
+                let _ = l.queues[c as usize]
                     .push(l.frame.clone(), CAP)
                     .expect("under the cap");
             } else {

@@ -1,1 +1,168 @@
-fn main() {}
+//! loadgen: the load generator of chatd. See `loadgen --help` and
+//! bench/README.md.
+//!
+//! Exit codes: 0 all runs verified; 2 a run found lost, duplicated,
+//! reordered, misaddressed or corrupt deliveries, unexpected OP_ERRORs or
+//! closed connections (or the spawned server exited badly); 1 loadgen could
+//! not run (bad parameters, server unreachable, provisioning failed).
+
+mod cli;
+mod client;
+mod measure;
+mod provision;
+mod report;
+mod scenarios;
+mod spawn;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, RunOpts, ServerOpts};
+use report::Report;
+use scenarios::{Env, ScenarioError, Target};
+
+/// Why loadgen could not run.
+#[derive(Debug)]
+enum MainError {
+    /// --spawn failed.
+    Spawn(spawn::SpawnError),
+    /// A scenario could not run.
+    Scenario(ScenarioError),
+    /// Missing or inconsistent options.
+    Usage(String),
+}
+
+impl std::fmt::Display for MainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MainError::Spawn(e) => write!(f, "{e}"),
+            MainError::Scenario(e) => write!(f, "{e}"),
+            MainError::Usage(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<ScenarioError> for MainError {
+    fn from(e: ScenarioError) -> Self {
+        MainError::Scenario(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    measure::now_ns();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("loadgen: VERIFICATION FAILED (see the reports above)");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the command; `Ok(false)` when verification failed.
+fn run(cli: Cli) -> Result<bool, MainError> {
+    use scenarios::{calls, connections, direct, fanout, presence};
+    match &cli.command {
+        Command::Fanout(a) => single(&a.server, &a.run, |env| fanout::run(env, &a.p)),
+        Command::Direct(a) => single(&a.server, &a.run, |env| direct::run(env, &a.p)),
+        Command::Calls(a) => single(&a.server, &a.run, |env| calls::run(env, &a.p)),
+        Command::Presence(a) => single(&a.server, &a.run, |env| presence::run(env, &a.p)),
+        Command::Connections(a) => single(&a.server, &a.run, |env| connections::run(env, &a.p)),
+        Command::Suite(a) => with_target(&a.server, |target| suite::run(target, &a.run, a.smoke)),
+    }
+}
+
+/// Runs one scenario against the target and reports it.
+fn single(
+    server: &ServerOpts,
+    run: &RunOpts,
+    f: impl FnOnce(&Env<'_>) -> Result<Report, ScenarioError>,
+) -> Result<bool, MainError> {
+    with_target(server, |target| {
+        let env = Env {
+            target,
+            run,
+            id_base: run.id_base.unwrap_or_else(scenarios::default_id_base),
+        };
+        let report = f(&env)?;
+        Ok(emit(&report, run))
+    })
+}
+
+/// Prints a report and writes its files; returns whether it verified.
+fn emit(report: &Report, run: &RunOpts) -> bool {
+    println!("{}", report.text());
+    if let Err(e) = report.write(&run.report_dir) {
+        eprintln!(
+            "loadgen: writing reports to {}: {e}",
+            run.report_dir.display()
+        );
+    }
+    report.ok()
+}
+
+/// Calls `f` with the server to test: a spawned one (stopped afterwards)
+/// or the one the address options name. `f` returns whether its runs
+/// verified; a spawned server that does not exit cleanly fails the run too.
+fn with_target(
+    server: &ServerOpts,
+    f: impl FnOnce(&Target) -> Result<bool, MainError>,
+) -> Result<bool, MainError> {
+    let Some(path) = &server.spawn else {
+        let token = server.admin_token.clone().ok_or_else(|| {
+            MainError::Usage("--admin-token (or LOADGEN_ADMIN_TOKEN) or --spawn is required".into())
+        })?;
+        let target = Target {
+            chatd: server.chatd,
+            statusd: server.statusd,
+            admin: server.admin,
+            admin_token: token,
+            pid: server.server_pid,
+        };
+        return f(&target);
+    };
+    let mut s =
+        spawn::start(path, server.server_shards, &server.server_arg).map_err(MainError::Spawn)?;
+    eprintln!(
+        "loadgen: spawned {} (pid {}): chatd {} statusd {} admin {}",
+        path.display(),
+        s.pid,
+        s.chatd,
+        s.statusd,
+        s.admin
+    );
+    let target = Target {
+        chatd: s.chatd,
+        statusd: s.statusd,
+        admin: s.admin,
+        admin_token: s.admin_token.clone(),
+        pid: Some(s.pid),
+    };
+    let out = f(&target);
+    let log = s.log();
+    let code = s.stop();
+    if code != Some(0) {
+        eprintln!(
+            "loadgen: !!!!!!!! the spawned server exited with {code:?} after SIGTERM !!!!!!!!\n{}",
+            tail(&log, 3000)
+        );
+        return out.map(|_| false);
+    }
+    out
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let mut i = s.len().saturating_sub(n);
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
+mod suite;

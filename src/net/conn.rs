@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::io::{Listener, Stream};
+use super::outbuf::Next;
 use crate::ids::Service;
 use crate::limits;
 use crate::shard::conn::{self as sconn, Phase};
@@ -40,12 +41,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Listener, service: Service)
     }
 }
 
-/// One connection's life: register, write in the background, read until
-/// end of stream, unregister.
+/// One connection's life: register, read until end of stream, unregister.
+/// Its writer runs as a task of its own only while it has output
+/// ([`write_loop`], started by the shard when a frame is queued).
 async fn run_conn(shard: Rc<Shard>, stream: Rc<Stream>, service: Service) {
     let c = sconn::register(&shard, stream.clone(), service);
     tracing::debug!(?c, service = service.name(), "connected");
-    tokio::task::spawn_local(write_loop(shard.clone(), c, stream.clone()));
     read_loop(&shard, c, &stream, service).await;
     stream.shutdown();
     sconn::unregister(&shard, c);
@@ -93,41 +94,34 @@ async fn read_loop(shard: &Shard, c: ConnRef, stream: &Stream, service: Service)
     }
 }
 
-/// What the writer should do next.
-enum Next {
-    Write,
-    Close,
-    Gone,
-}
-
 /// Writes queued frames in vectored batches; on close, flushes and shuts
-/// the socket down (which ends the read loop).
-async fn write_loop(shard: Rc<Shard>, c: ConnRef, stream: Rc<Stream>) {
+/// the socket down (which ends the read loop); ends when the connection is
+/// gone or its queue stayed empty for a whole timer tick.
+pub async fn write_loop(shard: Rc<Shard>, c: ConnRef, stream: Rc<Stream>) {
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
         let next = poll_fn(|cx| {
             let mut st = shard.state.borrow_mut();
             let Some(conn) = sconn::get(&mut st, c) else {
-                return Poll::Ready(Next::Gone);
+                return Poll::Ready(None);
             };
-            if !conn.out.is_empty() {
-                conn.out.take_batch(&mut batch, limits::WRITE_IOVECS_MAX);
-                Poll::Ready(Next::Write)
-            } else if conn.phase == Phase::Closing {
-                Poll::Ready(Next::Close)
-            } else {
-                conn.out.park_writer(cx.waker());
-                Poll::Pending
+            let closing = conn.phase == Phase::Closing;
+            match conn
+                .out
+                .poll_writer(&mut batch, limits::WRITE_IOVECS_MAX, closing, cx.waker())
+            {
+                Some(next) => Poll::Ready(Some(next)),
+                None => Poll::Pending,
             }
         })
         .await;
         match next {
-            Next::Gone => return,
-            Next::Close => {
+            None | Some(Next::Retire) => return,
+            Some(Next::Close) => {
                 stream.shutdown();
                 return;
             }
-            Next::Write => {}
+            Some(Next::Write) => {}
         }
         let (res, b) = stream.writev(std::mem::take(&mut batch)).await;
         batch = b;

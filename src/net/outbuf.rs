@@ -4,6 +4,11 @@
 //!
 //! Frames are never copied here: a room broadcast queues clones of one
 //! `Bytes` (a reference-count increment) on every recipient.
+//!
+//! A connection has a writer task only while it has output: the queue
+//! says when one must be started ([`Wake::Spawn`]), and a writer that
+//! stayed idle for a whole timer tick is retired, so an idle connection
+//! costs no task.
 
 use std::collections::VecDeque;
 use std::task::Waker;
@@ -17,28 +22,62 @@ pub enum PushError {
     Full,
 }
 
+/// The connection's writer task, if any.
+#[derive(Default)]
+enum Writer {
+    /// No task: the next frame must start one.
+    #[default]
+    None,
+    /// A task waits for frames.
+    Parked(Waker),
+    /// A task is running (writing, or about to look at the queue).
+    Running,
+}
+
+/// What the caller must do after queueing.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Wake {
+    /// A writer exists and was woken if needed.
+    Done,
+    /// No writer exists: start one.
+    Spawn,
+}
+
+/// What a writer should do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Write the batch it was given.
+    Write,
+    /// Nothing queued and the connection closes: shut the socket down.
+    Close,
+    /// Nothing queued for a whole tick: end the task.
+    Retire,
+}
+
 /// Frames waiting to be written to one connection.
 #[derive(Default)]
 pub struct OutQueue {
     frames: VecDeque<Bytes>,
     /// Bytes in `frames` (after any partial write of the first one).
     queued_bytes: usize,
-    /// The writer task, parked while the queue was empty.
-    writer: Option<Waker>,
+    /// The writer task.
+    writer: Writer,
+    /// The writer wrote since the last tick.
+    busy_this_tick: bool,
+    /// The writer should end once the queue is empty.
+    retire: bool,
 }
 
 impl OutQueue {
     /// Queues `frame` unless that would take the queue over `cap` bytes.
-    pub fn push(&mut self, frame: Bytes, cap: usize) -> Result<(), PushError> {
+    pub fn push(&mut self, frame: Bytes, cap: usize) -> Result<Wake, PushError> {
         if self.queued_bytes + frame.len() > cap {
             return Err(PushError::Full);
         }
         self.queued_bytes += frame.len();
         self.frames.push_back(frame);
-        if let Some(w) = self.writer.take() {
-            w.wake();
-        }
-        Ok(())
+        Ok(self.wake_writer())
     }
 
     /// Bytes queued.
@@ -78,17 +117,63 @@ impl OutQueue {
         batch.clear();
     }
 
-    /// Registers the writer's waker for the next push.
-    pub fn park_writer(&mut self, waker: &Waker) {
-        self.writer = Some(waker.clone());
+    /// The writer's turn: moves up to `max` frames into `batch` and says
+    /// to write them, or says to close or retire, or parks it.
+    pub fn poll_writer(
+        &mut self,
+        batch: &mut Vec<Bytes>,
+        max: usize,
+        closing: bool,
+        waker: &Waker,
+    ) -> Option<Next> {
+        if !self.frames.is_empty() {
+            self.take_batch(batch, max);
+            self.busy_this_tick = true;
+            self.writer = Writer::Running;
+            Some(Next::Write)
+        } else if closing {
+            Some(Next::Close)
+        } else if self.retire {
+            self.retire = false;
+            self.writer = Writer::None;
+            Some(Next::Retire)
+        } else {
+            self.writer = Writer::Parked(waker.clone());
+            None
+        }
     }
 
-    /// Wakes the writer (to flush and close, say) whether or not a frame
-    /// was queued.
-    pub fn wake_writer(&mut self) {
-        if let Some(w) = self.writer.take() {
+    /// Wakes the writer (to write, or to flush and close), or says that
+    /// one must be started.
+    pub fn wake_writer(&mut self) -> Wake {
+        match std::mem::replace(&mut self.writer, Writer::Running) {
+            Writer::None => {
+                self.busy_this_tick = true;
+                Wake::Spawn
+            }
+            Writer::Parked(w) => {
+                w.wake();
+                Wake::Done
+            }
+            Writer::Running => Wake::Done,
+        }
+    }
+
+    /// Called once per timer tick for a connection that has a writer:
+    /// a writer idle for the whole tick is told to retire. Returns false
+    /// once there is no writer left to watch.
+    pub fn tick(&mut self) -> bool {
+        if matches!(self.writer, Writer::None) {
+            return false;
+        }
+        if std::mem::take(&mut self.busy_this_tick) {
+            return true;
+        }
+        self.retire = true;
+        if let Writer::Parked(w) = std::mem::replace(&mut self.writer, Writer::Running) {
             w.wake();
         }
+        false
     }
 
     /// Drops everything queued.
@@ -105,10 +190,10 @@ mod tests {
     #[test]
     fn push_beyond_cap_is_refused_and_leaves_the_queue_as_it_was() {
         let mut q = OutQueue::default();
-        q.push(Bytes::from_static(b"12345"), 8).unwrap();
+        assert_eq!(q.push(Bytes::from_static(b"12345"), 8), Ok(Wake::Spawn));
         assert_eq!(q.push(Bytes::from_static(b"6789"), 8), Err(PushError::Full));
         assert_eq!(q.queued_bytes(), 5);
-        q.push(Bytes::from_static(b"678"), 8).unwrap();
+        assert_eq!(q.push(Bytes::from_static(b"678"), 8), Ok(Wake::Done));
         assert_eq!(q.queued_bytes(), 8);
     }
 
@@ -116,7 +201,7 @@ mod tests {
     fn partial_write_puts_the_unwritten_tail_back_in_order() {
         let mut q = OutQueue::default();
         for f in [&b"aaa"[..], b"bbb", b"ccc"] {
-            q.push(Bytes::copy_from_slice(f), 100).unwrap();
+            let _ = q.push(Bytes::copy_from_slice(f), 100).unwrap();
         }
         let mut batch = Vec::new();
         q.take_batch(&mut batch, 10);
@@ -133,12 +218,53 @@ mod tests {
     fn take_batch_respects_the_iovec_limit() {
         let mut q = OutQueue::default();
         for _ in 0..5 {
-            q.push(Bytes::from_static(b"x"), 100).unwrap();
+            let _ = q.push(Bytes::from_static(b"x"), 100).unwrap();
         }
         let mut batch = Vec::new();
         q.take_batch(&mut batch, 2);
         assert_eq!(batch.len(), 2);
         q.written(&mut batch, 2);
         assert_eq!(q.queued_bytes(), 3);
+    }
+}
+
+#[cfg(test)]
+mod writer_tests {
+    use super::*;
+    use std::task::Waker;
+
+    #[test]
+    fn a_writer_is_started_once_and_retired_after_an_idle_tick() {
+        let mut q = OutQueue::default();
+        let waker = Waker::noop();
+        let mut batch = Vec::new();
+        assert_eq!(q.push(Bytes::from_static(b"a"), 100), Ok(Wake::Spawn));
+        assert_eq!(
+            q.poll_writer(&mut batch, 8, false, waker),
+            Some(Next::Write)
+        );
+        q.written(&mut batch, 1);
+        assert_eq!(q.poll_writer(&mut batch, 8, false, waker), None);
+        // It wrote during this tick: kept.
+        assert!(q.tick());
+        // Nothing during the next one: retired.
+        assert!(!q.tick());
+        assert_eq!(
+            q.poll_writer(&mut batch, 8, false, waker),
+            Some(Next::Retire)
+        );
+        // The next frame needs a new writer.
+        assert_eq!(q.push(Bytes::from_static(b"b"), 100), Ok(Wake::Spawn));
+    }
+
+    #[test]
+    fn a_closing_connection_flushes_before_closing() {
+        let mut q = OutQueue::default();
+        let waker = Waker::noop();
+        let mut batch = Vec::new();
+        let _ = q.push(Bytes::from_static(b"bye"), 100);
+        assert_eq!(q.poll_writer(&mut batch, 8, true, waker), Some(Next::Write));
+        q.written(&mut batch, 3);
+        assert_eq!(q.poll_writer(&mut batch, 8, true, waker), Some(Next::Close));
     }
 }

@@ -17,7 +17,7 @@ use crate::core::ratelimit::TokenBucket;
 use crate::ids::{ChatId, ClientId, Service, UserId};
 use crate::limits;
 use crate::net::io::Stream;
-use crate::net::outbuf::{OutQueue, PushError};
+use crate::net::outbuf::{OutQueue, PushError, Wake};
 use crate::protocol::{self, ErrorCode};
 use crate::timer::TimerKey;
 
@@ -158,7 +158,8 @@ pub fn unregister(shard: &Shard, c: ConnRef) {
             st.timers.cancel(key);
         }
         conn.out.clear();
-        conn.out.wake_writer();
+        // A parked writer wakes, finds the connection gone and ends.
+        let _ = conn.out.wake_writer();
         conn
     };
     shard.metrics.connections[conn.service.index()]
@@ -225,7 +226,12 @@ pub fn push_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes) {
     if conn.phase == Phase::Closing {
         return;
     }
-    if let Err(PushError::Full) = conn.out.push(frame, cap) {
+    match conn.out.push(frame, cap) {
+        Ok(Wake::Done) => return,
+        Ok(Wake::Spawn) => return spawn_writer(shard, st, c),
+        Err(PushError::Full) => {}
+    }
+    {
         shard
             .metrics
             .slow_consumer_closes
@@ -234,12 +240,34 @@ pub fn push_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes) {
             protocol::encode_error(ErrorCode::SlowConsumer, 0, 0, b)
         });
         if let Some(conn) = get(st, c) {
+            // The queue is not empty, so a writer exists: no spawn needed.
             if conn.out.push(err, cap).is_ok() {
                 shard.metrics.error(ErrorCode::SlowConsumer as u8);
             }
         }
         close(shard, st, c);
     }
+}
+
+/// Starts the writer task of `c`, which had none.
+fn spawn_writer(shard: &Shard, st: &mut State, c: ConnRef) {
+    let (Some(me), Some(conn)) = (shard.this.upgrade(), get(st, c)) else {
+        return;
+    };
+    let stream = conn.stream.clone();
+    st.writers.push(c);
+    tokio::task::spawn_local(crate::net::conn::write_loop(me, c, stream));
+}
+
+/// Once per timer tick: retires the writers of connections that wrote
+/// nothing during the last tick. Walks only connections with a writer.
+pub fn tick_writers(shard: &Shard) {
+    let mut st = shard.state.borrow_mut();
+    let st = &mut *st;
+    let mut writers = std::mem::take(&mut st.writers);
+    writers.retain(|&c| get(st, c).is_some_and(|conn| conn.out.tick()));
+    writers.append(&mut st.writers);
+    st.writers = writers;
 }
 
 /// Sends OP_ERROR to `c` (on this shard); closes it if the code says so.
@@ -263,8 +291,11 @@ pub fn close(shard: &Shard, st: &mut State, c: ConnRef) {
         return;
     }
     conn.phase = Phase::Closing;
-    conn.out.wake_writer();
+    let wake = conn.out.wake_writer();
     let old = conn.timer.take();
+    if wake == Wake::Spawn {
+        spawn_writer(shard, st, c);
+    }
     if let Some(key) = old {
         st.timers.cancel(key);
     }

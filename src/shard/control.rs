@@ -45,10 +45,27 @@ impl ShardControl for MeshControl {
                 .send(to, ShardMsg::Effects { effects, done });
             waits.push(wait);
         }
+        let mesh = self.shared.mesh.clone();
         Box::pin(async move {
+            // Round 1: every shard applies its effects and reports the
+            // pairs (user, watcher) that became visible there.
+            let mut pulls: Vec<Vec<(UserId, UserId)>> = vec![Vec::new(); shards];
             for w in waits {
                 // An error means the shard is gone (shutting down).
-                let _ = w.await;
+                for (user, watcher) in w.await.unwrap_or_default() {
+                    // `user`'s clients now need `watcher`'s presence,
+                    // which `watcher`'s home shard holds.
+                    pulls[route::user_home(watcher, shards)].push((user, watcher));
+                }
+            }
+            // Round 2, once both directions of every pair are applied: the
+            // presence of each newly visible user is pulled to its new
+            // watchers' clients. Doing it after round 1 is what makes a
+            // login racing the change converge (protocol 5.4).
+            for (to, pairs) in pulls.into_iter().enumerate() {
+                if !pairs.is_empty() {
+                    mesh.send(to, ShardMsg::PresPull { pairs });
+                }
             }
         })
     }
@@ -82,6 +99,7 @@ impl ShardControl for MeshControl {
 pub fn handle_admin_msg(shard: &Shard, msg: ShardMsg) {
     match msg {
         ShardMsg::Effects { effects, done } => {
+            let mut visible = Vec::new();
             for e in effects {
                 match e {
                     RelationEffect::MemberAdded { chat, user } => {
@@ -100,13 +118,17 @@ pub fn handle_admin_msg(shard: &Shard, msg: ShardMsg) {
                         user,
                         watcher,
                         delta,
-                    } => statusd::visibility(shard, user, watcher, delta),
+                    } => {
+                        if statusd::visibility(shard, user, watcher, delta) {
+                            visible.push((user, watcher));
+                        }
+                    }
                 }
             }
             // Applied: a command a client sends after the admin call
             // answered is handled after this. Notices to other shards are
             // on their way (after the current handler).
-            let _ = done.send(());
+            let _ = done.send(visible);
         }
         ShardMsg::QueryRoom { chat, reply } => {
             let live = shard.state.borrow().rooms.live(chat);

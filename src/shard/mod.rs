@@ -104,12 +104,16 @@ pub struct State {
     pub draining: bool,
     /// When a drain must end.
     pub drain_end_ms: Option<u64>,
+    /// Connections that have a writer task, checked every tick.
+    pub writers: Vec<ConnRef>,
 }
 
 /// One shard: its state and its ways out.
 pub struct Shard {
     /// Index of this shard.
     pub id: usize,
+    /// The shard itself, for starting writer tasks from handlers.
+    pub this: std::rc::Weak<Shard>,
     /// Shared with all shards.
     pub shared: Arc<Shared>,
     /// This shard's metrics.
@@ -131,7 +135,7 @@ pub struct Shard {
 }
 
 impl Shard {
-    fn new(id: usize, shared: Arc<Shared>) -> Self {
+    fn new(id: usize, shared: Arc<Shared>, this: std::rc::Weak<Shard>) -> Self {
         let now = shared.now_ms();
         let state = State {
             conns: Slab::new(),
@@ -144,9 +148,11 @@ impl Shard {
             arena: FrameArena::default(),
             draining: false,
             drain_end_ms: None,
+            writers: Vec::new(),
         };
         Self {
             id,
+            this,
             metrics: shared.metrics[id].clone(),
             shared,
             state: RefCell::new(state),
@@ -211,6 +217,7 @@ impl Shard {
             | ShardMsg::PresGone { .. }
             | ShardMsg::PresFanout { .. }
             | ShardMsg::DumpQuery { .. }
+            | ShardMsg::PresPull { .. }
             | ShardMsg::DumpPart { .. } => statusd::handle_user_msg(self, msg),
             ShardMsg::Effects { .. } | ShardMsg::QueryRoom { .. } | ShardMsg::QueryUser { .. } => {
                 control::handle_admin_msg(self, msg)
@@ -328,7 +335,7 @@ pub fn spawn_shard(
                     tracing::warn!(shard = id, "could not pin to core {}", core.id);
                 }
             }
-            let shard = Rc::new(Shard::new(id, shared));
+            let shard = Rc::new_cyclic(|this| Shard::new(id, shared, this.clone()));
             let run = run_shard(shard, inbox, listeners, backend);
             match backend {
                 Backend::Uring => {
@@ -461,6 +468,7 @@ async fn timer_loop(shard: Rc<Shard>) {
         tick.tick().await;
         let now = shard.shared.now_ms();
         conn::poll_timers(&shard, now, &mut fired);
+        conn::tick_writers(&shard);
         chatd::poll_call_timeouts(&shard, now);
         shard.flush();
         if conn::drain_finished(&shard, now) {

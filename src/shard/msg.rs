@@ -105,6 +105,10 @@ pub enum ShardMsg {
         conn: ConnRef,
         users: Vec<UserId>,
     },
+    /// Each `(watcher, user)`, `user` homed on the receiver: `watcher`
+    /// just gained sight of `user`; send `user`'s presence, if not 0 and
+    /// still visible, to `watcher`'s clients through `watcher`'s home.
+    PresPull { pairs: Vec<(UserId, UserId)> },
     /// Part of a login dump, on its way through the watcher's home shard
     /// (so that it is ordered with the presence changes that follow it).
     DumpPart {
@@ -114,10 +118,11 @@ pub enum ShardMsg {
     },
 
     // ---- from the admin thread -------------------------------------
-    /// Apply relation effects, then answer.
+    /// Apply relation effects, then answer with the pairs
+    /// `(user, watcher)` that became visible here.
     Effects {
         effects: Vec<RelationEffect>,
-        done: oneshot::Sender<()>,
+        done: oneshot::Sender<Vec<(UserId, UserId)>>,
     },
     /// Live state of a room homed here.
     QueryRoom {

@@ -174,6 +174,27 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
                 },
             );
         }
+        ShardMsg::PresPull { pairs } => {
+            let shards = shard.shards();
+            for (watcher, user) in pairs {
+                let presence = {
+                    let st = shard.state.borrow();
+                    if st.presence.can_see(user, watcher) {
+                        st.presence.presence(user)
+                    } else {
+                        0
+                    }
+                };
+                if presence != 0 {
+                    let frame = pres_frame(shard, user, presence);
+                    let fanout = ShardMsg::PresFanout {
+                        frame,
+                        watchers: vec![watcher],
+                    };
+                    shard.send(route::user_home(watcher, shards), fanout);
+                }
+            }
+        }
         ShardMsg::DumpPart {
             watcher,
             conn,
@@ -184,30 +205,32 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
 }
 
 /// Applies a relation-count change for (`user`, `watcher`), `user` homed
-/// here: a watcher that gains sight of a present user gets its presence,
-/// one that loses it gets 0.
-pub fn visibility(shard: &Shard, user: UserId, watcher: UserId, delta: i32) {
+/// here (its twin, (`watcher`, `user`), is applied on `watcher`'s home).
+/// Became invisible: `watcher`'s clients get `user` 0 if it was not 0 (a
+/// login dump racing this is filtered by `can_see` where it is answered).
+/// Became visible: returns true, and the caller pulls `watcher`'s presence
+/// for `user`'s clients once both directions are applied everywhere (see
+/// `control::MeshControl::apply`), which is what lets a login racing the
+/// change converge.
+pub fn visibility(shard: &Shard, user: UserId, watcher: UserId, delta: i32) -> bool {
     let (change, presence) = {
         let mut st = shard.state.borrow_mut();
         let change = st.presence.visibility(user, watcher, delta);
         (change, st.presence.presence(user))
     };
-    if presence == 0 {
-        return;
+    match change {
+        VisibilityChange::None => false,
+        VisibilityChange::BecameVisible => true,
+        VisibilityChange::BecameInvisible => {
+            if presence != 0 {
+                let frame = pres_frame(shard, user, 0);
+                let home = route::user_home(watcher, shard.shards());
+                let watchers = vec![watcher];
+                shard.send(home, ShardMsg::PresFanout { frame, watchers });
+            }
+            false
+        }
     }
-    let value = match change {
-        VisibilityChange::None => return,
-        VisibilityChange::BecameVisible => presence,
-        VisibilityChange::BecameInvisible => 0,
-    };
-    let frame = pres_frame(shard, user, value);
-    shard.send(
-        route::user_home(watcher, shard.shards()),
-        ShardMsg::PresFanout {
-            frame,
-            watchers: vec![watcher],
-        },
-    );
 }
 
 /// One OP_PRES frame from the shard's arena.

@@ -1,0 +1,403 @@
+//! Client connections and their I/O: connecting (optionally from a spread
+//! of loopback source addresses), logging in to chatd and statusd, a read
+//! buffer that decodes commands in place, and a write buffer that coalesces
+//! everything pending on a connection into one write.
+//!
+//! Buffers are allocated once per connection and reused: the hot path
+//! neither allocates nor copies beyond the socket calls.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ops::ControlFlow;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use chatd::protocol::chatd as cw;
+use chatd::protocol::statusd as sw;
+use chatd::protocol::{DecodeError, ErrorCode, Limits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Longest wait for a login (connect, AUTH, HELLO, joins, dump).
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Decoder limits: accept anything the field can carry.
+pub const LIMITS: Limits = Limits {
+    max_rtmsg_len: chatd::limits::MSGLEN_FIELD_MAX,
+};
+
+/// Why a connection failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// connect(2) (or the socket setup before it) failed.
+    Connect(std::io::Error),
+    /// A read or write failed.
+    Io(std::io::Error),
+    /// The server closed the connection.
+    Closed,
+    /// The server sent bytes that do not decode.
+    Decode(DecodeError),
+    /// The server answered with OP_ERROR.
+    Refused {
+        /// Raw code.
+        code: u8,
+        /// Opcode it concerned.
+        opcode: u8,
+    },
+    /// A login step took longer than [`LOGIN_TIMEOUT`].
+    Timeout,
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Connect(e) => write!(f, "connect: {e}"),
+            ClientError::Io(e) => write!(f, "i/o: {e}"),
+            ClientError::Closed => f.write_str("closed by the server"),
+            ClientError::Decode(e) => write!(f, "undecodable command from the server: {e}"),
+            ClientError::Refused { code, opcode } => {
+                let name = ErrorCode::from_u8(*code).map_or("?", |c| c.name());
+                write!(f, "OP_ERROR {name} ({code}) for opcode {opcode:#04x}")
+            }
+            ClientError::Timeout => f.write_str("login timed out"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// The source address of connection `index` when spreading over `n`
+/// loopback addresses: 127.0.0.1 + index % n.
+pub fn source_ip(index: usize, n: u32) -> Ipv4Addr {
+    let off = (index as u64 % u64::from(n.max(1))) as u32;
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 1)).wrapping_add(off))
+}
+
+/// Connects connection number `index` to `addr`, bound to a spread source
+/// address when `source_ips` > 0. Sets TCP_NODELAY.
+pub async fn connect(
+    addr: SocketAddr,
+    index: usize,
+    source_ips: u32,
+) -> Result<TcpStream, ClientError> {
+    let stream = if source_ips == 0 {
+        TcpStream::connect(addr)
+            .await
+            .map_err(ClientError::Connect)?
+    } else {
+        let sock = TcpSocket::new_v4().map_err(ClientError::Connect)?;
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a socket we own, with a pointer to a live
+        // c_int and its size. Without this option bind() picks the port
+        // before connect() and a source address runs out after ~28k ports.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        sock.bind(SocketAddr::V4(SocketAddrV4::new(
+            source_ip(index, source_ips),
+            0,
+        )))
+        .map_err(ClientError::Connect)?;
+        sock.connect(addr).await.map_err(ClientError::Connect)?
+    };
+    stream.set_nodelay(true).map_err(ClientError::Connect)?;
+    Ok(stream)
+}
+
+/// The read side of a connection: a buffer of received bytes not yet
+/// decoded, which grows only when one command does not fit.
+pub struct Reader {
+    rd: OwnedReadHalf,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Reader {
+    fn new(rd: OwnedReadHalf) -> Reader {
+        Reader {
+            rd,
+            buf: vec![0; 4096],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The received bytes not consumed yet.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Drops the first `n` bytes of [`Self::data`].
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more bytes; `Ok(false)` when the peer closed.
+    pub async fn fill(&mut self) -> Result<bool, ClientError> {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let n = self.buf.len() * 2;
+                self.buf.resize(n, 0);
+            }
+        }
+        let n = self
+            .rd
+            .read(&mut self.buf[self.end..])
+            .await
+            .map_err(ClientError::Io)?;
+        self.end += n;
+        Ok(n > 0)
+    }
+
+    /// Decodes chatd events and hands each to `f` until `f` breaks (then
+    /// `Ok`) or the connection fails.
+    pub async fn chatd_events(
+        &mut self,
+        mut f: impl FnMut(cw::Event<'_>) -> ControlFlow<()>,
+    ) -> Result<(), ClientError> {
+        loop {
+            loop {
+                match cw::decode_event(self.data(), &LIMITS) {
+                    Ok(Some((ev, used))) => {
+                        let flow = f(ev);
+                        self.consume(used);
+                        if flow.is_break() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(ClientError::Decode(e)),
+                }
+            }
+            if !self.fill().await? {
+                return Err(ClientError::Closed);
+            }
+        }
+    }
+
+    /// Decodes statusd events and hands each to `f` until `f` breaks (then
+    /// `Ok`) or the connection fails.
+    pub async fn statusd_events(
+        &mut self,
+        mut f: impl FnMut(sw::Event) -> ControlFlow<()>,
+    ) -> Result<(), ClientError> {
+        loop {
+            loop {
+                match sw::decode_event(self.data()) {
+                    Ok(Some((ev, used))) => {
+                        let flow = f(ev);
+                        self.consume(used);
+                        if flow.is_break() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(ClientError::Decode(e)),
+                }
+            }
+            if !self.fill().await? {
+                return Err(ClientError::Closed);
+            }
+        }
+    }
+}
+
+/// The write side of a connection: commands are encoded into `out` and
+/// sent together by [`Writer::flush`].
+pub struct Writer {
+    wr: OwnedWriteHalf,
+    /// Pending bytes.
+    pub out: Vec<u8>,
+}
+
+impl Writer {
+    fn new(wr: OwnedWriteHalf) -> Writer {
+        Writer {
+            wr,
+            out: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Writes everything pending in one go.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        if !self.out.is_empty() {
+            self.wr
+                .write_all(&self.out)
+                .await
+                .map_err(ClientError::Io)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+}
+
+/// A logged-in chatd connection.
+pub struct Chatd {
+    /// Incoming side.
+    pub reader: Reader,
+    /// Outgoing side.
+    pub writer: Writer,
+    /// The id the server gave it.
+    pub client_id: u32,
+}
+
+/// Connects to chatd, logs in with `token` and joins `rooms` (waiting for
+/// each OP_JOIN and OP_IN_CALL answer).
+pub async fn login_chatd(
+    addr: SocketAddr,
+    index: usize,
+    source_ips: u32,
+    token: &str,
+    rooms: &[u64],
+) -> Result<Chatd, ClientError> {
+    tokio::time::timeout(LOGIN_TIMEOUT, async {
+        let stream = connect(addr, index, source_ips).await?;
+        let (rd, wr) = stream.into_split();
+        let mut reader = Reader::new(rd);
+        let mut writer = Writer::new(wr);
+        cw::encode_request(
+            &cw::Request::Auth {
+                token: token.as_bytes(),
+            },
+            &mut writer.out,
+        );
+        cw::encode_request(&cw::Request::Hello { version: 1 }, &mut writer.out);
+        for &chatid in rooms {
+            cw::encode_join(chatid, &mut writer.out);
+        }
+        writer.flush().await?;
+        let mut client_id = 0;
+        let mut flags_left = rooms.len();
+        let mut refused = None;
+        reader
+            .chatd_events(|ev| {
+                match ev {
+                    cw::Event::Hello { client_id: id } => client_id = id,
+                    cw::Event::InCall { .. } => flags_left = flags_left.saturating_sub(1),
+                    cw::Event::Error { code, opcode, .. } => {
+                        refused = Some(ClientError::Refused { code, opcode });
+                        return ControlFlow::Break(());
+                    }
+                    _ => {}
+                }
+                if client_id != 0 && flags_left == 0 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .await?;
+        if let Some(e) = refused {
+            return Err(e);
+        }
+        Ok(Chatd {
+            reader,
+            writer,
+            client_id,
+        })
+    })
+    .await
+    .map_err(|_| ClientError::Timeout)?
+}
+
+/// A logged-in statusd connection.
+pub struct Statusd {
+    /// Incoming side.
+    pub reader: Reader,
+    /// Outgoing side.
+    pub writer: Writer,
+    /// Own presence from the end of the login dump.
+    pub own: u8,
+}
+
+/// Connects to statusd and logs in with `token` and OP_HELLO `presence`;
+/// hands every login-dump entry to `on_dump` and returns after the dump's
+/// final `OP_PRES 0 own`.
+pub async fn login_statusd(
+    addr: SocketAddr,
+    index: usize,
+    source_ips: u32,
+    token: &str,
+    presence: u8,
+    mut on_dump: impl FnMut(u64, u8),
+) -> Result<Statusd, ClientError> {
+    tokio::time::timeout(LOGIN_TIMEOUT, async {
+        let stream = connect(addr, index, source_ips).await?;
+        let (rd, wr) = stream.into_split();
+        let mut reader = Reader::new(rd);
+        let mut writer = Writer::new(wr);
+        sw::encode_request(
+            &sw::Request::Auth {
+                token: token.as_bytes(),
+            },
+            &mut writer.out,
+        );
+        sw::encode_request(
+            &sw::Request::Hello {
+                version: 1,
+                presence,
+            },
+            &mut writer.out,
+        );
+        writer.flush().await?;
+        let mut own = None;
+        let mut refused = None;
+        reader
+            .statusd_events(|ev| match ev {
+                sw::Event::Pres {
+                    userid: 0,
+                    presence,
+                } => {
+                    own = Some(presence);
+                    ControlFlow::Break(())
+                }
+                sw::Event::Pres { userid, presence } => {
+                    on_dump(userid, presence);
+                    ControlFlow::Continue(())
+                }
+                sw::Event::Error { code, opcode, .. } => {
+                    refused = Some(ClientError::Refused { code, opcode });
+                    ControlFlow::Break(())
+                }
+                sw::Event::Keepalive => ControlFlow::Continue(()),
+            })
+            .await?;
+        if let Some(e) = refused {
+            return Err(e);
+        }
+        Ok(Statusd {
+            reader,
+            writer,
+            own: own.unwrap_or(0),
+        })
+    })
+    .await
+    .map_err(|_| ClientError::Timeout)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ips_spread() {
+        assert_eq!(source_ip(0, 4), Ipv4Addr::new(127, 0, 0, 1));
+        assert_eq!(source_ip(5, 4), Ipv4Addr::new(127, 0, 0, 2));
+        assert_eq!(source_ip(300, 1000), Ipv4Addr::new(127, 0, 1, 45));
+    }
+}

@@ -35,3 +35,11 @@ impl Service {
         }
     }
 }
+
+/// The hash map of every per-message path: foldhash (fast on integer keys,
+/// seeded per process so keys chosen by clients cannot be aimed at
+/// collisions) instead of std's SipHash.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The hash set that goes with [`FastMap`].
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;

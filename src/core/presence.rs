@@ -14,8 +14,8 @@
 //! - every stored relation count is above zero;
 //! - a user with no client and no watcher is not stored.
 
+use crate::ids::FastMap;
 use crate::ids::UserId;
-use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::Hash;
 
@@ -57,7 +57,7 @@ struct UserState<H> {
     /// Cached maximum of `clients`' values (0 with none).
     presence: u8,
     /// Watcher -> number of relations that let it see this user (> 0).
-    watchers: HashMap<UserId, u32>,
+    watchers: FastMap<UserId, u32>,
 }
 
 impl<H> UserState<H> {
@@ -65,7 +65,7 @@ impl<H> UserState<H> {
         UserState {
             clients: Vec::new(),
             presence: 0,
-            watchers: HashMap::new(),
+            watchers: FastMap::default(),
         }
     }
 
@@ -81,7 +81,7 @@ impl<H> UserState<H> {
 /// The presence state of one shard. See the module doc.
 #[derive(Debug)]
 pub struct Presence<H> {
-    users: HashMap<UserId, UserState<H>>,
+    users: FastMap<UserId, UserState<H>>,
 }
 
 impl<H: Copy + Eq + Hash + Debug> Default for Presence<H> {
@@ -94,7 +94,7 @@ impl<H: Copy + Eq + Hash + Debug> Presence<H> {
     /// No users.
     pub fn new() -> Self {
         Presence {
-            users: HashMap::new(),
+            users: FastMap::default(),
         }
     }
 

@@ -20,9 +20,9 @@
 //! - a room with no members and no joined connection does not exist.
 
 use crate::ids::{ChatId, ClientId, UserId};
+use crate::ids::{FastMap, FastSet};
 use crate::limits::{TIMER_SLOTS, TIMER_TICK_MS};
 use crate::timer::{TimerKey, TimerWheel};
-use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
 
@@ -89,9 +89,9 @@ struct UserConns<H> {
 
 #[derive(Debug)]
 struct Room<H> {
-    members: HashSet<UserId>,
-    joined: HashMap<H, Joined>,
-    by_user: HashMap<UserId, UserConns<H>>,
+    members: FastSet<UserId>,
+    joined: FastMap<H, Joined>,
+    by_user: FastMap<UserId, UserConns<H>>,
     /// Distinct users with at least one connection in the call.
     call_users: u32,
     /// The flag last announced: `call_users >= 2`.
@@ -101,9 +101,9 @@ struct Room<H> {
 impl<H> Default for Room<H> {
     fn default() -> Self {
         Room {
-            members: HashSet::new(),
-            joined: HashMap::new(),
-            by_user: HashMap::new(),
+            members: FastSet::default(),
+            joined: FastMap::default(),
+            by_user: FastMap::default(),
             call_users: 0,
             flag: false,
         }
@@ -113,7 +113,7 @@ impl<H> Default for Room<H> {
 /// The rooms of one shard. See the module doc.
 #[derive(Debug)]
 pub struct Rooms<H> {
-    rooms: HashMap<ChatId, Room<H>>,
+    rooms: FastMap<ChatId, Room<H>>,
     /// Call heartbeat timeouts: `(room, connection)`.
     timers: TimerWheel<(ChatId, H)>,
     call_timeout_ms: u64,
@@ -128,7 +128,7 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
     /// a heartbeat.
     pub fn new(call_timeout_ms: u64, now_ms: u64) -> Self {
         Rooms {
-            rooms: HashMap::new(),
+            rooms: FastMap::default(),
             timers: TimerWheel::new(TIMER_TICK_MS, TIMER_SLOTS, now_ms),
             call_timeout_ms,
             rooms_in_call: 0,

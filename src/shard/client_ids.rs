@@ -6,7 +6,7 @@
 //! login or logout takes one uncontended lock on one stripe, never a
 //! server-wide lock.
 
-use std::collections::HashSet;
+use crate::ids::FastSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
@@ -17,7 +17,7 @@ const STRIPES: usize = 64;
 /// Hands out and takes back client ids.
 pub struct ClientIds {
     next: AtomicU32,
-    in_use: [Mutex<HashSet<ClientId>>; STRIPES],
+    in_use: [Mutex<FastSet<ClientId>>; STRIPES],
 }
 
 impl ClientIds {
@@ -26,11 +26,11 @@ impl ClientIds {
     pub fn new(first: ClientId) -> Self {
         Self {
             next: AtomicU32::new(first),
-            in_use: std::array::from_fn(|_| Mutex::new(HashSet::new())),
+            in_use: std::array::from_fn(|_| Mutex::new(FastSet::default())),
         }
     }
 
-    fn stripe(&self, id: ClientId) -> std::sync::MutexGuard<'_, HashSet<ClientId>> {
+    fn stripe(&self, id: ClientId) -> std::sync::MutexGuard<'_, FastSet<ClientId>> {
         // A poisoned stripe only means another thread panicked while
         // holding it; the set itself is still consistent.
         self.in_use[id as usize % STRIPES]

@@ -23,8 +23,9 @@ pub mod route;
 pub mod statusd;
 pub mod user_conns;
 
+use crate::ids::FastMap;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,10 +93,10 @@ pub struct State {
     /// Users homed here: presence and visibility.
     pub presence: Presence<ConnRef>,
     /// Users homed here: logged-in chatd clients.
-    pub chatd_clients: HashMap<UserId, u64>,
+    pub chatd_clients: FastMap<UserId, u64>,
     /// Login dumps in progress for statusd clients of users homed here:
     /// the parts still awaited and the entries sent so far.
-    pub dumps: HashMap<ConnRef, (usize, u64)>,
+    pub dumps: FastMap<ConnRef, (usize, u64)>,
     /// Login, idle and close deadlines of this shard's connections.
     pub timers: TimerWheel<ConnRef>,
     /// Small frames the server builds.
@@ -142,8 +143,8 @@ impl Shard {
             next_gen: 0,
             rooms: Rooms::new(shared.config.call_timeout_ms, now),
             presence: Presence::new(),
-            chatd_clients: HashMap::new(),
-            dumps: HashMap::new(),
+            chatd_clients: FastMap::default(),
+            dumps: FastMap::default(),
             timers: TimerWheel::new(limits::TIMER_TICK_MS, limits::TIMER_SLOTS, now),
             arena: FrameArena::default(),
             draining: false,

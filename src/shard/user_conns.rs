@@ -2,7 +2,7 @@
 //! Like client ids: 64 striped maps, so a login or logout takes one
 //! uncontended lock on one stripe, never a server-wide one.
 
-use std::collections::HashMap;
+use crate::ids::FastMap;
 use std::sync::Mutex;
 
 use crate::ids::UserId;
@@ -11,19 +11,19 @@ const STRIPES: usize = 64;
 
 /// Counts of open logged-in connections per user.
 pub struct UserConns {
-    stripes: [Mutex<HashMap<UserId, u32>>; STRIPES],
+    stripes: [Mutex<FastMap<UserId, u32>>; STRIPES],
 }
 
 impl Default for UserConns {
     fn default() -> Self {
         Self {
-            stripes: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            stripes: std::array::from_fn(|_| Mutex::new(FastMap::default())),
         }
     }
 }
 
 impl UserConns {
-    fn stripe(&self, user: UserId) -> std::sync::MutexGuard<'_, HashMap<UserId, u32>> {
+    fn stripe(&self, user: UserId) -> std::sync::MutexGuard<'_, FastMap<UserId, u32>> {
         // Poisoning only means another thread panicked holding it; the
         // counts themselves are consistent.
         self.stripes[(user % STRIPES as u64) as usize]

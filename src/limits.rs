@@ -98,8 +98,10 @@ pub const DEFAULT_MAX_ROOMS_PER_CONN: usize = 1024;
 /// low enough that one client cannot monopolize its shard.
 pub const DEFAULT_RTMSG_RATE: u32 = 50_000;
 
-/// Default `--setpres-rate`: OP_SETPRES per second per connection.
-pub const DEFAULT_SETPRES_RATE: u32 = 50;
+/// Default `--setpres-rate`: OP_SETPRES per second per connection. Far
+/// above what a person or an idle timer sends, so only a runaway client
+/// meets it.
+pub const DEFAULT_SETPRES_RATE: u32 = 1_000;
 
 /// Token bucket depth, in seconds of the rate: bursts up to twice the
 /// per-second rate pass.

@@ -102,13 +102,18 @@ fn rejected_auths(secret: &str) -> Vec<(&'static str, Vec<u8>)> {
 
 /// Reads OP_ERROR `code opcode id` from a chatd client, then the close.
 fn chatd_error_close(c: &mut ChatdClient, code: u8, opcode: u8, what: &str) {
+    chatd_error_close_id(c, code, opcode, 0, what);
+}
+
+/// Expects exactly OP_ERROR `code` for `opcode` with `id`, then the close.
+fn chatd_error_close_id(c: &mut ChatdClient, code: u8, opcode: u8, id: u64, what: &str) {
     match c.try_recv() {
         Some(Ev::Error {
             code: got,
             opcode: op,
-            id: 0,
-        }) if got == code && op == opcode => {}
-        other => panic!("{what}: expected OP_ERROR {code} op {opcode:#x} id 0, got {other:?}"),
+            id: got_id,
+        }) if got == code && op == opcode && got_id == id => {}
+        other => panic!("{what}: expected OP_ERROR {code} op {opcode:#x} id {id}, got {other:?}"),
     }
     if let Some(ev) = c.try_recv() {
         panic!("{what}: expected close after the error, got {ev:?}");
@@ -255,46 +260,39 @@ fn login_order_is_enforced(shards: usize) {
     let server = Server::start(shards, &[]);
     let token = server.token(5);
 
-    // chatd, first command not OP_AUTH.
-    let firsts: [(&str, Request<'_>, u8); 3] = [
-        ("JOIN", Request::Join { chatid: 7 }, C_OP_JOIN),
-        ("KEEPALIVE", Request::Keepalive, OP_KEEPALIVE),
-        ("HELLO", Request::Hello { version: 1 }, C_OP_HELLO),
+    // chatd, first command not OP_AUTH; `id` is the room it concerned.
+    let firsts: [(&str, Request<'_>, u8, u64); 3] = [
+        ("JOIN", Request::Join { chatid: 7 }, C_OP_JOIN, 7),
+        ("KEEPALIVE", Request::Keepalive, OP_KEEPALIVE, 0),
+        ("HELLO", Request::Hello { version: 1 }, C_OP_HELLO, 0),
     ];
-    for (what, req, op) in firsts {
+    for (what, req, op, id) in firsts {
         let mut c = ChatdClient::connect(server.chatd);
         c.send(&req);
-        chatd_error_close(
-            &mut c,
-            NOT_AUTHENTICATED,
-            op,
-            &format!("chatd {what} first"),
-        );
+        let what = format!("chatd {what} first");
+        chatd_error_close_id(&mut c, NOT_AUTHENTICATED, op, id, &what);
     }
     // chatd, second command not OP_HELLO.
-    let seconds: [(&str, Request<'_>, u8); 3] = [
-        ("JOIN", Request::Join { chatid: 7 }, C_OP_JOIN),
-        ("KEEPALIVE", Request::Keepalive, OP_KEEPALIVE),
+    let seconds: [(&str, Request<'_>, u8, u64); 3] = [
+        ("JOIN", Request::Join { chatid: 7 }, C_OP_JOIN, 7),
+        ("KEEPALIVE", Request::Keepalive, OP_KEEPALIVE, 0),
         (
             "AUTH",
             Request::Auth {
                 token: token.as_bytes(),
             },
             OP_AUTH,
+            0,
         ),
     ];
-    for (what, req, op) in seconds {
+    for (what, req, op, id) in seconds {
         let mut c = ChatdClient::connect(server.chatd);
         c.send(&Request::Auth {
             token: token.as_bytes(),
         });
         c.send(&req);
-        chatd_error_close(
-            &mut c,
-            NOT_AUTHENTICATED,
-            op,
-            &format!("chatd {what} second"),
-        );
+        let what = format!("chatd {what} second");
+        chatd_error_close_id(&mut c, NOT_AUTHENTICATED, op, id, &what);
     }
 
     // statusd, first command not OP_AUTH.

@@ -156,6 +156,17 @@ impl Request<'_> {
         }
     }
 
+    /// The room it concerns (the `id` of an OP_ERROR it causes), 0 when none.
+    pub fn chatid(&self) -> u64 {
+        match *self {
+            Request::Join { chatid }
+            | Request::Leave { chatid }
+            | Request::RtMsg { chatid, .. }
+            | Request::InCall { chatid, .. } => chatid,
+            Request::Keepalive | Request::Auth { .. } | Request::Hello { .. } => 0,
+        }
+    }
+
     /// Bytes [`encode_request`] writes for it.
     pub fn encoded_len(&self) -> usize {
         match self {

@@ -66,8 +66,9 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
                     );
                 }
             }
-            (Phase::Auth | Phase::Hello, _) => {
-                conn::send_error(shard, st, c, ErrorCode::NotAuthenticated, opcode, 0);
+            (Phase::Auth | Phase::Hello, req) => {
+                let id = req.chatid();
+                conn::send_error(shard, st, c, ErrorCode::NotAuthenticated, opcode, id);
             }
             (_, Request::Keepalive) => {
                 let frame = st

@@ -18,7 +18,7 @@ use crate::core::room::RoomOutput;
 use crate::ids::Service;
 use crate::limits;
 use crate::protocol::chatd::{self as wire, Request};
-use crate::protocol::{self, DecodeError, ErrorCode};
+use crate::protocol::ErrorCode;
 
 /// Decodes and handles every complete command in `buf` from chatd
 /// connection `c`, leaving a partial one in place.
@@ -39,7 +39,7 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
             Ok(Some(x)) => x,
             Ok(None) => return,
             Err(e) => {
-                let (code, opcode) = login_error_for(phase, &e, wire::OP_HELLO);
+                let (code, opcode) = conn::login_error_for(phase, &e, wire::OP_HELLO);
                 conn::send_error(shard, st, c, code, opcode, e.chatid());
                 buf.clear();
                 return;
@@ -70,15 +70,7 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
                 let id = req.chatid();
                 conn::send_error(shard, st, c, ErrorCode::NotAuthenticated, opcode, id);
             }
-            (_, Request::Keepalive) => {
-                let frame = st
-                    .arena
-                    .frame(1, |b| wire::encode_event(&wire::Event::Keepalive, b));
-                shard
-                    .metrics
-                    .command_out(Service::Chatd, protocol::OP_KEEPALIVE, 1);
-                conn::push_frame(shard, st, c, frame);
-            }
+            (_, Request::Keepalive) => conn::keepalive(shard, st, c),
             // A second login on a logged-in connection is a protocol error.
             (_, Request::Auth { .. } | Request::Hello { .. }) => {
                 conn::send_error(shard, st, c, ErrorCode::BadCommand, opcode, 0);
@@ -165,23 +157,6 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
             }
         }
         buf.advance(used);
-    }
-}
-
-/// The OP_ERROR for a decode error, given the login phase: before login,
-/// a known command other than the one expected is NOT_AUTHENTICATED
-/// whatever its fields (an unknown opcode stays BAD_COMMAND).
-/// `hello` is the service's OP_HELLO opcode.
-pub fn login_error_for(phase: Phase, e: &DecodeError, hello: u8) -> (ErrorCode, u8) {
-    let expected = match phase {
-        Phase::Auth => protocol::OP_AUTH,
-        Phase::Hello => hello,
-        Phase::Ready | Phase::Closing => return (e.error_code(), e.opcode()),
-    };
-    match e {
-        DecodeError::UnknownOpcode(_) => (e.error_code(), e.opcode()),
-        _ if e.opcode() == expected => (e.error_code(), e.opcode()),
-        _ => (ErrorCode::NotAuthenticated, e.opcode()),
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 
 use super::msg::{ConnRef, Notice, ShardMsg};
 use super::{route, Shard, State};
@@ -18,7 +18,7 @@ use crate::ids::{ChatId, ClientId, Service, UserId};
 use crate::limits;
 use crate::net::io::Stream;
 use crate::net::outbuf::{OutQueue, PushError, Wake};
-use crate::protocol::{self, ErrorCode};
+use crate::protocol::{self, DecodeError, ErrorCode};
 use crate::timer::TimerKey;
 
 /// Where a connection is in its life.
@@ -459,4 +459,34 @@ pub fn drain_finished(shard: &Shard, now: u64) -> bool {
         return true;
     }
     false
+}
+
+/// The OP_ERROR for a decode error, given the login phase: before login,
+/// a known command other than the one expected is NOT_AUTHENTICATED
+/// whatever its fields (an unknown opcode stays BAD_COMMAND).
+/// `hello` is the service's OP_HELLO opcode.
+pub fn login_error_for(phase: Phase, e: &DecodeError, hello: u8) -> (ErrorCode, u8) {
+    let expected = match phase {
+        Phase::Auth => protocol::OP_AUTH,
+        Phase::Hello => hello,
+        Phase::Ready | Phase::Closing => return (e.error_code(), e.opcode()),
+    };
+    match e {
+        DecodeError::UnknownOpcode(_) => (e.error_code(), e.opcode()),
+        _ if e.opcode() == expected => (e.error_code(), e.opcode()),
+        _ => (ErrorCode::NotAuthenticated, e.opcode()),
+    }
+}
+
+/// OP_KEEPALIVE from a client, either service: answered with OP_KEEPALIVE
+/// (the same one byte on both).
+pub fn keepalive(shard: &Shard, st: &mut State, c: ConnRef) {
+    let Some(service) = get(st, c).map(|conn| conn.service) else {
+        return;
+    };
+    let frame = st.arena.frame(1, |b| b.put_u8(protocol::OP_KEEPALIVE));
+    shard
+        .metrics
+        .command_out(service, protocol::OP_KEEPALIVE, 1);
+    push_frame(shard, st, c, frame);
 }

@@ -17,7 +17,7 @@ use crate::core::presence::{Change, VisibilityChange};
 use crate::ids::{Service, UserId};
 use crate::limits;
 use crate::protocol::statusd::{self as wire, Request};
-use crate::protocol::{self, ErrorCode};
+use crate::protocol::ErrorCode;
 
 /// Decodes and handles every complete command in `buf` from statusd
 /// connection `c`.
@@ -38,7 +38,7 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
             Ok(Some(x)) => x,
             Ok(None) => return,
             Err(e) => {
-                let (code, opcode) = super::chatd::login_error_for(phase, &e, wire::OP_HELLO);
+                let (code, opcode) = conn::login_error_for(phase, &e, wire::OP_HELLO);
                 conn::send_error(shard, st, c, code, opcode, e.chatid());
                 buf.clear();
                 return;
@@ -66,15 +66,7 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
             (Phase::Auth | Phase::Hello, _) => {
                 conn::send_error(shard, st, c, ErrorCode::NotAuthenticated, opcode, 0);
             }
-            (_, Request::Keepalive) => {
-                let frame = st
-                    .arena
-                    .frame(1, |b| wire::encode_event(&wire::Event::Keepalive, b));
-                shard
-                    .metrics
-                    .command_out(Service::Statusd, protocol::OP_KEEPALIVE, 1);
-                conn::push_frame(shard, st, c, frame);
-            }
+            (_, Request::Keepalive) => conn::keepalive(shard, st, c),
             (_, Request::Auth { .. } | Request::Hello { .. }) => {
                 conn::send_error(shard, st, c, ErrorCode::BadCommand, opcode, 0);
             }

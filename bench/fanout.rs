@@ -5,8 +5,9 @@
 //! - `fanout/local/N`: every recipient on the room's home shard.
 //! - `fanout/across_shards/N`: recipients split over two fake shards by
 //!   connection id; the remote half goes through a crossbeam channel to a
-//!   second thread that queues them (the shard mesh's `Deliver`), one new
-//!   `Vec` per message as the server's `Shard::deliver` builds it.
+//!   second thread that queues them (the shard mesh's `Deliver`); the list
+//!   comes from the sender's `ListPool` and the receiver gives it back,
+//!   as the server's `Shard::deliver` does.
 //!
 //! Each room has N recipients plus the sender (N + 1 joined connections);
 //! throughput is in deliveries. Queues are drained every iteration with
@@ -24,8 +25,10 @@ use bytes::{Bytes, BytesMut};
 use chatd::core::room::{RoomOutput, Rooms};
 use chatd::net::outbuf::OutQueue;
 use chatd::protocol::chatd::{self as cw, Event};
+use chatd::shard::pool::ListPool;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use crossbeam_channel::{bounded, Receiver, Sender};
+use std::sync::Arc;
 
 /// Counts allocations (and reallocations) on top of mimalloc.
 struct Counting;
@@ -153,7 +156,7 @@ enum Job {
 }
 
 /// The second shard's thread: its own queues, drained after each job.
-fn remote_shard(n: u64, jobs: Receiver<Job>, done: Sender<()>) {
+fn remote_shard(n: u64, jobs: Receiver<Job>, done: Sender<()>, pool: Arc<ListPool<u64>>) {
     let mut queues: Vec<OutQueue> = (0..n).map(|_| OutQueue::default()).collect();
     let mut batch = Vec::with_capacity(IOVECS);
     for job in jobs {
@@ -167,6 +170,7 @@ fn remote_shard(n: u64, jobs: Receiver<Job>, done: Sender<()>) {
                 for &c in &conns {
                     drain(&mut queues[c as usize], &mut batch);
                 }
+                pool.give(conns);
             }
             Job::Sync => {
                 if done.send(()).is_err() {
@@ -180,6 +184,7 @@ fn remote_shard(n: u64, jobs: Receiver<Job>, done: Sender<()>) {
 /// The home shard's side of the cross-shard fan-out.
 struct Across {
     local: Local,
+    pool: Arc<ListPool<u64>>,
     jobs: Sender<Job>,
     done: Receiver<()>,
     worker: Option<std::thread::JoinHandle<()>>,
@@ -189,9 +194,12 @@ impl Across {
     fn new(n: u64) -> Self {
         let (jobs, jobs_rx) = bounded(1024);
         let (done_tx, done) = bounded(1);
-        let worker = std::thread::spawn(move || remote_shard(n, jobs_rx, done_tx));
+        let pool = Arc::new(ListPool::default());
+        let theirs = pool.clone();
+        let worker = std::thread::spawn(move || remote_shard(n, jobs_rx, done_tx, theirs));
         Across {
             local: Local::new(n),
+            pool,
             jobs,
             done,
             worker: Some(worker),
@@ -206,7 +214,8 @@ impl Across {
         l.rooms
             .recipients(CHAT, SENDER, 0, 0, &mut l.recipients)
             .expect("sender joined");
-        let mut remote = Vec::new();
+        let remote_n = l.recipients.iter().filter(|&&c| c % 2 == 1).count();
+        let mut remote = self.pool.take(remote_n);
         for &c in &l.recipients {
             if c % 2 == 0 {
                 let _ = l.queues[c as usize]

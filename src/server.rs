@@ -157,6 +157,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         epoch: Instant::now(),
         user_conns: Default::default(),
         open_conns: Default::default(),
+        list_pools: (0..shards).map(|_| Default::default()).collect(),
         max_conns: config.connection_limit(),
         config: config.clone(),
     });

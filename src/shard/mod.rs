@@ -19,6 +19,7 @@ pub mod conn;
 pub mod control;
 pub mod mesh;
 pub mod msg;
+pub mod pool;
 pub mod route;
 pub mod statusd;
 pub mod user_conns;
@@ -69,6 +70,8 @@ pub struct Shared {
     pub epoch: Instant,
     /// Logged-in connections per user.
     pub user_conns: user_conns::UserConns,
+    /// Each shard's recycled recipient lists (see [`pool`]), by shard.
+    pub list_pools: Vec<pool::ListPool<ConnRef>>,
     /// Open client connections, all shards (for `--max-connections`).
     pub open_conns: std::sync::atomic::AtomicU64,
     /// `--max-connections`, resolved.
@@ -210,7 +213,13 @@ impl Shard {
             | ShardMsg::RtMsg { .. }
             | ShardMsg::InCall { .. }
             | ShardMsg::ConnGone { .. } => chatd::handle_room_msg(self, msg),
-            ShardMsg::Deliver { frame, conns } => self.deliver_local(&frame, &conns),
+            ShardMsg::Deliver { frame, conns, from } => {
+                self.deliver_local(&frame, &conns);
+                // The list goes back to the shard that built it.
+                if let Some(pool) = self.shared.list_pools.get(from as usize) {
+                    pool.give(conns);
+                }
+            }
             ShardMsg::Notice { conn, notice } => conn::apply_notice(self, conn, notice),
             ShardMsg::ChatdClients { .. }
             | ShardMsg::PresHello { .. }
@@ -234,9 +243,9 @@ impl Shard {
         if self.shards() == 1 || conns.iter().all(|c| c.shard as usize == me) {
             return self.deliver_local(frame, conns);
         }
-        // Count first, so each other shard's list is allocated once at its
-        // exact size (it travels in the message); local ones are served
-        // without a list.
+        // Count first, so each other shard's list is taken once at its exact
+        // size (from this shard's pool: the receiver gives it back); local
+        // ones are served without a list.
         let mut counts = self.scratch_counts.borrow_mut();
         counts.clear();
         counts.resize(self.shards(), 0);
@@ -246,7 +255,7 @@ impl Shard {
         let mut groups = self.scratch_groups.borrow_mut();
         for (shard, &n) in counts.iter().enumerate() {
             if n > 0 && shard != me {
-                groups.push((shard, Vec::with_capacity(n)));
+                groups.push((shard, self.shared.list_pools[me].take(n)));
             }
         }
         drop(counts);
@@ -263,7 +272,8 @@ impl Shard {
         }
         for (shard, conns) in groups.drain(..) {
             let frame = frame.clone();
-            self.send(shard, ShardMsg::Deliver { frame, conns });
+            let from = me as u16;
+            self.send(shard, ShardMsg::Deliver { frame, conns, from });
         }
     }
 

@@ -73,7 +73,12 @@ pub enum ShardMsg {
 
     // ---- to a connection's shard -----------------------------------
     /// Queue `frame` on every connection in `conns` (all on the receiver).
-    Deliver { frame: Bytes, conns: Vec<ConnRef> },
+    /// `from` is the sending shard, whose pool the list goes back to.
+    Deliver {
+        frame: Bytes,
+        conns: Vec<ConnRef>,
+        from: u16,
+    },
     /// Tell one connection something.
     Notice { conn: ConnRef, notice: Notice },
 

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// loadgen: load generator and latency reporter for chatd.
 ///
@@ -184,6 +184,51 @@ pub struct FanoutParams {
     /// With --max: messages in flight per sender.
     #[arg(long, default_value_t = 4)]
     pub window: usize,
+
+    /// The server: chatd (OP_RTMSG to the room), redis (RESP SUBSCRIBE /
+    /// PUBLISH on channel room.N, at --redis) or nats (SUB / PUB on subject
+    /// room.N, at --nats). Same workload, I/O loop and verification for all.
+    #[arg(long, value_enum, default_value_t = PubSubTarget::Chatd)]
+    pub target: PubSubTarget,
+
+    /// Publishers per room in addition to the --members receivers (then
+    /// --sender-share is ignored). Redis and NATS publishers are
+    /// connections of their own that do not subscribe; chatd publishers
+    /// are room members (chatd requires it) and so also receive the other
+    /// publishers' messages. Default: chatd, the first --sender-share of the
+    /// members send; redis/nats, --sender-share x members extra publishers.
+    #[arg(long, value_name = "P")]
+    pub publishers: Option<usize>,
+
+    /// Redis server for --target redis.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6379")]
+    pub redis: SocketAddr,
+
+    /// NATS server for --target nats.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4222")]
+    pub nats: SocketAddr,
+}
+
+/// The pub/sub server `fanout` drives.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubSubTarget {
+    /// chatd: OP_RTMSG broadcast to the room.
+    Chatd,
+    /// Redis pub/sub (RESP2).
+    Redis,
+    /// NATS core pub/sub.
+    Nats,
+}
+
+impl PubSubTarget {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PubSubTarget::Chatd => "chatd",
+            PubSubTarget::Redis => "redis",
+            PubSubTarget::Nats => "nats",
+        }
+    }
 }
 
 /// `direct` options.

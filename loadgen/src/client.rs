@@ -46,6 +46,10 @@ pub enum ClientError {
     },
     /// A login step took longer than [`LOGIN_TIMEOUT`].
     Timeout,
+    /// A Redis or NATS server sent bytes that do not parse.
+    Wire(crate::wire::WireError),
+    /// A Redis or NATS server refused a setup command (`-ERR ...`).
+    PeerRefused(String),
 }
 
 impl std::fmt::Display for ClientError {
@@ -60,6 +64,8 @@ impl std::fmt::Display for ClientError {
                 write!(f, "OP_ERROR {name} ({code}) for opcode {opcode:#04x}")
             }
             ClientError::Timeout => f.write_str("login timed out"),
+            ClientError::Wire(e) => write!(f, "unparsable reply from the server: {e}"),
+            ClientError::PeerRefused(s) => write!(f, "the server refused the setup: {s}"),
         }
     }
 }
@@ -108,6 +114,12 @@ pub async fn connect(
     };
     stream.set_nodelay(true).map_err(ClientError::Connect)?;
     Ok(stream)
+}
+
+/// Splits a connected stream into its buffered read and write sides.
+pub fn split(stream: TcpStream) -> (Reader, Writer) {
+    let (rd, wr) = stream.into_split();
+    (Reader::new(rd), Writer::new(wr))
 }
 
 /// The read side of a connection: a buffer of received bytes not yet
@@ -164,24 +176,23 @@ impl Reader {
         Ok(n > 0)
     }
 
-    /// Decodes chatd events and hands each to `f` until `f` breaks (then
-    /// `Ok`) or the connection fails.
-    pub async fn chatd_events(
+    /// Decodes events with `codec` and hands each to `f` until `f` breaks
+    /// (then `Ok`) or the connection fails. The one receive loop every
+    /// protocol shares.
+    pub async fn events<C: Codec>(
         &mut self,
-        mut f: impl FnMut(cw::Event<'_>) -> ControlFlow<()>,
+        codec: &C,
+        mut f: impl FnMut(C::Event<'_>) -> ControlFlow<()>,
     ) -> Result<(), ClientError> {
         loop {
             loop {
-                match cw::decode_event(self.data(), &LIMITS) {
-                    Ok(Some((ev, used))) => {
-                        let flow = f(ev);
-                        self.consume(used);
-                        if flow.is_break() {
-                            return Ok(());
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Err(ClientError::Decode(e)),
+                let Some((ev, used)) = codec.decode(self.data())? else {
+                    break;
+                };
+                let flow = f(ev);
+                self.consume(used);
+                if flow.is_break() {
+                    return Ok(());
                 }
             }
             if !self.fill().await? {
@@ -190,30 +201,54 @@ impl Reader {
         }
     }
 
+    /// Decodes chatd events and hands each to `f` until `f` breaks (then
+    /// `Ok`) or the connection fails.
+    pub async fn chatd_events(
+        &mut self,
+        f: impl FnMut(cw::Event<'_>) -> ControlFlow<()>,
+    ) -> Result<(), ClientError> {
+        self.events(&ChatdCodec, f).await
+    }
+
     /// Decodes statusd events and hands each to `f` until `f` breaks (then
     /// `Ok`) or the connection fails.
     pub async fn statusd_events(
         &mut self,
-        mut f: impl FnMut(sw::Event) -> ControlFlow<()>,
+        f: impl FnMut(sw::Event) -> ControlFlow<()>,
     ) -> Result<(), ClientError> {
-        loop {
-            loop {
-                match sw::decode_event(self.data()) {
-                    Ok(Some((ev, used))) => {
-                        let flow = f(ev);
-                        self.consume(used);
-                        if flow.is_break() {
-                            return Ok(());
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Err(ClientError::Decode(e)),
-                }
-            }
-            if !self.fill().await? {
-                return Err(ClientError::Closed);
-            }
-        }
+        self.events(&StatusdCodec, f).await
+    }
+}
+
+/// A decoder of one protocol's server-to-client byte stream.
+pub trait Codec {
+    /// One decoded unit, possibly borrowing from the read buffer.
+    type Event<'a>;
+
+    /// Decodes the first unit of `buf`: `Ok(None)` when it is incomplete,
+    /// else the unit and how many bytes it took.
+    fn decode<'a>(&self, buf: &'a [u8]) -> Result<Option<(Self::Event<'a>, usize)>, ClientError>;
+}
+
+/// chatd's server-to-client commands.
+pub struct ChatdCodec;
+
+impl Codec for ChatdCodec {
+    type Event<'a> = cw::Event<'a>;
+
+    fn decode<'a>(&self, buf: &'a [u8]) -> Result<Option<(cw::Event<'a>, usize)>, ClientError> {
+        cw::decode_event(buf, &LIMITS).map_err(ClientError::Decode)
+    }
+}
+
+/// statusd's server-to-client commands.
+pub struct StatusdCodec;
+
+impl Codec for StatusdCodec {
+    type Event<'a> = sw::Event;
+
+    fn decode(&self, buf: &[u8]) -> Result<Option<(sw::Event, usize)>, ClientError> {
+        sw::decode_event(buf).map_err(ClientError::Decode)
     }
 }
 
@@ -267,9 +302,7 @@ pub async fn login_chatd(
 ) -> Result<Chatd, ClientError> {
     tokio::time::timeout(LOGIN_TIMEOUT, async {
         let stream = connect(addr, index, source_ips).await?;
-        let (rd, wr) = stream.into_split();
-        let mut reader = Reader::new(rd);
-        let mut writer = Writer::new(wr);
+        let (mut reader, mut writer) = split(stream);
         cw::encode_request(
             &cw::Request::Auth {
                 token: token.as_bytes(),
@@ -338,9 +371,7 @@ pub async fn login_statusd(
 ) -> Result<Statusd, ClientError> {
     tokio::time::timeout(LOGIN_TIMEOUT, async {
         let stream = connect(addr, index, source_ips).await?;
-        let (rd, wr) = stream.into_split();
-        let mut reader = Reader::new(rd);
-        let mut writer = Writer::new(wr);
+        let (mut reader, mut writer) = split(stream);
         sw::encode_request(
             &sw::Request::Auth {
                 token: token.as_bytes(),

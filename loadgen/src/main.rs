@@ -13,12 +13,13 @@ mod provision;
 mod report;
 mod scenarios;
 mod spawn;
+mod wire;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, RunOpts, ServerOpts};
+use cli::{Cli, Command, PubSubTarget, RunOpts, ServerOpts};
 use report::Report;
 use scenarios::{Env, ScenarioError, Target};
 
@@ -69,6 +70,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<bool, MainError> {
     use scenarios::{calls, connections, direct, fanout, presence};
     match &cli.command {
+        Command::Fanout(a) if a.p.target != PubSubTarget::Chatd => {
+            peer(&a.server, &a.run, |env| fanout::run(env, &a.p))
+        }
         Command::Fanout(a) => single(&a.server, &a.run, |env| fanout::run(env, &a.p)),
         Command::Direct(a) => single(&a.server, &a.run, |env| direct::run(env, &a.p)),
         Command::Calls(a) => single(&a.server, &a.run, |env| calls::run(env, &a.p)),
@@ -84,15 +88,46 @@ fn single(
     run: &RunOpts,
     f: impl FnOnce(&Env<'_>) -> Result<Report, ScenarioError>,
 ) -> Result<bool, MainError> {
-    with_target(server, |target| {
-        let env = Env {
-            target,
-            run,
-            id_base: run.id_base.unwrap_or_else(scenarios::default_id_base),
-        };
-        let report = f(&env)?;
-        Ok(emit(&report, run))
-    })
+    with_target(server, |target| one(target, run, f))
+}
+
+/// Runs one scenario against a Redis or NATS server that is already up
+/// (no admin API, no --spawn); `--server-pid` adds its CPU to the report.
+fn peer(
+    server: &ServerOpts,
+    run: &RunOpts,
+    f: impl FnOnce(&Env<'_>) -> Result<Report, ScenarioError>,
+) -> Result<bool, MainError> {
+    if server.spawn.is_some() {
+        return Err(MainError::Usage(
+            "--spawn starts chatd only: start redis-server / nats-server yourself \
+             (bench/compare.sh does) and pass --server-pid"
+                .into(),
+        ));
+    }
+    let target = Target {
+        chatd: server.chatd,
+        statusd: server.statusd,
+        admin: server.admin,
+        admin_token: String::new(),
+        pid: server.server_pid,
+    };
+    one(&target, run, f)
+}
+
+/// Runs one scenario against `target`, prints and writes its report.
+fn one(
+    target: &Target,
+    run: &RunOpts,
+    f: impl FnOnce(&Env<'_>) -> Result<Report, ScenarioError>,
+) -> Result<bool, MainError> {
+    let env = Env {
+        target,
+        run,
+        id_base: run.id_base.unwrap_or_else(scenarios::default_id_base),
+    };
+    let report = f(&env)?;
+    Ok(emit(&report, run))
 }
 
 /// Prints a report and writes its files; returns whether it verified.

@@ -28,6 +28,10 @@ pub fn run(target: &Target, run: &RunOpts, smoke: bool) -> Result<bool, MainErro
         size: 64,
         max: false,
         window: 4,
+        target: crate::cli::PubSubTarget::Chatd,
+        publishers: None,
+        redis: ([127, 0, 0, 1], 6379).into(),
+        nats: ([127, 0, 0, 1], 4222).into(),
     };
     let dir = DirectParams {
         pairs: if smoke { 20 } else { 100 },

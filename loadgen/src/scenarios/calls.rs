@@ -11,15 +11,16 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chatd::protocol::chatd as cw;
 
-use super::fanout::keepalive;
-use super::{drain, login_many, on_threads, publish, Env, ScenarioError, Shared};
+use super::{
+    hold, keepalive, load_window, login_and_start, merged, on_threads, provision_rooms,
+    room_logins, Env, ScenarioError, Shared, Tally,
+};
 use crate::cli::CallsParams;
 use crate::client::{Reader, Writer};
-use crate::measure::{now_ns, sleep_until_ns, Latency, Rng, Verify, Window};
+use crate::measure::{now_ns, sleep_until_ns, Rng, Window};
 use crate::report::Report;
 
 /// First flips come this long after the start, after member 0's first
@@ -44,22 +45,6 @@ struct View {
     last: bool,
 }
 
-#[derive(Default)]
-struct Acc {
-    lat: Latency,
-    v: Verify,
-    heartbeats_measured: u64,
-    flips_measured: u64,
-}
-
-#[derive(Default)]
-struct Out {
-    lat: Latency,
-    v: Verify,
-    heartbeats_measured: u64,
-    flips_measured: u64,
-}
-
 #[derive(Clone, Copy)]
 struct Plan {
     flip_ns: u64,
@@ -79,32 +64,15 @@ pub fn run(env: &Env<'_>, p: &CallsParams) -> Result<Report, ScenarioError> {
         hb_min_ns: p.heartbeat_min_ms * 1_000_000,
         hb_max_ns: p.heartbeat_max_ms.max(p.heartbeat_min_ms) * 1_000_000,
     };
-    let base = env.id_base;
-    let mut admin = env.admin();
-    let mut tokens = HashMap::new();
-    for r in 0..p.rooms {
-        let users: Vec<u64> = (0..p.members)
-            .map(|m| base + (r * p.members + m) as u64)
-            .collect();
-        admin.set_room(base + r as u64, &users)?;
-        for u in users {
-            tokens.insert(u, admin.token(u)?);
-        }
-    }
+    let tokens = provision_rooms(env, p.rooms, p.members)?;
     let run = env.run;
-    let threads = run.threads.max(1);
+    let threads = env.threads();
     let (outs, shared) = on_threads("calls", threads, run.quiet, |t, shared| {
         thread(env, p, plan, &tokens, t, shared)
     })?;
-    let mut lat = Latency::default();
-    let mut v = Verify::default();
-    let (mut hb, mut flips) = (0, 0);
-    for o in &outs {
-        lat.merge(&o.lat);
-        v.merge(&o.v);
-        hb += o.heartbeats_measured;
-        flips += o.flips_measured;
-    }
+    // Each thread's tally (sent_measured counts heartbeats) and flips.
+    let all = merged(outs.iter().map(|o| &o.0));
+    let flips: u64 = outs.iter().map(|o| o.1).sum();
     let mut report = Report::new(
         "calls",
         "heartbeats",
@@ -114,8 +82,6 @@ pub fn run(env: &Env<'_>, p: &CallsParams) -> Result<Report, ScenarioError> {
             "threads": threads, "duration": run.duration, "warmup": run.warmup,
         }),
     );
-    report.set_measured(run.duration, hb, lat.intended.clone(), Some(&lat.sent));
-    report.verify = v;
     report.extra.insert(
         "flips_per_sec".into(),
         flips as f64 / run.duration.max(1e-9),
@@ -124,7 +90,7 @@ pub fn run(env: &Env<'_>, p: &CallsParams) -> Result<Report, ScenarioError> {
         "sent = OP_IN_CALL heartbeats; deliveries = flag changes (OP_IN_CALL) at the other members"
             .into(),
     );
-    shared.fill_resources(&mut report, threads);
+    all.fill_report(&mut report, run.duration, &shared, threads);
     Ok(report)
 }
 
@@ -135,44 +101,17 @@ async fn thread(
     tokens: &HashMap<u64, String>,
     t: usize,
     shared: Arc<Shared>,
-) -> Out {
+) -> (Tally, u64) {
     let shared = &*shared;
     let run = env.run;
-    let threads = run.threads.max(1);
     let base = env.id_base;
-    let my_rooms: Vec<usize> = (0..p.rooms).filter(|r| r % threads == t).collect();
-    let mut specs = Vec::new();
-    for &r in &my_rooms {
-        for m in 0..p.members {
-            let idx = r * p.members + m;
-            let token = tokens
-                .get(&(base + idx as u64))
-                .cloned()
-                .unwrap_or_default();
-            specs.push((idx, token, vec![base + r as u64]));
-        }
-    }
-    let conns = match login_many(
-        env.target.chatd,
-        run.source_ips,
-        run.connect_concurrency,
-        specs,
-        &shared.progress,
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            shared.fail(format!("calls login: {e}"));
-            Vec::new()
-        }
+    let (my_rooms, specs) = room_logins(env, tokens, p.rooms, p.members, t);
+    let Some((conns, start)) = login_and_start(env, shared, "calls login", specs).await else {
+        return (Tally::default(), 0);
     };
-    let start = shared.gate.wait(threads).await;
-    if shared.has_failed() {
-        return Out::default();
-    }
     let w = Window::new(start, run.warmup, run.duration);
-    let acc = Rc::new(RefCell::new(Acc::default()));
+    let acc = Rc::new(RefCell::new(Tally::default()));
+    let flips = Rc::new(Cell::new(0u64));
     let stop = Rc::new(Cell::new(false));
     let mut rng = Rng::new(run.seed ^ ((t as u64) << 32));
     let mut views = Vec::new();
@@ -199,34 +138,21 @@ async fn thread(
                 stop.clone(),
             ));
             let seed = rng.next_u64();
-            match m {
-                0 => {
-                    tokio::task::spawn_local(participant(
-                        c.writer,
-                        room.clone(),
-                        None,
-                        plan,
-                        w,
-                        seed,
-                        acc.clone(),
-                        stop.clone(),
-                    ));
-                }
-                1 => {
-                    tokio::task::spawn_local(participant(
-                        c.writer,
-                        room.clone(),
-                        Some(w.start_ns + FIRST_FLIP_DELAY_NS + phase),
-                        plan,
-                        w,
-                        seed,
-                        acc.clone(),
-                        stop.clone(),
-                    ));
-                }
-                _ => {
-                    tokio::task::spawn_local(keepalive(c.writer));
-                }
+            if m < 2 {
+                // Member 0 stays in the call; member 1 flips it.
+                let first_flip = (m == 1).then_some(w.start_ns + FIRST_FLIP_DELAY_NS + phase);
+                tokio::task::spawn_local(participant(
+                    c.writer,
+                    room.clone(),
+                    first_flip,
+                    plan,
+                    w,
+                    seed,
+                    (acc.clone(), flips.clone()),
+                    stop.clone(),
+                ));
+            } else {
+                tokio::task::spawn_local(keepalive(c.writer));
             }
         }
     }
@@ -235,37 +161,12 @@ async fn thread(
             .iter()
             .all(|(room, v)| v.get().received >= room.flips.get())
     };
-    let main = async {
-        let mut last = (0, 0, 0);
-        while now_ns() < w.end_ns {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let a = acc.borrow();
-            let fails = a.v.failures().iter().map(|x| x.1).sum();
-            publish(
-                &shared.progress,
-                (a.v.sent, a.v.delivered, fails),
-                &mut last,
-            );
-        }
-        drain(w.end_ns + run.drain_ms * 1_000_000, complete).await;
-    };
-    let snaps = async {
-        if t == 0 {
-            shared.snap_window(w, env.target.pid).await;
-        }
-    };
-    tokio::join!(main, snaps);
-    stop.set(true);
+    load_window(env, shared, t, w, &acc, &stop, complete).await;
     let mut a = acc.borrow_mut();
     for (room, v) in &views {
         a.v.lost += room.flips.get().saturating_sub(v.get().received);
     }
-    Out {
-        lat: std::mem::take(&mut a.lat),
-        v: a.v,
-        heartbeats_measured: a.heartbeats_measured,
-        flips_measured: a.flips_measured,
-    }
+    (a.take(), flips.get())
 }
 
 /// Reads one member's connection: every OP_IN_CALL must be a change.
@@ -275,7 +176,7 @@ async fn receive(
     is_flipper: bool,
     view: Rc<Cell<View>>,
     w: Window,
-    acc: Rc<RefCell<Acc>>,
+    acc: Rc<RefCell<Tally>>,
     stop: Rc<Cell<bool>>,
 ) {
     let res = reader
@@ -309,9 +210,7 @@ async fn receive(
             ControlFlow::Continue(())
         })
         .await;
-    if res.is_err() && !stop.get() {
-        acc.borrow_mut().v.closed += 1;
-    }
+    acc.borrow_mut().closed_unless(&res, &stop);
 }
 
 /// A call participant: heartbeats with jitter while in the call; with
@@ -325,7 +224,7 @@ async fn participant(
     plan: Plan,
     w: Window,
     seed: u64,
-    acc: Rc<RefCell<Acc>>,
+    (acc, flips): (Rc<RefCell<Tally>>, Rc<Cell<u64>>),
     stop: Rc<Cell<bool>>,
 ) {
     let mut rng = Rng::new(seed);
@@ -351,9 +250,9 @@ async fn participant(
                 room.flip_at.set((intended, now));
                 a.v.sent += 1;
                 if w.measured(intended) {
-                    a.flips_measured += 1;
+                    flips.set(flips.get() + 1);
                     if in_call {
-                        a.heartbeats_measured += 1;
+                        a.sent_measured += 1;
                     }
                 }
                 next_flip += plan.flip_ns;
@@ -370,7 +269,7 @@ async fn participant(
                 cw::encode_in_call(room.chat, true, &mut wr.out);
                 a.v.sent += 1;
                 if w.measured(now) {
-                    a.heartbeats_measured += 1;
+                    a.sent_measured += 1;
                 }
                 next_hb = now + rng.range(plan.hb_min_ns, plan.hb_max_ns);
             }
@@ -379,9 +278,6 @@ async fn participant(
             break Err(e);
         }
     };
-    if res.is_err() && !stop.get() {
-        acc.borrow_mut().v.closed += 1;
-    }
-    std::future::pending::<()>().await;
-    drop(wr);
+    acc.borrow_mut().closed_unless(&res, &stop);
+    hold(wr).await;
 }

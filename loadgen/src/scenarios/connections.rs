@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chatd::protocol::chatd as cw;
 
-use super::fanout::keepalive;
+use super::keepalive;
 use super::{on_threads, Env, ScenarioError, Shared};
 use crate::cli::ConnectionsParams;
 use crate::client::login_chatd;
@@ -56,7 +56,7 @@ pub fn run(env: &Env<'_>, p: &ConnectionsParams) -> Result<Report, ScenarioError
         tokens.insert(i, admin.token(base + i as u64)?);
     }
     let run = env.run;
-    let threads = run.threads.max(1);
+    let threads = env.threads();
     let (outs, shared) = on_threads("connections", threads, run.quiet, |t, shared| {
         thread(env, p, &tokens, t, shared)
     })?;
@@ -127,7 +127,7 @@ async fn thread(
 ) -> Out {
     let shared = &*shared;
     let run = env.run;
-    let threads = run.threads.max(1);
+    let threads = env.threads();
     let base = env.id_base;
     let start = shared.gate.wait(threads).await;
     sleep_until_ns(start).await;
@@ -143,7 +143,7 @@ async fn thread(
     let sem = Rc::new(tokio::sync::Semaphore::new(run.connect_concurrency.max(1)));
     let handles: Rc<RefCell<Vec<tokio::task::JoinHandle<()>>>> = Rc::default();
     let mut logins = Vec::new();
-    for i in (0..p.conns).filter(|i| i % threads == t) {
+    for i in env.owned(p.conns, t) {
         let token = tokens.get(&i).cloned().unwrap_or_default();
         let room = base + (i / p.members) as u64;
         let (sem, out, stop, handles) = (sem.clone(), out.clone(), stop.clone(), handles.clone());

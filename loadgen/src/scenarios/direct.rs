@@ -15,22 +15,20 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chatd::protocol::chatd as cw;
 
-use super::{drain, login_many, on_threads, publish, Env, ScenarioError, Shared};
+use super::{
+    hold, load_window, login_and_start, merged, on_threads, paced, provision_rooms, Env,
+    ScenarioError, Shared, Tally,
+};
 use crate::cli::DirectParams;
 use crate::client::{Reader, Writer};
-use crate::measure::{
-    now_ns, sleep_until_ns, Arrival, Latency, Stamp, Track, Verify, Window, STAMP_LEN,
-};
+use crate::measure::{now_ns, Arrival, Stamp, Track, Window, STAMP_LEN};
 use crate::report::Report;
 
 /// Tag bit of stream 1 (client-addressed); the low bits name the target.
 const CLIENT_STREAM: u32 = 1 << 31;
-/// Messages encoded into one write at most when a sender catches up.
-const MAX_BATCH: usize = 256;
 
 /// One pair of users and their devices.
 struct Pair {
@@ -42,20 +40,6 @@ struct Pair {
     client_ids: Vec<u32>,
     /// Sequence counters (messages sent) by local device, per stream.
     seq: Vec<[Cell<u64>; 2]>,
-}
-
-#[derive(Default)]
-struct Acc {
-    lat: Latency,
-    v: Verify,
-    sent_measured: u64,
-}
-
-#[derive(Default)]
-struct Out {
-    lat: Latency,
-    v: Verify,
-    sent_measured: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -92,29 +76,14 @@ pub fn run(env: &Env<'_>, p: &DirectParams) -> Result<Report, ScenarioError> {
         interval_ns: total as f64 / p.rate * 1e9,
         total,
     };
-    let base = env.id_base;
-    let mut admin = env.admin();
-    let mut tokens = HashMap::new();
-    for q in 0..p.pairs {
-        let users = [base + 2 * q as u64, base + 2 * q as u64 + 1];
-        admin.set_room(base + q as u64, &users)?;
-        for u in users {
-            tokens.insert(u, admin.token(u)?);
-        }
-    }
+    // Pair q: chat base + q, users base + 2q and base + 2q + 1.
+    let tokens = provision_rooms(env, p.pairs, 2)?;
     let run = env.run;
-    let threads = run.threads.max(1);
+    let threads = env.threads();
     let (outs, shared) = on_threads("direct", threads, run.quiet, |t, shared| {
         thread(env, p, plan, &tokens, t, shared)
     })?;
-    let mut lat = Latency::default();
-    let mut v = Verify::default();
-    let mut sent = 0;
-    for o in &outs {
-        lat.merge(&o.lat);
-        v.merge(&o.v);
-        sent += o.sent_measured;
-    }
+    let all = merged(&outs);
     let mut report = Report::new(
         "direct",
         "messages",
@@ -123,13 +92,11 @@ pub fn run(env: &Env<'_>, p: &DirectParams) -> Result<Report, ScenarioError> {
             "threads": threads, "duration": run.duration, "warmup": run.warmup,
         }),
     );
-    report.set_measured(run.duration, sent, lat.intended.clone(), Some(&lat.sent));
-    report.verify = v;
     report.extra.insert(
         "deliveries_per_message_avg".into(),
         (p.devices as f64 + 1.0) / 2.0,
     );
-    shared.fill_resources(&mut report, threads);
+    all.fill_report(&mut report, run.duration, &shared, threads);
     Ok(report)
 }
 
@@ -140,12 +107,11 @@ async fn thread(
     tokens: &HashMap<u64, String>,
     t: usize,
     shared: Arc<Shared>,
-) -> Out {
+) -> Tally {
     let shared = &*shared;
     let run = env.run;
-    let threads = run.threads.max(1);
     let base = env.id_base;
-    let my_pairs: Vec<usize> = (0..p.pairs).filter(|q| q % threads == t).collect();
+    let my_pairs = env.owned(p.pairs, t);
     let mut specs = Vec::new();
     for &q in &my_pairs {
         for side in 0..2 {
@@ -156,27 +122,11 @@ async fn thread(
             }
         }
     }
-    let conns = match login_many(
-        env.target.chatd,
-        run.source_ips,
-        run.connect_concurrency,
-        specs,
-        &shared.progress,
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            shared.fail(format!("direct login: {e}"));
-            Vec::new()
-        }
+    let Some((conns, start)) = login_and_start(env, shared, "direct login", specs).await else {
+        return Tally::default();
     };
-    let start = shared.gate.wait(threads).await;
-    if shared.has_failed() {
-        return Out::default();
-    }
     let w = Window::new(start, run.warmup, run.duration);
-    let acc = Rc::new(RefCell::new(Acc::default()));
+    let acc = Rc::new(RefCell::new(Tally::default()));
     let stop = Rc::new(Cell::new(false));
     let per_pair = 2 * p.devices;
     let mut receivers = Vec::new();
@@ -235,36 +185,12 @@ async fn thread(
             .iter()
             .all(|(pair, local, tr)| missing(pair, *local, &tr.borrow()) == 0)
     };
-    let main = async {
-        let mut last = (0, 0, 0);
-        while now_ns() < w.end_ns {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let a = acc.borrow();
-            let fails = a.v.failures().iter().map(|x| x.1).sum();
-            publish(
-                &shared.progress,
-                (a.v.sent, a.v.delivered, fails),
-                &mut last,
-            );
-        }
-        drain(w.end_ns + run.drain_ms * 1_000_000, complete).await;
-    };
-    let snaps = async {
-        if t == 0 {
-            shared.snap_window(w, env.target.pid).await;
-        }
-    };
-    tokio::join!(main, snaps);
-    stop.set(true);
+    load_window(env, shared, t, w, &acc, &stop, complete).await;
     let mut a = acc.borrow_mut();
     for (pair, local, tr) in &receivers {
         a.v.lost += missing(pair, *local, &tr.borrow());
     }
-    Out {
-        lat: std::mem::take(&mut a.lat),
-        v: a.v,
-        sent_measured: a.sent_measured,
-    }
+    a.take()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -275,7 +201,7 @@ async fn receive(
     tracks: Rc<RefCell<Vec<[Track; 2]>>>,
     plan: Plan,
     w: Window,
-    acc: Rc<RefCell<Acc>>,
+    acc: Rc<RefCell<Tally>>,
     stop: Rc<Cell<bool>>,
 ) {
     let devices = plan.devices;
@@ -336,9 +262,7 @@ async fn receive(
             ControlFlow::Continue(())
         })
         .await;
-    if res.is_err() && !stop.get() {
-        acc.borrow_mut().v.closed += 1;
-    }
+    acc.borrow_mut().closed_unless(&res, &stop);
 }
 
 async fn send(
@@ -347,7 +271,7 @@ async fn send(
     local: usize,
     plan: Plan,
     w: Window,
-    acc: Rc<RefCell<Acc>>,
+    acc: Rc<RefCell<Tally>>,
     stop: Rc<Cell<bool>>,
 ) {
     let devices = plan.devices;
@@ -360,68 +284,41 @@ async fn send(
     let mut payload = vec![0u8; plan.size];
     let phase = me as f64 / plan.total as f64 * plan.interval_ns;
     let at = |k: u64| w.start_ns + (phase + k as f64 * plan.interval_ns) as u64;
-    let mut k = 0u64;
-    let res = loop {
-        let t0 = at(k);
-        if t0 >= w.end_ns {
-            break Ok(());
+    let res = paced(&mut wr, w, at, |k, t, now, out| {
+        let stream = (k % 2) as usize;
+        let cell = &pair.seq[local][stream];
+        let seq = cell.get();
+        cell.set(seq + 1);
+        let (tag, ru, rc) = if stream == 0 {
+            (target_user_ordinal, pair.users[other], 0)
+        } else {
+            (
+                CLIENT_STREAM | target_conn,
+                pair.users[other],
+                target_client,
+            )
+        };
+        Stamp {
+            sender: me as u32,
+            tag,
+            seq,
+            intended_ns: t,
+            sent_ns: now,
         }
-        sleep_until_ns(t0).await;
-        let now = now_ns();
-        {
-            let mut a = acc.borrow_mut();
-            let mut n = 0;
-            while n < MAX_BATCH {
-                let t = at(k);
-                if t > now || t >= w.end_ns {
-                    break;
-                }
-                let stream = (k % 2) as usize;
-                let cell = &pair.seq[local][stream];
-                let seq = cell.get();
-                cell.set(seq + 1);
-                let (tag, ru, rc) = if stream == 0 {
-                    (target_user_ordinal, pair.users[other], 0)
-                } else {
-                    (
-                        CLIENT_STREAM | target_conn,
-                        pair.users[other],
-                        target_client,
-                    )
-                };
-                Stamp {
-                    sender: me as u32,
-                    tag,
-                    seq,
-                    intended_ns: t,
-                    sent_ns: now,
-                }
-                .write(&mut payload);
-                cw::encode_request(
-                    &cw::Request::RtMsg {
-                        chatid: pair.chat,
-                        receiver_userid: ru,
-                        receiver_clientid: rc,
-                        msgtype: 1,
-                        data: &payload,
-                    },
-                    &mut wr.out,
-                );
-                a.v.sent += 1;
-                if w.measured(t) {
-                    a.sent_measured += 1;
-                }
-                k += 1;
-                n += 1;
-            }
-        }
-        if let Err(e) = wr.flush().await {
-            break Err(e);
-        }
-    };
-    if res.is_err() && !stop.get() {
-        acc.borrow_mut().v.closed += 1;
-    }
-    std::future::pending::<()>().await;
-    drop(wr);
+        .write(&mut payload);
+        cw::encode_request(
+            &cw::Request::RtMsg {
+                chatid: pair.chat,
+                receiver_userid: ru,
+                receiver_clientid: rc,
+                msgtype: 1,
+                data: &payload,
+            },
+            out,
+        );
+        acc.borrow_mut().sent(&w, t);
+    })
+    .await;
+    acc.borrow_mut().closed_unless(&res, &stop);
+    hold(wr).await;
 }

@@ -1,33 +1,37 @@
-//! `fanout`: R rooms x M members, one user and one connection per member.
-//! The first `sender_share x M` members of each room broadcast OP_RTMSG
-//! (receiver 0/0) on a fixed schedule whose total is `--rate` messages per
-//! second; every other member of the room must receive each message once,
-//! in order. With `--max`, each sender instead keeps `--window` messages in
-//! flight (in flight until every other member received it), which finds
-//! the throughput at which the server saturates.
+//! `fanout`: R rooms, each with connections that publish and connections
+//! that receive; every receiver must get each message of every publisher
+//! of its room once, in order. With `--max`, each publisher keeps
+//! `--window` messages in flight (in flight until every receiver got it),
+//! which finds the throughput at which the server saturates; otherwise the
+//! publishers follow fixed schedules totalling `--rate` messages per second.
+//!
+//! The same workload runs against chatd (OP_RTMSG to `room/0/0`), Redis
+//! (`PUBLISH room.N`) and NATS (`PUB room.N`) through [`PubSub`]: one
+//! connection, I/O and verification path, generic over the protocol.
+//!
+//! A room has `slots` connections; slots `0..senders` publish. In chatd
+//! every slot is a room member and receives (a sender gets the other
+//! senders' messages, never its own); in Redis and NATS the senders are
+//! publish-only connections and the other slots subscribe.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
-use chatd::protocol::chatd as cw;
 use tokio::sync::Notify;
 
-use super::{drain, login_many, on_threads, publish, Env, ScenarioError, Shared};
-use crate::cli::FanoutParams;
-use crate::client::{Reader, Writer};
-use crate::measure::{
-    now_ns, sleep_until_ns, Arrival, Latency, Stamp, Track, Verify, Window, STAMP_LEN,
+use super::{
+    connect_many, load_window, merged, on_threads, paced, provision_rooms, start_after, Env,
+    ScenarioError, Shared, Tally,
 };
+use crate::cli::{FanoutParams, PubSubTarget};
+use crate::client::{ClientError, Reader, Writer};
+use crate::measure::{now_ns, sleep_until_ns, Arrival, Stamp, Track, Window, STAMP_LEN};
 use crate::report::Report;
-
-/// Messages encoded into one write at most when a sender catches up.
-const MAX_BATCH: usize = 256;
-/// Idle connections send OP_KEEPALIVE this often (server idle timeout: 90 s).
-pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(30);
+use crate::wire::{self, Frame, Frames, Open, Pongs, PubSub};
 
 /// One sender's shared state.
 #[derive(Default)]
@@ -64,38 +68,28 @@ impl Sender {
     }
 }
 
-/// A receiver's room, member index and per-sender tracks.
+/// A receiver's room, slot and per-sender tracks.
 type ReceiverState = (Rc<Room>, usize, Rc<RefCell<Vec<Track>>>);
 
 /// One room of this thread.
 struct Room {
     index: usize,
+    /// chatd chat id; `room.<chat>` in Redis and NATS.
     chat: u64,
+    /// chatd user ids by slot (checked where the protocol names the sender).
     users: Vec<u64>,
     senders: Vec<Sender>,
-}
-
-/// A thread's accumulated results.
-#[derive(Default)]
-struct Acc {
-    lat: Latency,
-    v: Verify,
-    sent_measured: u64,
-}
-
-/// What one thread hands back.
-#[derive(Default)]
-struct Out {
-    lat: Latency,
-    v: Verify,
-    sent_measured: u64,
 }
 
 /// Fixed parameters every task of a run reads.
 #[derive(Clone, Copy)]
 struct Plan {
-    members: usize,
+    /// Connections per room.
+    slots: usize,
+    /// Slots `0..senders` publish.
     senders: usize,
+    /// Whether senders receive the other senders' messages (chatd).
+    sender_receives: bool,
     size: usize,
     max: bool,
     window: usize,
@@ -104,11 +98,28 @@ struct Plan {
     total_senders: usize,
 }
 
+impl Plan {
+    /// Whether slot `s` receives.
+    fn receives(&self, s: usize) -> bool {
+        self.sender_receives || s >= self.senders
+    }
+
+    /// Receivers of each message.
+    fn receivers(&self) -> u32 {
+        let others = if self.sender_receives {
+            self.slots - 1
+        } else {
+            self.slots - self.senders
+        };
+        others as u32
+    }
+}
+
 /// Runs the scenario.
 pub fn run(env: &Env<'_>, p: &FanoutParams) -> Result<Report, ScenarioError> {
-    if p.members < 2 || p.rooms == 0 {
+    if p.members == 0 || p.rooms == 0 || (p.target == PubSubTarget::Chatd && p.members < 2) {
         return Err(ScenarioError::Params(
-            "fanout needs --rooms >= 1 and --members >= 2".into(),
+            "fanout needs --rooms >= 1 and --members >= 2 (1 with --target redis/nats)".into(),
         ));
     }
     if p.size < STAMP_LEN || p.size > 65536 {
@@ -119,60 +130,74 @@ pub fn run(env: &Env<'_>, p: &FanoutParams) -> Result<Report, ScenarioError> {
     if !p.max && p.rate <= 0.0 {
         return Err(ScenarioError::Params("--rate must be > 0".into()));
     }
-    let senders = ((p.members as f64 * p.sender_share).round() as usize).clamp(1, p.members);
+    if p.publishers == Some(0) {
+        return Err(ScenarioError::Params("--publishers must be >= 1".into()));
+    }
+    let share = ((p.members as f64 * p.sender_share).round() as usize).clamp(1, p.members);
+    let chatd = p.target == PubSubTarget::Chatd;
+    let (slots, senders) = match p.publishers {
+        Some(n) => (p.members + n, n),
+        None if chatd => (p.members, share),
+        None => (p.members + share, share),
+    };
     let total_senders = senders * p.rooms;
     let plan = Plan {
-        members: p.members,
+        slots,
         senders,
+        sender_receives: chatd,
         size: p.size,
         max: p.max,
         window: p.window.max(1),
         interval_ns: total_senders as f64 / p.rate.max(1e-9) * 1e9,
         total_senders,
     };
-    let base = env.id_base;
-    let mut admin = env.admin();
-    let mut tokens = HashMap::new();
-    for r in 0..p.rooms {
-        let users: Vec<u64> = (0..p.members)
-            .map(|m| base + (r * p.members + m) as u64)
-            .collect();
-        admin.set_room(base + r as u64, &users)?;
-    }
-    for u in 0..p.rooms * p.members {
-        let user = base + u as u64;
-        tokens.insert(user, admin.token(user)?);
-    }
+    let tokens = if chatd {
+        provision_rooms(env, p.rooms, slots)?
+    } else {
+        HashMap::new()
+    };
     let run = env.run;
-    let threads = run.threads.max(1);
-    let (outs, shared) = on_threads("fanout", threads, run.quiet, |t, shared| {
-        thread(env, p, plan, &tokens, t, shared)
+    let threads = env.threads();
+    let name = match (p.target, p.max) {
+        (PubSubTarget::Chatd, false) => "fanout".to_string(),
+        (PubSubTarget::Chatd, true) => "fanout-max".to_string(),
+        (t, false) => format!("fanout-{}", t.name()),
+        (t, true) => format!("fanout-{}-max", t.name()),
+    };
+    let (outs, shared) = on_threads(&name, threads, run.quiet, |t, shared| {
+        let tokens = &tokens;
+        async move {
+            match p.target {
+                PubSubTarget::Chatd => {
+                    let addr = env.target.chatd;
+                    thread(wire::Chatd, addr, env, p, plan, tokens, t, shared).await
+                }
+                PubSubTarget::Redis => {
+                    thread(wire::Redis, p.redis, env, p, plan, tokens, t, shared).await
+                }
+                PubSubTarget::Nats => {
+                    thread(wire::Nats, p.nats, env, p, plan, tokens, t, shared).await
+                }
+            }
+        }
     })?;
-    let mut lat = Latency::default();
-    let mut v = Verify::default();
-    let mut sent = 0;
-    for o in &outs {
-        lat.merge(&o.lat);
-        v.merge(&o.v);
-        sent += o.sent_measured;
-    }
-    let name = if p.max { "fanout-max" } else { "fanout" };
+    let all = merged(&outs);
     let mut report = Report::new(
-        name,
+        &name,
         "messages",
         serde_json::json!({
+            "target": p.target.name(),
             "rooms": p.rooms, "members": p.members, "senders_per_room": senders,
+            "connections_per_room": slots,
             "rate": if p.max { serde_json::Value::Null } else { p.rate.into() },
             "max": p.max, "window": p.window, "size": p.size, "threads": threads,
             "duration": run.duration, "warmup": run.warmup,
         }),
     );
-    report.set_measured(run.duration, sent, lat.intended.clone(), Some(&lat.sent));
-    report.verify = v;
-    shared.fill_resources(&mut report, threads);
+    all.fill_report(&mut report, run.duration, &shared, threads);
     report
         .extra
-        .insert("deliveries_per_message".into(), (p.members - 1) as f64);
+        .insert("deliveries_per_message".into(), f64::from(plan.receivers()));
     if !p.max && report.sent_per_sec < p.rate * 0.95 {
         report.notes.push(format!(
             "sent {:.0}/s, below the target {:.0}/s",
@@ -182,162 +207,136 @@ pub fn run(env: &Env<'_>, p: &FanoutParams) -> Result<Report, ScenarioError> {
     Ok(report)
 }
 
-async fn thread(
+#[allow(clippy::too_many_arguments)]
+async fn thread<P: PubSub>(
+    wire: P,
+    addr: SocketAddr,
     env: &Env<'_>,
     p: &FanoutParams,
     plan: Plan,
     tokens: &HashMap<u64, String>,
     t: usize,
     shared: Arc<Shared>,
-) -> Out {
+) -> Tally {
     let shared = &*shared;
     let run = env.run;
-    let threads = run.threads.max(1);
+    let threads = env.threads();
     let base = env.id_base;
-    let my_rooms: Vec<usize> = (0..p.rooms).filter(|r| r % threads == t).collect();
-    let mut specs = Vec::new();
+    let my_rooms = env.owned(p.rooms, t);
+    let mut opens = Vec::with_capacity(my_rooms.len() * plan.slots);
     for &r in &my_rooms {
-        for m in 0..p.members {
-            let idx = r * p.members + m;
-            let token = tokens
-                .get(&(base + idx as u64))
-                .cloned()
-                .unwrap_or_default();
-            specs.push((idx, token, vec![base + r as u64]));
+        for s in 0..plan.slots {
+            let idx = r * plan.slots + s;
+            opens.push(Open {
+                addr,
+                index: idx,
+                source_ips: run.source_ips,
+                room: base + r as u64,
+                subscribe: plan.receives(s),
+                token: tokens
+                    .get(&(base + idx as u64))
+                    .cloned()
+                    .unwrap_or_default(),
+            });
         }
     }
-    let conns = match login_many(
-        env.target.chatd,
-        run.source_ips,
-        run.connect_concurrency,
-        specs,
-        &shared.progress,
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            shared.fail(format!("fanout login: {e}"));
-            Vec::new()
-        }
+    let conns = connect_many(run.connect_concurrency, opens, &shared.progress, |o| {
+        wire.open(o)
+    });
+    let Some((conns, start)) = start_after(shared, threads, "fanout connect", conns).await else {
+        return Tally::default();
     };
-    let start = shared.gate.wait(threads).await;
-    if shared.has_failed() {
-        return Out::default();
-    }
     let w = Window::new(start, run.warmup, run.duration);
-    let acc = Rc::new(RefCell::new(Acc::default()));
+    let acc = Rc::new(RefCell::new(Tally::default()));
     let stop = Rc::new(Cell::new(false));
-    let mut rooms = Vec::new();
     let mut receivers: Vec<ReceiverState> = Vec::new();
     let mut conns = conns.into_iter();
     for &r in &my_rooms {
         let room = Rc::new(Room {
             index: r,
             chat: base + r as u64,
-            users: (0..p.members)
-                .map(|m| base + (r * p.members + m) as u64)
+            users: (0..plan.slots)
+                .map(|s| base + (r * plan.slots + s) as u64)
                 .collect(),
             senders: (0..plan.senders).map(|_| Sender::default()).collect(),
         });
-        rooms.push(room.clone());
-        for m in 0..p.members {
-            let Some(c) = conns.next() else { break };
+        for s in 0..plan.slots {
+            let Some((reader, writer)) = conns.next() else {
+                break;
+            };
+            let pongs = Rc::new(Pongs::default());
             let tracks = Rc::new(RefCell::new(vec![Track::default(); plan.senders]));
-            receivers.push((room.clone(), m, tracks.clone()));
-            tokio::task::spawn_local(receive(
-                c.reader,
-                room.clone(),
-                m,
-                tracks,
+            if plan.receives(s) {
+                receivers.push((room.clone(), s, tracks.clone()));
+            }
+            let conn = Conn {
+                wire,
+                room: room.clone(),
+                slot: s,
                 plan,
                 w,
-                acc.clone(),
-                stop.clone(),
-            ));
-            if m < plan.senders {
-                tokio::task::spawn_local(send(
-                    c.writer,
-                    room.clone(),
-                    m,
-                    plan,
-                    w,
-                    acc.clone(),
-                    stop.clone(),
-                ));
+                acc: acc.clone(),
+                stop: stop.clone(),
+                pongs: pongs.clone(),
+            };
+            tokio::task::spawn_local(receive(reader, conn.clone(), tracks));
+            if s < plan.senders {
+                tokio::task::spawn_local(send(writer, conn));
             } else {
-                tokio::task::spawn_local(keepalive(c.writer));
+                tokio::task::spawn_local(wire::idle(wire, writer, pongs));
             }
         }
     }
     let complete = || {
-        receivers.iter().all(|(room, m, tracks)| {
+        receivers.iter().all(|(room, s, tracks)| {
             let tr = tracks.borrow();
             room.senders
                 .iter()
                 .enumerate()
-                .all(|(ls, s)| ls == *m || tr[ls].unique >= s.seq.get())
+                .all(|(ls, snd)| ls == *s || tr[ls].unique >= snd.seq.get())
         })
     };
-    let main = async {
-        let mut last = (0, 0, 0);
-        while now_ns() < w.end_ns {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let a = acc.borrow();
-            let fails = a.v.failures().iter().map(|x| x.1).sum();
-            publish(
-                &shared.progress,
-                (a.v.sent, a.v.delivered, fails),
-                &mut last,
-            );
-        }
-        drain(w.end_ns + run.drain_ms * 1_000_000, complete).await;
-    };
-    let snaps = async {
-        if t == 0 {
-            shared.snap_window(w, env.target.pid).await;
-        }
-    };
-    tokio::join!(main, snaps);
-    stop.set(true);
+    load_window(env, shared, t, w, &acc, &stop, complete).await;
     let mut a = acc.borrow_mut();
-    for (room, m, tracks) in &receivers {
+    for (room, s, tracks) in &receivers {
         let tr = tracks.borrow();
-        for (ls, s) in room.senders.iter().enumerate() {
-            if ls != *m {
-                a.v.lost += s.seq.get().saturating_sub(tr[ls].unique);
+        for (ls, snd) in room.senders.iter().enumerate() {
+            if ls != *s {
+                a.v.lost += snd.seq.get().saturating_sub(tr[ls].unique);
             }
         }
     }
-    Out {
-        lat: std::mem::take(&mut a.lat),
-        v: a.v,
-        sent_measured: a.sent_measured,
-    }
+    a.take()
 }
 
-/// Reads one member's connection, verifying and timing every message.
-#[allow(clippy::too_many_arguments)]
-async fn receive(
-    mut reader: Reader,
+/// What the tasks of one connection share.
+#[derive(Clone)]
+struct Conn<P> {
+    wire: P,
     room: Rc<Room>,
-    me: usize,
-    tracks: Rc<RefCell<Vec<Track>>>,
+    slot: usize,
     plan: Plan,
     w: Window,
-    acc: Rc<RefCell<Acc>>,
+    acc: Rc<RefCell<Tally>>,
     stop: Rc<Cell<bool>>,
-) {
-    let me_global = (room.index * plan.members + me) as u32;
+    pongs: Rc<Pongs>,
+}
+
+/// Reads one connection, verifying and timing every delivery (a slot that
+/// does not receive must get none), consuming publish replies and noting
+/// PINGs.
+async fn receive<P: PubSub>(mut reader: Reader, c: Conn<P>, tracks: Rc<RefCell<Vec<Track>>>) {
+    let (room, plan, w) = (&*c.room, c.plan, c.w);
+    let me_global = (room.index * plan.slots + c.slot) as u32;
+    let receives = plan.receives(c.slot);
     let res = reader
-        .chatd_events(|ev| {
-            let mut a = acc.borrow_mut();
-            match ev {
-                cw::Event::RtMsg {
-                    chatid,
-                    sender_userid,
+        .events(&Frames(c.wire), |f| {
+            let mut a = c.acc.borrow_mut();
+            match f {
+                Frame::Delivery {
+                    room: chat,
+                    sender_user,
                     data,
-                    ..
                 } => {
                     let now = now_ns();
                     a.v.delivered += 1;
@@ -346,10 +345,11 @@ async fn receive(
                         return ControlFlow::Continue(());
                     };
                     let (sr, sm) = (
-                        st.sender as usize / plan.members,
-                        st.sender as usize % plan.members,
+                        st.sender as usize / plan.slots,
+                        st.sender as usize % plan.slots,
                     );
-                    if chatid != room.chat
+                    if !receives
+                        || chat != Some(room.chat)
                         || sr != room.index
                         || sm >= plan.senders
                         || st.sender == me_global
@@ -357,7 +357,8 @@ async fn receive(
                         a.v.misaddressed += 1;
                         return ControlFlow::Continue(());
                     }
-                    if sender_userid != room.users[sm] || data.len() != plan.size || st.tag != 0 {
+                    let wrong_user = sender_user.is_some_and(|u| room.users.get(sm) != Some(&u));
+                    if wrong_user || data.len() != plan.size || st.tag != 0 {
                         a.v.corrupt += 1;
                     }
                     let arrival = tracks.borrow_mut()[sm].on(st.seq);
@@ -371,155 +372,93 @@ async fn receive(
                         }
                     }
                 }
-                cw::Event::Keepalive => {}
-                _ => a.v.errors += 1,
+                Frame::Ping => c.pongs.owe(),
+                Frame::Reply(_) | Frame::Ready | Frame::Other => {}
+                Frame::Unexpected(_) | Frame::Refused { .. } => {
+                    if a.v.errors == 0 {
+                        eprintln!(
+                            "loadgen: connection {me_global} (room {}): {}",
+                            room.chat,
+                            f.describe()
+                        );
+                    }
+                    a.v.errors += 1;
+                }
             }
             ControlFlow::Continue(())
         })
         .await;
-    if res.is_err() && !stop.get() {
-        acc.borrow_mut().v.closed += 1;
-    }
+    c.acc.borrow_mut().closed_unless(&res, &c.stop);
 }
 
 /// Sends one sender's messages: on the fixed schedule, or window-bounded
-/// with --max. Keeps the connection open afterwards.
-async fn send(
-    mut wr: Writer,
-    room: Rc<Room>,
-    ls: usize,
-    plan: Plan,
-    w: Window,
-    acc: Rc<RefCell<Acc>>,
-    stop: Rc<Cell<bool>>,
-) {
-    let mut payload = vec![0u8; plan.size];
-    let me = (room.index * plan.members + ls) as u32;
-    let s = &room.senders[ls];
-    let res = if plan.max {
-        send_max(&mut wr, &room, s, me, &mut payload, plan, w, &acc).await
+/// with --max. Then keeps the connection open (answering PINGs).
+async fn send<P: PubSub>(mut wr: Writer, c: Conn<P>) {
+    let mut payload = vec![0u8; c.plan.size];
+    let res = if c.plan.max {
+        send_max(&mut wr, &c, &mut payload).await
     } else {
+        let (plan, w) = (c.plan, c.w);
         // This sender's place among all senders staggers the schedules.
-        let g = room.index * plan.senders + ls;
+        let g = c.room.index * plan.senders + c.slot;
         let phase = g as f64 / plan.total_senders as f64 * plan.interval_ns;
         let at = |k: u64| w.start_ns + (phase + k as f64 * plan.interval_ns) as u64;
-        let mut k = 0u64;
-        loop {
-            let t0 = at(k);
-            if t0 >= w.end_ns {
-                break Ok(());
-            }
-            sleep_until_ns(t0).await;
-            let now = now_ns();
-            let mut n = 0;
-            {
-                let mut a = acc.borrow_mut();
-                while n < MAX_BATCH {
-                    let t = at(k);
-                    if t > now || t >= w.end_ns {
-                        break;
-                    }
-                    encode(&mut wr, &room, s, me, &mut payload, t, now);
-                    a.v.sent += 1;
-                    if w.measured(t) {
-                        a.sent_measured += 1;
-                    }
-                    k += 1;
-                    n += 1;
-                }
-            }
-            if let Err(e) = wr.flush().await {
-                break Err(e);
-            }
-        }
+        paced(&mut wr, w, at, |_, t, now, out| {
+            c.pongs.pay(c.wire, out);
+            encode(&c, &mut payload, t, now, out);
+            c.acc.borrow_mut().sent(&w, t);
+        })
+        .await
     };
-    if res.is_err() && !stop.get() {
-        acc.borrow_mut().v.closed += 1;
-    }
-    // Dropping the writer would half-close the connection while the room
-    // still drains: hold it until the run ends.
-    std::future::pending::<()>().await;
-    drop(wr);
+    c.acc.borrow_mut().closed_unless(&res, &c.stop);
+    wire::idle(c.wire, wr, c.pongs).await;
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn send_max(
+/// --max: keeps `window` messages in flight until the window's end.
+async fn send_max<P: PubSub>(
     wr: &mut Writer,
-    room: &Room,
-    s: &Sender,
-    me: u32,
+    c: &Conn<P>,
     payload: &mut [u8],
-    plan: Plan,
-    w: Window,
-    acc: &RefCell<Acc>,
-) -> Result<(), crate::client::ClientError> {
+) -> Result<(), ClientError> {
+    let (plan, w) = (c.plan, c.w);
+    let s = &c.room.senders[c.slot];
     sleep_until_ns(w.start_ns).await;
-    let receivers = (plan.members - 1) as u32;
     loop {
         let now = now_ns();
         if now >= w.end_ns {
             return Ok(());
         }
+        c.pongs.pay(c.wire, &mut wr.out);
         let free = plan.window.saturating_sub(s.inflight.borrow().len());
         if free > 0 {
-            let mut a = acc.borrow_mut();
+            let mut a = c.acc.borrow_mut();
             for _ in 0..free {
-                s.inflight.borrow_mut().push_back(receivers);
-                encode(wr, room, s, me, payload, now, now);
-                a.v.sent += 1;
-                if w.measured(now) {
-                    a.sent_measured += 1;
-                }
+                s.inflight.borrow_mut().push_back(plan.receivers());
+                encode(c, payload, now, now, &mut wr.out);
+                a.sent(&w, now);
             }
         }
         wr.flush().await?;
         tokio::select! {
             _ = s.notify.notified() => {}
+            _ = c.pongs.wait() => {}
             _ = sleep_until_ns(w.end_ns) => return Ok(()),
         }
     }
 }
 
-/// Encodes one broadcast message with a fresh stamp.
-fn encode(
-    wr: &mut Writer,
-    room: &Room,
-    s: &Sender,
-    me: u32,
-    payload: &mut [u8],
-    intended: u64,
-    now: u64,
-) {
+/// Encodes one message of the sender in slot `c.slot` with a fresh stamp.
+fn encode<P: PubSub>(c: &Conn<P>, payload: &mut [u8], intended: u64, now: u64, out: &mut Vec<u8>) {
+    let s = &c.room.senders[c.slot];
     let seq = s.seq.get();
     s.seq.set(seq + 1);
     Stamp {
-        sender: me,
+        sender: (c.room.index * c.plan.slots + c.slot) as u32,
         tag: 0,
         seq,
         intended_ns: intended,
         sent_ns: now,
     }
     .write(payload);
-    cw::encode_request(
-        &cw::Request::RtMsg {
-            chatid: room.chat,
-            receiver_userid: 0,
-            receiver_clientid: 0,
-            msgtype: 0,
-            data: payload,
-        },
-        &mut wr.out,
-    );
-}
-
-/// Keeps a connection that never sends alive past the server's idle timeout.
-pub async fn keepalive(mut wr: Writer) {
-    loop {
-        tokio::time::sleep(KEEPALIVE_EVERY).await;
-        cw::encode_request(&cw::Request::Keepalive, &mut wr.out);
-        if wr.flush().await.is_err() {
-            break;
-        }
-    }
-    std::future::pending::<()>().await;
+    c.wire.publish(c.room.chat, payload, out);
 }

@@ -9,17 +9,24 @@ pub mod direct;
 pub mod fanout;
 pub mod presence;
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cli::RunOpts;
-use crate::client::ClientError;
-use crate::measure::{self, now_ns, Window};
+use crate::client::{login_chatd, Chatd, ClientError, Writer};
+use crate::measure::{self, now_ns, Latency, Verify, Window};
 use crate::provision::ProvisionError;
 use crate::report::{LoadgenCpu, Report, ServerStats};
+use crate::wire;
+
+/// Events encoded into one write at most when a paced sender catches up.
+pub const MAX_BATCH: usize = 256;
 
 /// Delay between the last thread finishing setup and the load starting.
 const START_LEAD_NS: u64 = 100_000_000;
@@ -83,6 +90,18 @@ pub struct Env<'a> {
 }
 
 impl Env<'_> {
+    /// Loadgen threads (at least one).
+    pub fn threads(&self) -> usize {
+        self.run.threads.max(1)
+    }
+
+    /// The units (rooms, pairs, users) of `n` that thread `t` owns: unit i
+    /// goes to thread i % threads.
+    pub fn owned(&self, n: usize, t: usize) -> Vec<usize> {
+        let threads = self.threads();
+        (0..n).filter(|i| i % threads == t).collect()
+    }
+
     /// An admin API client.
     pub fn admin(&self) -> crate::provision::Admin {
         crate::provision::Admin::new(self.target.admin, &self.target.admin_token)
@@ -359,23 +378,28 @@ pub fn publish(p: &Progress, now: (u64, u64, u64), last: &mut (u64, u64, u64)) {
     *last = now;
 }
 
-/// Logs in many chatd connections of one thread with at most `concurrency`
-/// in flight. `specs` are (connection index, token, rooms); returns the
-/// connections in the same order, or the first error.
-pub async fn login_many(
-    addr: SocketAddr,
-    source_ips: u32,
+/// Opens many connections of one thread with at most `concurrency` in
+/// flight: `open(spec)` for each of `specs`. Returns the connections in the
+/// same order, or the first error.
+pub async fn connect_many<S, T, F, Fut>(
     concurrency: usize,
-    specs: Vec<(usize, String, Vec<u64>)>,
+    specs: Vec<S>,
     progress: &Progress,
-) -> Result<Vec<crate::client::Chatd>, ClientError> {
-    let sem = std::rc::Rc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    open: F,
+) -> Result<Vec<T>, ClientError>
+where
+    F: Fn(S) -> Fut,
+    Fut: Future<Output = Result<T, ClientError>> + 'static,
+    T: 'static,
+{
+    let sem = Rc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut handles = Vec::with_capacity(specs.len());
-    for (idx, token, rooms) in specs {
+    for spec in specs {
         let sem = sem.clone();
+        let fut = open(spec);
         handles.push(tokio::task::spawn_local(async move {
             let _permit = sem.acquire().await;
-            crate::client::login_chatd(addr, idx, source_ips, &token, &rooms).await
+            fut.await
         }));
     }
     let mut out = Vec::with_capacity(handles.len());
@@ -390,6 +414,261 @@ pub async fn login_many(
         }
     }
     Ok(out)
+}
+
+/// One chatd login: connection index, token, rooms to join.
+pub type LoginSpec = (usize, String, Vec<u64>);
+
+/// Logs in many chatd connections of one thread (see [`connect_many`]).
+pub async fn login_many(
+    addr: SocketAddr,
+    source_ips: u32,
+    concurrency: usize,
+    specs: Vec<LoginSpec>,
+    progress: &Progress,
+) -> Result<Vec<Chatd>, ClientError> {
+    connect_many(concurrency, specs, progress, |(idx, token, rooms)| async move {
+        login_chatd(addr, idx, source_ips, &token, &rooms).await
+    })
+    .await
+}
+
+/// The setup every load thread does: waits for its connections (`conns`),
+/// records a failure as `"<what>: <error>"`, then lines up with the other
+/// threads at the start gate. Returns the connections and the common start
+/// time, or `None` when any thread's setup failed.
+pub async fn start_after<T>(
+    shared: &Shared,
+    threads: usize,
+    what: &str,
+    conns: impl Future<Output = Result<Vec<T>, ClientError>>,
+) -> Option<(Vec<T>, u64)> {
+    let conns = match conns.await {
+        Ok(c) => c,
+        Err(e) => {
+            shared.fail(format!("{what}: {e}"));
+            Vec::new()
+        }
+    };
+    let start = shared.gate.wait(threads).await;
+    if shared.has_failed() {
+        return None;
+    }
+    Some((conns, start))
+}
+
+/// Logs in the chatd connections `specs` of one thread and waits at the
+/// start gate ([`start_after`]).
+pub async fn login_and_start(
+    env: &Env<'_>,
+    shared: &Shared,
+    what: &str,
+    specs: Vec<LoginSpec>,
+) -> Option<(Vec<Chatd>, u64)> {
+    let run = env.run;
+    let conns = login_many(
+        env.target.chatd,
+        run.source_ips,
+        run.connect_concurrency,
+        specs,
+        &shared.progress,
+    );
+    start_after(shared, env.threads(), what, conns).await
+}
+
+/// Provisions `rooms` rooms of `members` users each (room r is chat
+/// `base + r` with users `base + r * members + m`) and a token per user.
+pub fn provision_rooms(
+    env: &Env<'_>,
+    rooms: usize,
+    members: usize,
+) -> Result<HashMap<u64, String>, ScenarioError> {
+    let base = env.id_base;
+    let mut admin = env.admin();
+    let mut tokens = HashMap::new();
+    for r in 0..rooms {
+        let users: Vec<u64> = (0..members)
+            .map(|m| base + (r * members + m) as u64)
+            .collect();
+        admin.set_room(base + r as u64, &users)?;
+        for u in users {
+            tokens.insert(u, admin.token(u)?);
+        }
+    }
+    Ok(tokens)
+}
+
+/// The rooms thread `t` owns (room r goes to thread r % threads) and the
+/// logins of their members, as [`provision_rooms`] laid them out.
+pub fn room_logins(
+    env: &Env<'_>,
+    tokens: &HashMap<u64, String>,
+    rooms: usize,
+    members: usize,
+    t: usize,
+) -> (Vec<usize>, Vec<LoginSpec>) {
+    let base = env.id_base;
+    let mine = env.owned(rooms, t);
+    let mut specs = Vec::with_capacity(mine.len() * members);
+    for &r in &mine {
+        for m in 0..members {
+            let idx = r * members + m;
+            let token = tokens
+                .get(&(base + idx as u64))
+                .cloned()
+                .unwrap_or_default();
+            specs.push((idx, token, vec![base + r as u64]));
+        }
+    }
+    (mine, specs)
+}
+
+/// What a load thread counts: latency, verification, and how many events
+/// it sent inside the measured window.
+#[derive(Default)]
+pub struct Tally {
+    /// Latency histograms.
+    pub lat: Latency,
+    /// Verification counters.
+    pub v: Verify,
+    /// Events sent within the measured window.
+    pub sent_measured: u64,
+}
+
+impl Tally {
+    /// Counts one event sent, scheduled at `intended`.
+    pub fn sent(&mut self, w: &Window, intended: u64) {
+        self.v.sent += 1;
+        if w.measured(intended) {
+            self.sent_measured += 1;
+        }
+    }
+
+    /// Adds another thread's tally.
+    pub fn merge(&mut self, o: &Tally) {
+        self.lat.merge(&o.lat);
+        self.v.merge(&o.v);
+        self.sent_measured += o.sent_measured;
+    }
+
+    /// Moves the counts out, leaving an empty tally.
+    pub fn take(&mut self) -> Tally {
+        std::mem::take(self)
+    }
+
+    /// Counts a connection that failed (`res` is an error) before the run
+    /// stopped.
+    pub fn closed_unless<T, E>(&mut self, res: &Result<T, E>, stop: &Cell<bool>) {
+        if res.is_err() && !stop.get() {
+            self.v.closed += 1;
+        }
+    }
+
+    /// Fills the report's measured figures, verification and resources.
+    pub fn fill_report(&self, report: &mut Report, secs: f64, shared: &Shared, threads: usize) {
+        report.set_measured(
+            secs,
+            self.sent_measured,
+            self.lat.intended.clone(),
+            Some(&self.lat.sent),
+        );
+        report.verify = self.v;
+        shared.fill_resources(report, threads);
+    }
+}
+
+/// All threads' tallies together.
+pub fn merged<'a>(outs: impl IntoIterator<Item = &'a Tally>) -> Tally {
+    let mut all = Tally::default();
+    for o in outs {
+        all.merge(o);
+    }
+    all
+}
+
+/// Publishes a thread's counts to the progress line every 200 ms until the
+/// window's end.
+pub async fn progress_until_end(shared: &Shared, w: Window, v: impl Fn() -> Verify) {
+    let mut last = (0, 0, 0);
+    while now_ns() < w.end_ns {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let v = v();
+        let fails = v.failures().iter().map(|x| x.1).sum();
+        publish(&shared.progress, (v.sent, v.delivered, fails), &mut last);
+    }
+}
+
+/// The load window of one thread: progress until the window's end, then
+/// up to `--drain-ms` for `complete()`; thread 0 takes the resource
+/// snapshots meanwhile. Sets `stop` at the end, after which connection
+/// failures no longer count.
+pub async fn load_window(
+    env: &Env<'_>,
+    shared: &Shared,
+    t: usize,
+    w: Window,
+    tally: &RefCell<Tally>,
+    stop: &Cell<bool>,
+    complete: impl FnMut() -> bool,
+) {
+    let main = async {
+        progress_until_end(shared, w, || tally.borrow().v).await;
+        drain(w.end_ns + env.run.drain_ms * 1_000_000, complete).await;
+    };
+    let snaps = async {
+        if t == 0 {
+            shared.snap_window(w, env.target.pid).await;
+        }
+    };
+    tokio::join!(main, snaps);
+    stop.set(true);
+}
+
+/// Sends on a fixed schedule: event k is due at `at(k)`. Sleeps until the
+/// next one is due, hands every event due by then (at most [`MAX_BATCH`])
+/// to `encode(k, intended, now, out)` and writes them in one go, so that a
+/// sender that fell behind catches up in one write but each event keeps
+/// its intended time. Returns once the next event is due at or after the
+/// window's end.
+pub async fn paced(
+    wr: &mut Writer,
+    w: Window,
+    at: impl Fn(u64) -> u64,
+    mut encode: impl FnMut(u64, u64, u64, &mut Vec<u8>),
+) -> Result<(), ClientError> {
+    let mut k = 0u64;
+    loop {
+        let t0 = at(k);
+        if t0 >= w.end_ns {
+            return Ok(());
+        }
+        measure::sleep_until_ns(t0).await;
+        let now = now_ns();
+        let mut n = 0;
+        while n < MAX_BATCH {
+            let t = at(k);
+            if t > now || t >= w.end_ns {
+                break;
+            }
+            encode(k, t, now, &mut wr.out);
+            k += 1;
+            n += 1;
+        }
+        wr.flush().await?;
+    }
+}
+
+/// Keeps a chatd connection that never sends alive past the server's idle
+/// timeout.
+pub async fn keepalive(wr: Writer) {
+    wire::idle(wire::Chatd, wr, Rc::default()).await;
+}
+
+/// Holds a writer until the run ends: dropping it would half-close the
+/// connection while the room still drains.
+pub async fn hold(wr: Writer) {
+    std::future::pending::<()>().await;
+    drop(wr);
 }
 
 /// Waits (polling every 20 ms) until `complete()` or `deadline_ns`.

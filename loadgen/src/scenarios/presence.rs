@@ -18,11 +18,12 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use chatd::protocol::statusd as sw;
 
-use super::{drain, on_threads, publish, Env, ScenarioError, Shared};
+use super::{
+    connect_many, drain, on_threads, progress_until_end, start_after, Env, ScenarioError, Shared,
+};
 use crate::cli::PresenceParams;
 use crate::client::{login_statusd, Reader, Statusd, Writer};
 use crate::measure::{now_ns, sleep_until_ns, Latency, Rng, Verify, Window};
@@ -148,7 +149,7 @@ pub fn run(env: &Env<'_>, p: &PresenceParams) -> Result<Report, ScenarioError> {
     }
     let state: Arc<Vec<UserState>> = Arc::new((0..p.users).map(|_| UserState::default()).collect());
     let run = env.run;
-    let threads = run.threads.max(1);
+    let threads = env.threads();
     let name = if p.login_storm {
         "presence-login-storm"
     } else {
@@ -233,8 +234,8 @@ async fn thread(
 ) -> Out {
     let shared = &*shared;
     let run = env.run;
-    let threads = run.threads.max(1);
-    let mine: Vec<usize> = (0..p.users).filter(|u| u % threads == t).collect();
+    let threads = env.threads();
+    let mine = env.owned(p.users, t);
     let acc = Rc::new(RefCell::new(Acc::default()));
     let views: Vec<Rc<RefCell<Vec<Seen>>>> = mine
         .iter()
@@ -327,33 +328,20 @@ async fn thread(
             );
         }
     } else {
-        let mut handles = Vec::new();
-        let sem = Rc::new(tokio::sync::Semaphore::new(run.connect_concurrency.max(1)));
-        for &u in &mine {
-            let token = tokens.get(&u).cloned().unwrap_or_default();
-            let addr = env.target.statusd;
-            let sips = run.source_ips;
-            let sem = sem.clone();
-            handles.push(tokio::task::spawn_local(async move {
-                let _permit = sem.acquire().await;
-                login_statusd(addr, u, sips, &token, 0, |_, _| {}).await
-            }));
-        }
-        let mut conns = Vec::new();
-        for h in handles {
-            match h.await {
-                Ok(Ok(c)) => {
-                    shared.progress.conns.fetch_add(1, Ordering::Relaxed);
-                    conns.push(c);
-                }
-                Ok(Err(e)) => shared.fail(format!("presence login: {e}")),
-                Err(_) => shared.fail("presence login task failed".into()),
-            }
-        }
-        start = shared.gate.wait(threads).await;
-        if shared.has_failed() {
+        let (addr, sips) = (env.target.statusd, run.source_ips);
+        let logins = connect_many(
+            run.connect_concurrency,
+            mine.clone(),
+            &shared.progress,
+            |u| {
+                let token = tokens.get(&u).cloned().unwrap_or_default();
+                async move { login_statusd(addr, u, sips, &token, 0, |_, _| {}).await }
+            },
+        );
+        let Some((conns, s)) = start_after(shared, threads, "presence login", logins).await else {
             return Out::default();
-        }
+        };
+        start = s;
         w = Window::new(start, run.warmup, run.duration);
         let interval = p.users as f64 / p.rate * 1e9;
         for (k, c) in conns.into_iter().enumerate() {
@@ -396,19 +384,7 @@ async fn thread(
                 .all(|(a, &u)| a.get() >= ctx.state(u).changes.load(Ordering::Acquire));
         views_done && acks_done
     };
-    let main = async {
-        let mut last = (0, 0, 0);
-        while now_ns() < w.end_ns {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let a = acc.borrow();
-            let fails = a.v.failures().iter().map(|x| x.1).sum();
-            publish(
-                &shared.progress,
-                (a.v.sent, a.v.delivered, fails),
-                &mut last,
-            );
-        }
-    };
+    let main = progress_until_end(shared, w, || acc.borrow().v);
     let snaps = async {
         if t == 0 && !p.login_storm {
             shared.snap_window(w, env.target.pid).await;

@@ -65,7 +65,10 @@ NATS=$(find_bin nats-server)
 free_port() {
     local p
     for _ in $(seq 1 50); do
-        p=$((20000 + RANDOM % 30000))
+        # Below the ephemeral range (32768-60999 by default): a port in
+        # use as the local end of some connection cannot be listened on,
+        # and a connect test does not see that.
+        p=$((10000 + RANDOM % 20000))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
     done
     log "no free port found"; exit 1

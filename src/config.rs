@@ -156,6 +156,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// The output queue cap actually applied: `--max-outbuf-bytes`, but at
+    /// least two maximum-size OP_RTMSG frames, so that a reader that keeps
+    /// up is never cut off because messages are allowed to be large.
+    pub fn outbuf_cap(&self) -> usize {
+        let frame = self.max_rtmsg_len as usize + crate::protocol::chatd::RTMSG_HEADER_LEN;
+        self.max_outbuf_bytes.max(2 * frame)
+    }
+
     /// The connection limit: the flag, else RLIMIT_NOFILE less a reserve.
     pub fn connection_limit(&self) -> u64 {
         self.max_connections.unwrap_or_else(|| {

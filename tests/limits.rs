@@ -141,3 +141,30 @@ fn setpres_over_the_rate_is_refused_and_the_connection_stays() {
     s.send(&sw::Request::Keepalive);
     assert_eq!(s.recv(), sw::Event::Keepalive);
 }
+
+#[test]
+fn a_message_larger_than_the_output_cap_still_reaches_a_reader_that_keeps_up() {
+    let server = Server::start(
+        2,
+        &["--max-rtmsg-len", "300000", "--max-outbuf-bytes", "65536"],
+    );
+    server.add_member(4, 1);
+    server.add_member(4, 2);
+    let mut a = server.chatd(1);
+    let mut b = server.chatd(2);
+    a.join(4);
+    b.join(4);
+    let big: Vec<u8> = (0..250_000u32).map(|i| i as u8).collect();
+    a.rtmsg(4, 0, 0, 9, &big);
+    a.rtmsg(4, 0, 0, 9, b"after");
+    match b.recv() {
+        Ev::RtMsg {
+            data, msgtype: 9, ..
+        } => assert!(data == big, "payload differs"),
+        other => panic!("expected the big message, got {other:?}"),
+    }
+    match b.recv() {
+        Ev::RtMsg { data, .. } => assert_eq!(data, b"after"),
+        other => panic!("expected the next message, got {other:?}"),
+    }
+}

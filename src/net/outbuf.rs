@@ -71,8 +71,11 @@ pub struct OutQueue {
 
 impl OutQueue {
     /// Queues `frame` unless that would take the queue over `cap` bytes.
+    /// An empty queue always takes one frame, so a message larger than the
+    /// cap (`--max-rtmsg-len` may exceed `--max-outbuf-bytes`) still reaches
+    /// a reader that keeps up; memory stays bounded by cap + one frame.
     pub fn push(&mut self, frame: Bytes, cap: usize) -> Result<Wake, PushError> {
-        if self.queued_bytes + frame.len() > cap {
+        if self.queued_bytes > 0 && self.queued_bytes + frame.len() > cap {
             return Err(PushError::Full);
         }
         self.queued_bytes += frame.len();
@@ -195,6 +198,13 @@ mod tests {
         assert_eq!(q.queued_bytes(), 5);
         assert_eq!(q.push(Bytes::from_static(b"678"), 8), Ok(Wake::Done));
         assert_eq!(q.queued_bytes(), 8);
+    }
+
+    #[test]
+    fn an_empty_queue_takes_one_frame_larger_than_the_cap() {
+        let mut q = OutQueue::default();
+        assert_eq!(q.push(Bytes::from(vec![0; 20]), 8), Ok(Wake::Spawn));
+        assert_eq!(q.push(Bytes::from_static(b"x"), 8), Err(PushError::Full));
     }
 
     #[test]

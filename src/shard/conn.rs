@@ -221,7 +221,7 @@ fn send_conn_gone(shard: &Shard, c: ConnRef, chats: &[ChatId]) {
 /// `--max-outbuf-bytes` makes it a slow consumer: closed, with
 /// OP_ERROR SLOW_CONSUMER if that still fits.
 pub fn push_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes) {
-    let cap = shard.shared.config.max_outbuf_bytes;
+    let cap = shard.shared.config.outbuf_cap();
     let Some(conn) = get(st, c) else { return };
     if conn.phase == Phase::Closing {
         return;

@@ -44,19 +44,15 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Listener, service: Service)
 /// One connection's life: register, read until end of stream, unregister.
 /// Its writer runs as a task of its own only while it has output
 /// ([`write_loop`], started by the shard when a frame is queued).
+///
+/// The read buffer starts small, so an idle connection pins little memory
+/// in its pending read, doubles while reads fill it, and shrinks back when
+/// traffic stops. Only the buffer and its target size live across the
+/// await (the rest is in [`on_read`]): this task is most of what an idle
+/// connection costs.
 async fn run_conn(shard: Rc<Shard>, stream: Rc<Stream>, service: Service) {
     let c = sconn::register(&shard, stream.clone(), service);
     tracing::debug!(?c, service = service.name(), "connected");
-    read_loop(&shard, c, &stream, service).await;
-    stream.shutdown();
-    sconn::unregister(&shard, c);
-    tracing::debug!(?c, "closed");
-}
-
-/// Reads until end of stream or error. The buffer starts small, so an idle
-/// connection pins little memory in its pending read, doubles while reads
-/// fill it, and shrinks back when traffic stops.
-async fn read_loop(shard: &Shard, c: ConnRef, stream: &Stream, service: Service) {
     let mut buf = BytesMut::with_capacity(limits::READ_BUF_INITIAL);
     let mut want = limits::READ_BUF_INITIAL;
     loop {
@@ -66,32 +62,104 @@ async fn read_loop(shard: &Shard, c: ConnRef, stream: &Stream, service: Service)
         let spare = buf.capacity() - buf.len();
         let (res, b) = stream.read(buf).await;
         buf = b;
-        let n = match res {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        shard.metrics.bytes_in[service.index()].fetch_add(n as u64, Relaxed);
-        {
-            let mut st = shard.state.borrow_mut();
-            if let Some(conn) = sconn::get(&mut st, c) {
-                conn.last_rx_ms = shard.shared.now_ms();
-            }
+        match res {
+            Ok(n) if n > 0 => want = on_read(&shard, c, service, &mut buf, n, spare, want),
+            _ => break,
         }
-        match service {
-            Service::Chatd => chatd::on_bytes(shard, c, &mut buf),
-            Service::Statusd => statusd::on_bytes(shard, c, &mut buf),
-        }
-        shard.flush();
-        if n == spare {
-            want = (want * 2).min(limits::READ_BUF_MAX);
-        } else if n < want / 4 && want > limits::READ_BUF_INITIAL {
-            want /= 2;
-            if buf.is_empty() && buf.capacity() > 2 * want {
-                // Give the large buffer back while traffic is light.
-                buf = BytesMut::with_capacity(want);
-            }
+        if !write_replies(&shard, c, &stream).await {
+            break;
         }
     }
+    stream.shutdown();
+    sconn::unregister(&shard, c);
+    tracing::debug!(?c, "closed");
+}
+
+/// Handles `n` bytes just read into `buf` (which had `spare` bytes free);
+/// returns the read buffer size to aim for next.
+fn on_read(
+    shard: &Shard,
+    c: ConnRef,
+    service: Service,
+    buf: &mut BytesMut,
+    n: usize,
+    spare: usize,
+    want: usize,
+) -> usize {
+    shard.metrics.bytes_in[service.index()].fetch_add(n as u64, Relaxed);
+    {
+        let mut st = shard.state.borrow_mut();
+        if let Some(conn) = sconn::get(&mut st, c) {
+            conn.last_rx_ms = shard.shared.now_ms();
+            conn.out.reader_turn();
+        }
+    }
+    match service {
+        Service::Chatd => chatd::on_bytes(shard, c, buf),
+        Service::Statusd => statusd::on_bytes(shard, c, buf),
+    }
+    shard.flush();
+    if n == spare {
+        (want * 2).min(limits::READ_BUF_MAX)
+    } else if n < want / 4 && want > limits::READ_BUF_INITIAL {
+        let want = want / 2;
+        if buf.is_empty() && buf.capacity() > 2 * want {
+            // Give the large buffer back while traffic is light.
+            *buf = BytesMut::with_capacity(want);
+        }
+        want
+    } else {
+        want
+    }
+}
+
+/// Writes what handling the last input queued (replies, and whatever
+/// else arrived meanwhile) from the read task itself, before the next
+/// read: a request-response exchange needs no writer task. Returns false
+/// when the connection is done (closed, or the socket failed).
+async fn write_replies(shard: &Shard, c: ConnRef, stream: &Stream) -> bool {
+    let mut batch = shard.take_write_batch();
+    let alive = loop {
+        let took = {
+            let mut st = shard.state.borrow_mut();
+            match sconn::get(&mut st, c) {
+                Some(conn) => conn.out.reader_take(&mut batch, limits::WRITE_IOVECS_MAX),
+                None => break false,
+            }
+        };
+        if !took {
+            let mut st = shard.state.borrow_mut();
+            let Some(conn) = sconn::get(&mut st, c) else {
+                break false;
+            };
+            // Closing with everything flushed and no writer task to do it.
+            if conn.phase == Phase::Closing && conn.out.is_idle() {
+                stream.shutdown();
+            }
+            break true;
+        }
+        let (res, b) = stream.writev(std::mem::take(&mut batch)).await;
+        batch = b;
+        let mut st = shard.state.borrow_mut();
+        let Some(conn) = sconn::get(&mut st, c) else {
+            break false;
+        };
+        match res {
+            Ok(n) if n > 0 => {
+                let service = conn.service;
+                conn.out.written(&mut batch, n);
+                shard.metrics.bytes_out[service.index()].fetch_add(n as u64, Relaxed);
+            }
+            _ => {
+                batch.clear();
+                conn.out.clear();
+                stream.shutdown();
+                break false;
+            }
+        }
+    };
+    shard.give_write_batch(batch);
+    alive
 }
 
 /// Writes queued frames in vectored batches; on close, flushes and shuts

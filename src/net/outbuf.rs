@@ -32,6 +32,9 @@ enum Writer {
     Parked(Waker),
     /// A task is running (writing, or about to look at the queue).
     Running,
+    /// The connection's read task is handling input and will write what
+    /// that queues itself, before its next read: no task needed.
+    Reader,
 }
 
 /// What the caller must do after queueing.
@@ -159,14 +162,42 @@ impl OutQueue {
                 Wake::Done
             }
             Writer::Running => Wake::Done,
+            Writer::Reader => {
+                self.writer = Writer::Reader;
+                Wake::Done
+            }
         }
+    }
+
+    /// The read task starts handling input: unless a writer task exists,
+    /// what the input produces is the read task's to write.
+    pub fn reader_turn(&mut self) {
+        if matches!(self.writer, Writer::None) {
+            self.writer = Writer::Reader;
+        }
+    }
+
+    /// The read task's write: moves up to `max` frames into `batch` and
+    /// returns true, or, with nothing queued, ends its turn (the next frame
+    /// queued starts a writer task) and returns false. False too when a
+    /// writer task owns the queue.
+    pub fn reader_take(&mut self, batch: &mut Vec<Bytes>, max: usize) -> bool {
+        if !matches!(self.writer, Writer::Reader) {
+            return false;
+        }
+        if self.frames.is_empty() {
+            self.writer = Writer::None;
+            return false;
+        }
+        self.take_batch(batch, max);
+        true
     }
 
     /// Called once per timer tick for a connection that has a writer:
     /// a writer idle for the whole tick is told to retire. Returns false
-    /// once there is no writer left to watch.
+    /// once there is no writer task left to watch.
     pub fn tick(&mut self) -> bool {
-        if matches!(self.writer, Writer::None) {
+        if matches!(self.writer, Writer::None | Writer::Reader) {
             return false;
         }
         if std::mem::take(&mut self.busy_this_tick) {
@@ -177,6 +208,11 @@ impl OutQueue {
             w.wake();
         }
         false
+    }
+
+    /// Nothing queued and no writer of any kind.
+    pub fn is_idle(&self) -> bool {
+        self.frames.is_empty() && matches!(self.writer, Writer::None)
     }
 
     /// Drops everything queued.
@@ -242,6 +278,26 @@ mod tests {
 mod writer_tests {
     use super::*;
     use std::task::Waker;
+
+    #[test]
+    fn output_made_during_the_read_turn_is_the_readers_to_write() {
+        let mut q = OutQueue::default();
+        let mut batch = Vec::new();
+        q.reader_turn();
+        assert_eq!(q.push(Bytes::from_static(b"reply"), 100), Ok(Wake::Done));
+        assert!(q.reader_take(&mut batch, 8));
+        // More queued while the reader writes: still its own.
+        assert_eq!(q.push(Bytes::from_static(b"more"), 100), Ok(Wake::Done));
+        q.written(&mut batch, 5);
+        assert!(q.reader_take(&mut batch, 8));
+        q.written(&mut batch, 4);
+        // Empty: the turn ends, and the next frame needs a writer task.
+        assert!(!q.reader_take(&mut batch, 8));
+        assert_eq!(q.push(Bytes::from_static(b"later"), 100), Ok(Wake::Spawn));
+        // A queue owned by a writer task is left to it.
+        q.reader_turn();
+        assert!(!q.reader_take(&mut batch, 8));
+    }
 
     #[test]
     fn a_writer_is_started_once_and_retired_after_an_idle_tick() {

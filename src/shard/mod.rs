@@ -134,6 +134,8 @@ pub struct Shard {
     pub finished: tokio::sync::Notify,
     /// Per-shard recipient counts, reused by [`Shard::deliver`].
     scratch_counts: RefCell<Vec<usize>>,
+    /// Empty write batches, reused by read tasks writing their replies.
+    write_batches: RefCell<Vec<Vec<Bytes>>>,
     /// Per-shard recipient lists being built by [`Shard::deliver`].
     scratch_groups: RefCell<Vec<(usize, Vec<ConnRef>)>>,
 }
@@ -166,6 +168,7 @@ impl Shard {
             finished: tokio::sync::Notify::new(),
             scratch_counts: RefCell::new(Vec::new()),
             scratch_groups: RefCell::new(Vec::new()),
+            write_batches: RefCell::new(Vec::new()),
         }
     }
 
@@ -274,6 +277,22 @@ impl Shard {
             let frame = frame.clone();
             let from = me as u16;
             self.send(shard, ShardMsg::Deliver { frame, conns, from });
+        }
+    }
+
+    /// An empty write batch (recycled).
+    pub fn take_write_batch(&self) -> Vec<Bytes> {
+        self.write_batches.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Gives a write batch back for reuse.
+    pub fn give_write_batch(&self, mut batch: Vec<Bytes>) {
+        batch.clear();
+        let mut pool = self.write_batches.borrow_mut();
+        // A few suffice: read tasks of one shard write one at a time
+        // between awaits, and a stalled write holds its own.
+        if pool.len() < 64 && batch.capacity() <= limits::WRITE_IOVECS_MAX {
+            pool.push(batch);
         }
     }
 

@@ -138,24 +138,8 @@ async fn write_replies(shard: &Shard, c: ConnRef, stream: &Stream) -> bool {
             }
             break true;
         }
-        let (res, b) = stream.writev(std::mem::take(&mut batch)).await;
-        batch = b;
-        let mut st = shard.state.borrow_mut();
-        let Some(conn) = sconn::get(&mut st, c) else {
+        if !write_batch(shard, c, stream, &mut batch).await {
             break false;
-        };
-        match res {
-            Ok(n) if n > 0 => {
-                let service = conn.service;
-                conn.out.written(&mut batch, n);
-                shard.metrics.bytes_out[service.index()].fetch_add(n as u64, Relaxed);
-            }
-            _ => {
-                batch.clear();
-                conn.out.clear();
-                stream.shutdown();
-                break false;
-            }
         }
     };
     shard.give_write_batch(batch);
@@ -191,25 +175,34 @@ pub async fn write_loop(shard: Rc<Shard>, c: ConnRef, stream: Rc<Stream>) {
             }
             Some(Next::Write) => {}
         }
-        let (res, b) = stream.writev(std::mem::take(&mut batch)).await;
-        batch = b;
-        let mut st = shard.state.borrow_mut();
-        let Some(conn) = sconn::get(&mut st, c) else {
+        if !write_batch(&shard, c, &stream, &mut batch).await {
             return;
-        };
-        match res {
-            Ok(n) if n > 0 => {
-                let service = conn.service;
-                conn.out.written(&mut batch, n);
-                shard.metrics.bytes_out[service.index()].fetch_add(n as u64, Relaxed);
-            }
-            _ => {
-                // The peer is gone: stop writing; the read loop ends too.
-                batch.clear();
-                conn.out.clear();
-                stream.shutdown();
-                return;
-            }
+        }
+    }
+}
+
+/// One vectored write of `batch` (taken from `c`'s queue); puts back what
+/// did not go out. Returns false when the connection is gone or the peer
+/// is (then the socket is shut down, which ends the read loop too).
+async fn write_batch(shard: &Shard, c: ConnRef, stream: &Stream, batch: &mut Vec<Bytes>) -> bool {
+    let (res, b) = stream.writev(std::mem::take(batch)).await;
+    *batch = b;
+    let mut st = shard.state.borrow_mut();
+    let Some(conn) = sconn::get(&mut st, c) else {
+        return false;
+    };
+    match res {
+        Ok(n) if n > 0 => {
+            let service = conn.service;
+            conn.out.written(batch, n);
+            shard.metrics.bytes_out[service.index()].fetch_add(n as u64, Relaxed);
+            true
+        }
+        _ => {
+            batch.clear();
+            conn.out.clear();
+            stream.shutdown();
+            false
         }
     }
 }

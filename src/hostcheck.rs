@@ -35,6 +35,14 @@ pub struct Readings {
     pub io_uring_disabled: Option<u64>,
     /// The selected mode in /sys/kernel/mm/transparent_hugepage/enabled
     pub thp: Option<String>,
+    /// net.core.busy_poll (microseconds; optional tuning)
+    pub busy_poll: Option<u64>,
+    /// net.core.rps_sock_flow_entries (RFS; optional tuning)
+    pub rps_sock_flow_entries: Option<u64>,
+    /// /sys/devices/system/cpu/isolated (CPU isolation; optional tuning)
+    pub isolated_cpus: Option<String>,
+    /// CPUs this process may run on (one shard each by default)
+    pub cpus_allowed: Option<usize>,
 }
 
 /// One setting compared with the recommendation.
@@ -48,6 +56,8 @@ pub struct Finding {
     pub want: String,
     /// Below the recommendation (check-host exits non-zero).
     pub short: bool,
+    /// Optional tuning, shown for information only (never short).
+    pub optional: bool,
     /// Why it matters.
     pub why: &'static str,
     /// The command that fixes it.
@@ -155,6 +165,7 @@ pub fn evaluate(r: &Readings, n: u64) -> Vec<Finding> {
             .map_or("unreadable".into(), |v| v.to_string()),
         want: "1 (2 covers loopback only)".into(),
         short: !reuse_ok,
+        optional: false,
         why: "reconnect storms from one client host exhaust ports held in TIME_WAIT",
         fix: sysctl("net.ipv4.tcp_tw_reuse", 1),
     });
@@ -199,15 +210,60 @@ pub fn evaluate(r: &Readings, n: u64) -> Vec<Finding> {
             .map_or("absent".into(), |v| v.to_string()),
         want: "0".into(),
         short: matches!(r.io_uring_disabled, Some(v) if v != 0),
+        optional: false,
         why: "io_uring blocked: chatd falls back to epoll (more system calls per message)",
         fix: "sysctl -w kernel.io_uring_disabled=0".into(),
     });
+    // Optional tunings: reported so the operator sees them, never short
+    // (they help only with real NICs or dedicated cores; see tuning.md).
+    let info =
+        |name: &'static str, have: String, want: &str, why: &'static str, fix: &str| Finding {
+            name,
+            have,
+            want: want.into(),
+            short: false,
+            why,
+            fix: fix.into(),
+        };
+    let show = |v: Option<u64>| v.map_or("absent".to_string(), |v| v.to_string());
+    out.push(info(
+        "net.core.busy_poll",
+        show(r.busy_poll),
+        "optional: 50 with dedicated cores",
+        "spin on the NIC queue instead of sleeping; lower latency for more CPU",
+        "sysctl -w net.core.busy_poll=50 net.core.busy_read=50",
+    ));
+    out.push(info(
+        "net.core.rps_sock_flow_entries",
+        show(r.rps_sock_flow_entries),
+        "optional: 32768 with fewer NIC queues than shards",
+        "RFS steers a flow's packets to the core that reads it",
+        "sysctl -w net.core.rps_sock_flow_entries=32768",
+    ));
+    out.push(info(
+        "isolated cpus",
+        r.isolated_cpus
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "none".into()),
+        "optional: the shards' cores",
+        "keeps other processes off the cores shards are pinned to",
+        "kernel command line isolcpus=<cpus>, or a cpuset; start chatd with taskset -c <cpus>",
+    ));
+    out.push(info(
+        "cpus for shards",
+        r.cpus_allowed.map_or("unknown".into(), |n| n.to_string()),
+        "one shard per core given to chatd",
+        "--shards defaults to the CPUs in the process's affinity mask",
+        "taskset -c <cpus> chatd, or --shards N",
+    ));
     let thp_ok = matches!(r.thp.as_deref(), Some("madvise") | Some("never") | None);
     out.push(Finding {
         name: "transparent_hugepage",
         have: r.thp.clone().unwrap_or_else(|| "absent".into()),
         want: "madvise or never".into(),
         short: !thp_ok,
+        optional: false,
         why: "'always' makes the kernel compact memory on the allocation path: latency spikes",
         fix: "echo madvise > /sys/kernel/mm/transparent_hugepage/enabled".into(),
     });
@@ -262,6 +318,12 @@ pub fn read_host() -> Readings {
         conntrack_max: read_u64("/proc/sys/net/netfilter/nf_conntrack_max"),
         io_uring_disabled: read_u64("/proc/sys/kernel/io_uring_disabled"),
         thp,
+        busy_poll: read_u64("/proc/sys/net/core/busy_poll"),
+        rps_sock_flow_entries: read_u64("/proc/sys/net/core/rps_sock_flow_entries"),
+        isolated_cpus: std::fs::read_to_string("/sys/devices/system/cpu/isolated")
+            .ok()
+            .map(|s| s.trim().to_string()),
+        cpus_allowed: std::thread::available_parallelism().ok().map(|n| n.get()),
     }
 }
 
@@ -270,7 +332,11 @@ pub fn render(findings: &[Finding], n: u64) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "chatd check-host for {n} connections (see tuning.md)");
     for f in findings {
-        let tag = if f.short { "SHORT" } else { "ok   " };
+        let tag = match (f.short, f.optional) {
+            (true, _) => "SHORT",
+            (false, true) => "info ",
+            (false, false) => "ok   ",
+        };
         let _ = writeln!(
             s,
             "{tag} {:<32} have {:<14} want {}",
@@ -303,6 +369,7 @@ mod tests {
             conntrack_max: None,
             io_uring_disabled: Some(0),
             thp: Some("madvise".into()),
+            ..Readings::default()
         }
     }
 

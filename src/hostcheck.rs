@@ -87,6 +87,7 @@ fn at_least(
         have: have_s,
         want: format!(">= {want}"),
         short,
+        optional: false,
         why,
         fix,
     });
@@ -222,6 +223,7 @@ pub fn evaluate(r: &Readings, n: u64) -> Vec<Finding> {
             have,
             want: want.into(),
             short: false,
+            optional: true,
             why,
             fix: fix.into(),
         };

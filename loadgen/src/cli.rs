@@ -307,6 +307,13 @@ pub struct CallsParams {
     /// between min and max).
     #[arg(long, default_value_t = 5000)]
     pub heartbeat_max_ms: u64,
+
+    /// Send each heartbeat this many times, back to back in one write.
+    /// A stand-in for many participants' heartbeats where the host's file
+    /// limit caps the connections: it measures how many OP_IN_CALL the
+    /// server absorbs (pipelined), while the flips keep measuring latency.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub heartbeat_batch: u64,
 }
 
 /// `presence` options.

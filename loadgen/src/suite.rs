@@ -45,6 +45,7 @@ pub fn run(target: &Target, run: &RunOpts, smoke: bool) -> Result<bool, MainErro
         flip_ms: if smoke { 400 } else { 1000 },
         heartbeat_min_ms: 2000,
         heartbeat_max_ms: 5000,
+        heartbeat_batch: 1,
     };
     let pres = PresenceParams {
         users: if smoke { 200 } else { 500 },

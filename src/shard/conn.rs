@@ -65,13 +65,6 @@ pub struct Conn {
     pub bucket: TokenBucket,
 }
 
-impl Conn {
-    /// True once AUTH + HELLO are done and it is not closing.
-    pub fn is_ready(&self) -> bool {
-        self.phase == Phase::Ready
-    }
-}
-
 /// The connection `c` refers to, if it is still open.
 pub fn get(st: &mut State, c: ConnRef) -> Option<&mut Conn> {
     st.conns

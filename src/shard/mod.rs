@@ -303,17 +303,6 @@ impl Shard {
             conn::push_frame(self, &mut st, c, frame.clone());
         }
     }
-
-    /// Sends one small frame built with `encode` to `conn`, wherever it is.
-    pub fn send_frame(
-        &self,
-        conn: ConnRef,
-        max_len: usize,
-        encode: impl FnOnce(&mut bytes::BytesMut),
-    ) {
-        let frame = self.state.borrow_mut().arena.frame(max_len, encode);
-        self.deliver(&frame, std::slice::from_ref(&conn));
-    }
 }
 
 /// Why the server could not start.

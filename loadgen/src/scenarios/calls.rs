@@ -50,6 +50,8 @@ struct Plan {
     flip_ns: u64,
     hb_min_ns: u64,
     hb_max_ns: u64,
+    /// Heartbeats written back to back per heartbeat event.
+    hb_batch: u64,
 }
 
 /// Runs the scenario.
@@ -63,6 +65,7 @@ pub fn run(env: &Env<'_>, p: &CallsParams) -> Result<Report, ScenarioError> {
         flip_ns: p.flip_ms * 1_000_000,
         hb_min_ns: p.heartbeat_min_ms * 1_000_000,
         hb_max_ns: p.heartbeat_max_ms.max(p.heartbeat_min_ms) * 1_000_000,
+        hb_batch: p.heartbeat_batch,
     };
     let tokens = provision_rooms(env, p.rooms, p.members)?;
     let run = env.run;
@@ -79,6 +82,7 @@ pub fn run(env: &Env<'_>, p: &CallsParams) -> Result<Report, ScenarioError> {
         serde_json::json!({
             "rooms": p.rooms, "members": p.members, "flip_ms": p.flip_ms,
             "heartbeat_ms": [p.heartbeat_min_ms, p.heartbeat_max_ms],
+            "heartbeat_batch": p.heartbeat_batch,
             "threads": threads, "duration": run.duration, "warmup": run.warmup,
         }),
     );
@@ -266,10 +270,12 @@ async fn participant(
                 next_flip = u64::MAX;
             }
             if next_hb <= now {
-                cw::encode_in_call(room.chat, true, &mut wr.out);
-                a.v.sent += 1;
+                for _ in 0..plan.hb_batch {
+                    cw::encode_in_call(room.chat, true, &mut wr.out);
+                }
+                a.v.sent += plan.hb_batch;
                 if w.measured(now) {
-                    a.sent_measured += 1;
+                    a.sent_measured += plan.hb_batch;
                 }
                 next_hb = now + rng.range(plan.hb_min_ns, plan.hb_max_ns);
             }

@@ -216,6 +216,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         Authenticator::new(jwt_secret.as_bytes()),
         control,
     ));
+    let signals = {
+        let _guard = rt.enter();
+        StopSignals::install().map_err(|e| ServerError::Other(format!("signal handlers: {e}")))?
+    };
     tracing::info!(shards, backend = backend.name(), "starting");
     {
         let mut out = io::stdout().lock();
@@ -239,7 +243,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         })
         .map_err(|e| ServerError::Other(format!("admin thread: {e}")))?;
 
-    rt.block_on(wait_for_signal());
+    rt.block_on(signals.wait());
     tracing::info!("draining");
     for id in 0..shards {
         mesh.send(
@@ -258,20 +262,29 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+/// SIGINT and SIGTERM, caught from the moment this is called (before the
+/// listening lines are printed, so a supervisor that signals as soon as it
+/// reads them still gets a drain, not the default kill).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers; needs a runtime context.
+    fn install() -> io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves on the first of them.
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 }

@@ -106,3 +106,13 @@ fn every_acknowledged_admin_write_survives_sigterm_during_a_burst() {
         );
     }
 }
+
+#[test]
+fn sigterm_right_after_the_listening_lines_is_a_clean_stop() {
+    // Signal handlers are in place before the lines are printed, so a
+    // supervisor that signals as soon as it reads them gets exit 0.
+    for _ in 0..5 {
+        let mut server = Server::start(2, &[]);
+        assert_eq!(server.terminate(), Some(0), "{}", server.log());
+    }
+}

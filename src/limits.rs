@@ -27,10 +27,12 @@ pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 90_000;
 pub const DEFAULT_LOGIN_TIMEOUT_MS: u64 = 10_000;
 
 /// Default `--max-outbuf-bytes`: bytes queued to one connection before it
-/// is closed as a slow consumer. 4 MiB holds 64 maximum-size messages, far
-/// more than a healthy reader ever lags, and bounds server memory per
-/// connection.
-pub const DEFAULT_MAX_OUTBUF_BYTES: usize = 4 << 20;
+/// is closed as a slow consumer. 32 MiB, Redis's hard limit for pub/sub
+/// clients: a reader that falls behind during a burst (a load generator
+/// at saturation, a phone on a slow link) catches up instead of being cut,
+/// while one that stopped reading is still bounded. Only a lagging
+/// connection uses it; an idle one queues nothing.
+pub const DEFAULT_MAX_OUTBUF_BYTES: usize = 32 << 20;
 
 /// Default `--listen-backlog`: accept queue length per listener socket.
 /// The kernel caps it at `net.core.somaxconn` (see tuning.md).

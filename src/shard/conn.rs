@@ -380,7 +380,7 @@ fn logged_in(shard: &Shard, st: &mut State, c: ConnRef) {
     let idle = shard.shared.config.idle_timeout_ms;
     let Some(conn) = get(st, c) else { return };
     conn.phase = Phase::Ready;
-    let due = conn.last_rx_ms + idle;
+    let due = conn.last_rx_ms.saturating_add(idle);
     let old = conn.timer.take();
     let service = conn.service;
     if let Some(key) = old {
@@ -420,7 +420,7 @@ pub fn on_auth(shard: &Shard, st: &mut State, c: ConnRef, token: &[u8]) {
 pub fn start_drain(shard: &Shard, deadline_ms: u64) {
     let mut st = shard.state.borrow_mut();
     st.draining = true;
-    st.drain_end_ms = Some(shard.shared.now_ms() + deadline_ms);
+    st.drain_end_ms = Some(shard.shared.now_ms().saturating_add(deadline_ms));
     let conns: Vec<ConnRef> = st
         .conns
         .iter()

@@ -1,6 +1,8 @@
-//! Connection tasks: the accept loop, and per connection one long-lived
-//! read loop and one writer. Thin: bytes in go to the shard's service
-//! handler, frames out come from the connection's [`OutQueue`].
+//! Connection tasks: the accept loop; per connection one long-lived read
+//! loop, which also writes the replies its own input produced; and a
+//! writer task only while other output (deliveries, notices) flows. Thin:
+//! bytes in go to the shard's service handler, frames out come from the
+//! connection's [`OutQueue`].
 //!
 //! [`OutQueue`]: super::outbuf::OutQueue
 

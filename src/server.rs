@@ -158,6 +158,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         user_conns: Default::default(),
         open_conns: Default::default(),
         list_pools: (0..shards).map(|_| Default::default()).collect(),
+        start_gate: Default::default(),
         max_conns: config.connection_limit(),
         config: config.clone(),
     });
@@ -228,7 +229,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         let _ = writeln!(out, "admin listening on {admin_addr}");
         let _ = out.flush();
     }
-    shard::release_shards();
+    shared.start_gate.open();
 
     let (stop_admin_tx, stop_admin_rx) = tokio::sync::oneshot::channel::<()>();
     let admin_thread = std::thread::Builder::new()

@@ -74,6 +74,8 @@ pub struct Shared {
     pub list_pools: Vec<pool::ListPool<ConnRef>>,
     /// Open client connections, all shards (for `--max-connections`).
     pub open_conns: std::sync::atomic::AtomicU64,
+    /// Opened when relations are loaded and shards may accept.
+    pub start_gate: StartGate,
     /// `--max-connections`, resolved.
     pub max_conns: u64,
 }
@@ -406,15 +408,12 @@ pub fn spawn_shard(
     Ok(ShardHandle { thread })
 }
 
-/// Tells a shard to start accepting.
-pub static GO: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
 /// The shard's life: inbox task, timer task, then (after `go`) accept
 /// loops; returns when a drain has finished.
 async fn run_shard(shard: Rc<Shard>, inbox: InboxRx, listeners: ShardListeners, backend: Backend) {
     tokio::task::spawn_local(inbox_loop(shard.clone(), inbox));
     tokio::task::spawn_local(timer_loop(shard.clone()));
-    wait_go().await;
+    shard.shared.start_gate.wait().await;
     for (service, std_listener) in [
         (Service::Chatd, listeners.chatd),
         (Service::Statusd, listeners.statusd),
@@ -433,27 +432,31 @@ async fn run_shard(shard: Rc<Shard>, inbox: InboxRx, listeners: ShardListeners, 
     shard.finished.notified().await;
 }
 
-/// Waits for the start signal (a broadcast that every shard sees).
-async fn wait_go() {
-    loop {
-        if STARTED.load(std::sync::atomic::Ordering::Acquire) {
-            return;
-        }
-        let notified = GO.notified();
-        if STARTED.load(std::sync::atomic::Ordering::Acquire) {
-            return;
-        }
-        notified.await;
-    }
+/// The start signal every shard waits for before accepting: relations
+/// must be in place first.
+#[derive(Default)]
+pub struct StartGate {
+    open: std::sync::atomic::AtomicBool,
+    opened: tokio::sync::Notify,
 }
 
-/// Set once relations are loaded and shards may accept.
-pub static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+impl StartGate {
+    /// Lets every shard accept.
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::Release);
+        self.opened.notify_waiters();
+    }
 
-/// Lets every shard accept.
-pub fn release_shards() {
-    STARTED.store(true, std::sync::atomic::Ordering::Release);
-    GO.notify_waiters();
+    /// Resolves once the gate is open.
+    async fn wait(&self) {
+        loop {
+            let opened = self.opened.notified();
+            if self.open.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            opened.await;
+        }
+    }
 }
 
 /// Drains the shard's inbox, in batches so connections' I/O interleaves.

@@ -200,7 +200,8 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
             to_client,
             frame,
         } => {
-            let mut recipients = Vec::new();
+            // A reused list: no allocation per message.
+            let mut recipients = shard.take_conn_list();
             let res = st
                 .rooms
                 .recipients(chat, sender, to_user, to_client, &mut recipients);
@@ -211,6 +212,7 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
                     opcode: wire::OP_RTMSG,
                     id: chat,
                 };
+                shard.give_conn_list(recipients);
                 return notify(shard, sender, notice);
             }
             let m = &shard.metrics;
@@ -224,6 +226,7 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
                 m.command_out(Service::Chatd, wire::OP_RTMSG, recipients.len() as u64);
                 shard.deliver(&frame, &recipients);
             }
+            shard.give_conn_list(recipients);
             return;
         }
         ShardMsg::ConnGone { conn, chats } => st.rooms.disconnect(conn, &chats, &mut out),
@@ -277,13 +280,15 @@ pub fn apply_room_outputs(shard: &Shard, out: Vec<RoomOutput<ConnRef>>) {
                     let frame = st
                         .arena
                         .frame(10, |b| wire::encode_in_call(chat, in_call, b));
-                    let joined: Vec<ConnRef> = st.rooms.joined(chat).collect();
+                    let mut joined = shard.take_conn_list();
+                    joined.extend(st.rooms.joined(chat));
                     (frame, joined)
                 };
                 shard
                     .metrics
                     .command_out(Service::Chatd, wire::OP_IN_CALL, joined.len() as u64);
                 shard.deliver(&frame, &joined);
+                shard.give_conn_list(joined);
             }
         }
     }

@@ -136,6 +136,8 @@ pub struct Shard {
     pub finished: tokio::sync::Notify,
     /// Per-shard recipient counts, reused by [`Shard::deliver`].
     scratch_counts: RefCell<Vec<usize>>,
+    /// An empty connection list, reused for the recipients of a message.
+    conn_list: RefCell<Vec<ConnRef>>,
     /// Empty write batches, reused by read tasks writing their replies.
     write_batches: RefCell<Vec<Vec<Bytes>>>,
     /// Per-shard recipient lists being built by [`Shard::deliver`].
@@ -171,6 +173,7 @@ impl Shard {
             scratch_counts: RefCell::new(Vec::new()),
             scratch_groups: RefCell::new(Vec::new()),
             write_batches: RefCell::new(Vec::new()),
+            conn_list: RefCell::new(Vec::new()),
         }
     }
 
@@ -279,6 +282,20 @@ impl Shard {
             let frame = frame.clone();
             let from = me as u16;
             self.send(shard, ShardMsg::Deliver { frame, conns, from });
+        }
+    }
+
+    /// An empty connection list (recycled; give it back when done).
+    pub fn take_conn_list(&self) -> Vec<ConnRef> {
+        std::mem::take(&mut *self.conn_list.borrow_mut())
+    }
+
+    /// Gives a connection list back for the next message.
+    pub fn give_conn_list(&self, mut list: Vec<ConnRef>) {
+        list.clear();
+        let mut slot = self.conn_list.borrow_mut();
+        if list.capacity() > slot.capacity() {
+            *slot = list;
         }
     }
 

@@ -126,13 +126,11 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
             publish(shard, user, change, None);
         }
         ShardMsg::PresFanout { frame, watchers } => {
-            let conns: Vec<ConnRef> = {
+            let mut conns = shard.take_conn_list();
+            {
                 let st = shard.state.borrow();
-                watchers
-                    .iter()
-                    .flat_map(|&w| st.presence.clients(w))
-                    .collect()
-            };
+                conns.extend(watchers.iter().flat_map(|&w| st.presence.clients(w)));
+            }
             shard
                 .metrics
                 .pres_sent
@@ -141,6 +139,7 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
                 .metrics
                 .command_out(Service::Statusd, wire::OP_PRES, conns.len() as u64);
             shard.deliver(&frame, &conns);
+            shard.give_conn_list(conns);
         }
         ShardMsg::DumpQuery {
             watcher,

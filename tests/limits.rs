@@ -12,6 +12,17 @@ const TOO_MANY_CONNECTIONS: u8 = 11;
 const TOO_MANY_ROOMS: u8 = 12;
 const RATE_LIMITED: u8 = 13;
 
+/// Users 1 and 2, members of `chat`, each logged in and joined to it.
+fn two_joined(server: &Server, chat: u64) -> (ChatdClient, ChatdClient) {
+    server.add_member(chat, 1);
+    server.add_member(chat, 2);
+    let mut a = server.chatd(1);
+    let mut b = server.chatd(2);
+    a.join(chat);
+    b.join(chat);
+    (a, b)
+}
+
 /// Logs `user` in on chatd, retrying while the server still answers
 /// TOO_MANY_CONNECTIONS: a closed connection frees its place as soon as
 /// the server has seen the close, which no event tells the client.
@@ -102,12 +113,7 @@ fn joins_beyond_the_room_limit_are_refused_and_the_connection_stays() {
 #[test]
 fn rtmsg_over_the_rate_is_dropped_with_rate_limited_and_others_are_unaffected() {
     let server = Server::start(1, &["--rtmsg-rate", "5"]);
-    server.add_member(9, 1);
-    server.add_member(9, 2);
-    let mut flooder = server.chatd(1);
-    let mut reader = server.chatd(2);
-    flooder.join(9);
-    reader.join(9);
+    let (mut flooder, mut reader) = two_joined(&server, 9);
     // Burst of 2 s worth (10) passes at once; the 11th within the same
     // instant is refused.
     for i in 0..11u8 {
@@ -157,12 +163,7 @@ fn a_message_larger_than_the_output_cap_still_reaches_a_reader_that_keeps_up() {
         2,
         &["--max-rtmsg-len", "300000", "--max-outbuf-bytes", "65536"],
     );
-    server.add_member(4, 1);
-    server.add_member(4, 2);
-    let mut a = server.chatd(1);
-    let mut b = server.chatd(2);
-    a.join(4);
-    b.join(4);
+    let (mut a, mut b) = two_joined(&server, 4);
     let big: Vec<u8> = (0..250_000u32).map(|i| i as u8).collect();
     a.rtmsg(4, 0, 0, 9, &big);
     a.rtmsg(4, 0, 0, 9, b"after");

@@ -60,10 +60,6 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
                     let frame = st.arena.frame(5, |b| wire::encode_hello_reply(id, b));
                     shard.metrics.command_out(Service::Chatd, wire::OP_HELLO, 1);
                     conn::push_frame(shard, st, c, frame);
-                    shard.send(
-                        route::user_home(user, shard.shards()),
-                        ShardMsg::ChatdClients { user, delta: 1 },
-                    );
                 }
             }
             (Phase::Auth | Phase::Hello, req) => {

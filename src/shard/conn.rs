@@ -124,12 +124,9 @@ pub fn register(shard: &Shard, stream: Rc<Stream>, service: Service) -> ConnRef 
 /// its idle timer. Returns false when refused.
 pub fn admit(shard: &Shard, st: &mut State, c: ConnRef, opcode: u8) -> bool {
     let Some(conn) = get(st, c) else { return false };
-    let user = conn.user;
-    if !shard
-        .shared
-        .user_conns
-        .try_acquire(user, shard.shared.config.max_connections_per_user)
-    {
+    let (user, service) = (conn.user, conn.service);
+    let max = shard.shared.config.max_connections_per_user;
+    if !shard.shared.user_conns.try_acquire(user, service, max) {
         send_error(shard, st, c, ErrorCode::TooManyConnections, opcode, 0);
         return false;
     }
@@ -162,25 +159,14 @@ pub fn unregister(shard: &Shard, c: ConnRef) {
         .open_conns
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     if conn.at_home {
-        shard.shared.user_conns.release(conn.user);
+        shard.shared.user_conns.release(conn.user, conn.service);
     }
     if conn.client != 0 {
         shard.shared.client_ids.release(conn.client);
     }
     let home = route::user_home(conn.user, shard.shards());
     match conn.service {
-        Service::Chatd => {
-            if conn.at_home {
-                shard.send(
-                    home,
-                    ShardMsg::ChatdClients {
-                        user: conn.user,
-                        delta: -1,
-                    },
-                );
-            }
-            send_conn_gone(shard, c, &conn.joined);
-        }
+        Service::Chatd => send_conn_gone(shard, c, &conn.joined),
         Service::Statusd => {
             if conn.at_home {
                 shard.send(

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use super::msg::ShardMsg;
 use super::{chatd, route, statusd, Shard, Shared};
 use crate::admin::control::{BoxFuture, RoomLive, ShardControl, UserLive};
-use crate::ids::{ChatId, UserId};
+use crate::ids::{ChatId, Service, UserId};
 use crate::store::effect::{RelationEffect, RouteKey};
 
 /// [`ShardControl`] over the mesh.
@@ -143,7 +143,7 @@ pub fn handle_admin_msg(shard: &Shard, msg: ShardMsg) {
             let live = UserLive {
                 presence: st.presence.presence(user),
                 statusd_clients: st.presence.clients(user).count() as u64,
-                chatd_clients: st.chatd_clients.get(&user).copied().unwrap_or(0),
+                chatd_clients: u64::from(shard.shared.user_conns.count(user, Service::Chatd)),
             };
             let _ = reply.send(live);
         }

@@ -38,7 +38,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::core::presence::Presence;
 use crate::core::room::Rooms;
-use crate::ids::{Service, UserId};
+use crate::ids::Service;
 use crate::limits;
 use crate::metrics::ShardMetrics;
 use crate::net::arena::FrameArena;
@@ -97,8 +97,6 @@ pub struct State {
     pub rooms: Rooms<ConnRef>,
     /// Users homed here: presence and visibility.
     pub presence: Presence<ConnRef>,
-    /// Users homed here: logged-in chatd clients.
-    pub chatd_clients: FastMap<UserId, u64>,
     /// Login dumps in progress for statusd clients of users homed here:
     /// the parts still awaited and the entries sent so far.
     pub dumps: FastMap<ConnRef, (usize, u64)>,
@@ -152,7 +150,6 @@ impl Shard {
             next_gen: 0,
             rooms: Rooms::new(shared.config.call_timeout_ms, now),
             presence: Presence::new(),
-            chatd_clients: FastMap::default(),
             dumps: FastMap::default(),
             timers: TimerWheel::new(limits::TIMER_TICK_MS, limits::TIMER_SLOTS, now),
             arena: FrameArena::default(),
@@ -229,8 +226,7 @@ impl Shard {
                 }
             }
             ShardMsg::Notice { conn, notice } => conn::apply_notice(self, conn, notice),
-            ShardMsg::ChatdClients { .. }
-            | ShardMsg::PresHello { .. }
+            ShardMsg::PresHello { .. }
             | ShardMsg::PresSet { .. }
             | ShardMsg::PresGone { .. }
             | ShardMsg::PresFanout { .. }

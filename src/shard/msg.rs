@@ -83,8 +83,6 @@ pub enum ShardMsg {
     Notice { conn: ConnRef, notice: Notice },
 
     // ---- to a user's home shard ------------------------------------
-    /// A chatd client of `user` logged in (+1) or closed (-1).
-    ChatdClients { user: UserId, delta: i32 },
     /// A statusd client logged in with OP_HELLO's presence byte `raw`.
     PresHello {
         user: UserId,

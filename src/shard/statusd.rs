@@ -95,14 +95,6 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
 /// `PresFanout` and `DumpPart`, a watcher homed here).
 pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
     match msg {
-        ShardMsg::ChatdClients { user, delta } => {
-            let mut st = shard.state.borrow_mut();
-            let n = st.chatd_clients.entry(user).or_insert(0);
-            *n = n.saturating_add_signed(delta as i64);
-            if *n == 0 {
-                st.chatd_clients.remove(&user);
-            }
-        }
         ShardMsg::PresHello { user, conn, raw } => {
             let change = shard.state.borrow_mut().presence.connect(user, conn, raw);
             // The new client learns its own presence from the dump's last

@@ -2,22 +2,19 @@
 //! counter for all shards, never 0, never an id still held by a connected
 //! client after the counter wraps.
 //!
-//! The counter is one atomic; the ids in use sit in 64 striped sets, so a
-//! login or logout takes one uncontended lock on one stripe, never a
-//! server-wide lock.
+//! The counter is one atomic; the ids in use sit in striped sets (see
+//! [`super::striped`]): a login or logout takes one uncontended lock,
+//! never a server-wide one.
 
-use crate::ids::FastSet;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 
-use crate::ids::ClientId;
-
-const STRIPES: usize = 64;
+use super::striped::Striped;
+use crate::ids::{ClientId, FastSet};
 
 /// Hands out and takes back client ids.
 pub struct ClientIds {
     next: AtomicU32,
-    in_use: [Mutex<FastSet<ClientId>>; STRIPES],
+    in_use: Striped<FastSet<ClientId>>,
 }
 
 impl ClientIds {
@@ -26,16 +23,8 @@ impl ClientIds {
     pub fn new(first: ClientId) -> Self {
         Self {
             next: AtomicU32::new(first),
-            in_use: std::array::from_fn(|_| Mutex::new(FastSet::default())),
+            in_use: Striped::default(),
         }
-    }
-
-    fn stripe(&self, id: ClientId) -> std::sync::MutexGuard<'_, FastSet<ClientId>> {
-        // A poisoned stripe only means another thread panicked while
-        // holding it; the set itself is still consistent.
-        self.in_use[id as usize % STRIPES]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The next free id. Loops only past ids still in use after a wrap,
@@ -43,7 +32,7 @@ impl ClientIds {
     pub fn allocate(&self) -> ClientId {
         loop {
             let id = self.next.fetch_add(1, Ordering::Relaxed);
-            if id != 0 && self.stripe(id).insert(id) {
+            if id != 0 && self.in_use.lock(u64::from(id)).insert(id) {
                 return id;
             }
         }
@@ -51,7 +40,7 @@ impl ClientIds {
 
     /// Gives `id` back when its connection closes.
     pub fn release(&self, id: ClientId) {
-        self.stripe(id).remove(&id);
+        self.in_use.lock(u64::from(id)).remove(&id);
     }
 }
 

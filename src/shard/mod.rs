@@ -22,6 +22,7 @@ pub mod msg;
 pub mod pool;
 pub mod route;
 pub mod statusd;
+pub mod striped;
 pub mod user_conns;
 
 use crate::ids::FastMap;

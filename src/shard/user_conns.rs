@@ -1,44 +1,24 @@
 //! Logged-in connections per user and service, server-wide: the count
 //! `--max-connections-per-user` limits and `GET /v1/users/{id}` reports.
-//! Like client ids: 64 striped maps, so a login or logout takes one
-//! uncontended lock on one stripe, never a server-wide one.
+//! Striped like client ids (see [`super::striped`]).
 
-use crate::ids::FastMap;
-use std::sync::Mutex;
-
-use crate::ids::{Service, UserId};
-
-const STRIPES: usize = 64;
+use super::striped::Striped;
+use crate::ids::{FastMap, Service, UserId};
 
 /// Open logged-in connections of a user, by service index.
 type Counts = [u32; 2];
 
 /// Counts of open logged-in connections per user.
+#[derive(Default)]
 pub struct UserConns {
-    stripes: [Mutex<FastMap<UserId, Counts>>; STRIPES],
-}
-
-impl Default for UserConns {
-    fn default() -> Self {
-        Self {
-            stripes: std::array::from_fn(|_| Mutex::new(FastMap::default())),
-        }
-    }
+    counts: Striped<FastMap<UserId, Counts>>,
 }
 
 impl UserConns {
-    fn stripe(&self, user: UserId) -> std::sync::MutexGuard<'_, FastMap<UserId, Counts>> {
-        // Poisoning only means another thread panicked holding it; the
-        // counts themselves are consistent.
-        self.stripes[(user % STRIPES as u64) as usize]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Counts one more `service` connection of `user` unless it already
     /// has `max` connections, both services together.
     pub fn try_acquire(&self, user: UserId, service: Service, max: u32) -> bool {
-        let mut s = self.stripe(user);
+        let mut s = self.counts.lock(user);
         let n = s.entry(user).or_insert([0; 2]);
         if n[0] + n[1] >= max {
             return false;
@@ -49,7 +29,7 @@ impl UserConns {
 
     /// One `service` connection of `user` closed.
     pub fn release(&self, user: UserId, service: Service) {
-        let mut s = self.stripe(user);
+        let mut s = self.counts.lock(user);
         if let Some(n) = s.get_mut(&user) {
             n[service.index()] = n[service.index()].saturating_sub(1);
             if *n == [0; 2] {
@@ -60,7 +40,8 @@ impl UserConns {
 
     /// Logged-in connections of `user` on `service`.
     pub fn count(&self, user: UserId, service: Service) -> u32 {
-        self.stripe(user)
+        self.counts
+            .lock(user)
             .get(&user)
             .map_or(0, |n| n[service.index()])
     }

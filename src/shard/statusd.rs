@@ -123,14 +123,7 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
                 let st = shard.state.borrow();
                 conns.extend(watchers.iter().flat_map(|&w| st.presence.clients(w)));
             }
-            shard
-                .metrics
-                .pres_sent
-                .fetch_add(conns.len() as u64, Relaxed);
-            shard
-                .metrics
-                .command_out(Service::Statusd, wire::OP_PRES, conns.len() as u64);
-            shard.deliver(&frame, &conns);
+            deliver_pres(shard, &frame, 1, &conns);
             shard.give_conn_list(conns);
         }
         ShardMsg::DumpQuery {
@@ -228,14 +221,18 @@ fn pres_frame(shard: &Shard, user: UserId, presence: u8) -> Bytes {
 /// Sends `OP_PRES user presence` to connections.
 fn send_pres(shard: &Shard, conns: &[ConnRef], user: UserId, presence: u8) {
     let frame = pres_frame(shard, user, presence);
+    deliver_pres(shard, &frame, 1, conns);
+}
+
+/// Delivers `frame`, which holds `per_conn` OP_PRES commands, to `conns`,
+/// and counts them.
+fn deliver_pres(shard: &Shard, frame: &Bytes, per_conn: usize, conns: &[ConnRef]) {
+    let n = (per_conn * conns.len()) as u64;
+    shard.metrics.pres_sent.fetch_add(n, Relaxed);
     shard
         .metrics
-        .pres_sent
-        .fetch_add(conns.len() as u64, Relaxed);
-    shard
-        .metrics
-        .command_out(Service::Statusd, wire::OP_PRES, conns.len() as u64);
-    shard.deliver(&frame, conns);
+        .command_out(Service::Statusd, wire::OP_PRES, n);
+    shard.deliver(frame, conns);
 }
 
 /// A user's presence changed: tell every client of every watcher (through
@@ -333,14 +330,7 @@ fn dump_part(shard: &Shard, watcher: UserId, conn: ConnRef, entries: &[(UserId, 
                     wire::encode_pres(u, p, b);
                 }
             });
-        shard
-            .metrics
-            .pres_sent
-            .fetch_add(entries.len() as u64, Relaxed);
-        shard
-            .metrics
-            .command_out(Service::Statusd, wire::OP_PRES, entries.len() as u64);
-        shard.deliver(&frame, &[conn]);
+        deliver_pres(shard, &frame, entries.len(), &[conn]);
     }
     if let Some(total) = done {
         finish_dump(shard, watcher, conn, total);

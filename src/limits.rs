@@ -38,10 +38,19 @@ pub const DEFAULT_MAX_OUTBUF_BYTES: usize = 32 << 20;
 /// The kernel caps it at `net.core.somaxconn` (see tuning.md).
 pub const DEFAULT_LISTEN_BACKLOG: i32 = 4096;
 
-/// A connection's read buffer starts this small so that the buffer every
-/// pending io_uring read pins costs an idle connection little; it doubles
-/// while reads fill it, up to [`READ_BUF_MAX`].
+/// Most connection slots a shard reserves (address space, resident only
+/// once used) at start; past this its slab grows by doubling.
+pub const CONN_SLOTS_RESERVED_MAX: usize = 1 << 20;
+
+/// A connection's first read buffer: room for a login (OP_AUTH with a
+/// typical token, OP_HELLO, a few OP_JOINs) in one read.
 pub const READ_BUF_INITIAL: usize = 256;
+
+/// The read buffer of a logged-in connection with nothing buffered, and
+/// the floor it shrinks back to. Every pending io_uring read pins its
+/// buffer, so this is what an idle connection's read costs; a busier one
+/// doubles it while reads fill it, up to [`READ_BUF_MAX`].
+pub const READ_BUF_IDLE: usize = 64;
 
 /// Largest read buffer: one read never needs more than a few maximum-size
 /// frames' worth to keep up.

@@ -47,28 +47,46 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Listener, service: Service)
 /// Its writer runs as a task of its own only while it has output
 /// ([`write_loop`], started by the shard when a frame is queued).
 ///
-/// The read buffer starts small, so an idle connection pins little memory
-/// in its pending read, doubles while reads fill it, and shrinks back when
-/// traffic stops. Only the buffer and its target size live across the
-/// await (the rest is in [`on_read`]): this task is most of what an idle
-/// connection costs.
+/// This task is most of what an idle connection costs, so it is kept
+/// small: the read buffer is sized for the login, dropped to
+/// [`limits::READ_BUF_IDLE`] once the login is through (the buffer a
+/// pending io_uring read pins is what an idle connection holds), doubles
+/// while reads fill it and shrinks back when traffic stops; the rest of the
+/// work is in [`on_read`], and writing replies, the one large future, is
+/// boxed and awaited only when there are replies to write.
 async fn run_conn(shard: Rc<Shard>, stream: Rc<Stream>, service: Service) {
     let c = sconn::register(&shard, stream.clone(), service);
     tracing::debug!(?c, service = service.name(), "connected");
-    let mut buf = BytesMut::with_capacity(limits::READ_BUF_INITIAL);
     let mut want = limits::READ_BUF_INITIAL;
+    let mut logged_in = false;
     loop {
-        if buf.capacity() - buf.len() < want / 2 {
-            buf.reserve(want);
+        // Between reads the buffer waits in the connection's state, not
+        // here: a local moved into the read would still take its room in
+        // this future, so only the read future holds it while idle.
+        let (res, mut buf) = {
+            let Some(buf) = sconn::take_read_buf(&mut shard.state.borrow_mut(), c, want) else {
+                break;
+            };
+            stream.read(buf)
         }
-        let spare = buf.capacity() - buf.len();
-        let (res, b) = stream.read(buf).await;
-        buf = b;
+        .await;
         match res {
-            Ok(n) if n > 0 => want = on_read(&shard, c, service, &mut buf, n, spare, want),
+            Ok(n) if n > 0 => want = on_read(&shard, c, service, &mut buf, n, want),
             _ => break,
         }
-        if !write_replies(&shard, c, &stream).await {
+        if !logged_in && phase(&shard, c) == Some(Phase::Ready) {
+            logged_in = true;
+            want = limits::READ_BUF_IDLE;
+            if buf.is_empty() {
+                buf = BytesMut::new();
+            }
+        }
+        sconn::put_read_buf(&mut shard.state.borrow_mut(), c, buf);
+        let alive = match take_replies(&shard, c, &stream) {
+            Replies::None { alive } => alive,
+            Replies::Batch(batch) => Box::pin(write_replies(&shard, c, &stream, batch)).await,
+        };
+        if !alive {
             break;
         }
     }
@@ -77,17 +95,23 @@ async fn run_conn(shard: Rc<Shard>, stream: Rc<Stream>, service: Service) {
     tracing::debug!(?c, "closed");
 }
 
-/// Handles `n` bytes just read into `buf` (which had `spare` bytes free);
-/// returns the read buffer size to aim for next.
+/// The connection's phase; `None` once it is gone.
+fn phase(shard: &Shard, c: ConnRef) -> Option<Phase> {
+    sconn::get(&mut shard.state.borrow_mut(), c).map(|conn| conn.phase)
+}
+
+/// Handles `n` bytes just appended to `buf` by a read; returns the read
+/// buffer size to aim for next.
 fn on_read(
     shard: &Shard,
     c: ConnRef,
     service: Service,
     buf: &mut BytesMut,
     n: usize,
-    spare: usize,
     want: usize,
 ) -> usize {
+    // The read filled the buffer: the peer may have more to say.
+    let filled = buf.len() == buf.capacity();
     shard.metrics.bytes_in[service.index()].fetch_add(n as u64, Relaxed);
     {
         let mut st = shard.state.borrow_mut();
@@ -101,13 +125,14 @@ fn on_read(
         Service::Statusd => statusd::on_bytes(shard, c, buf),
     }
     shard.flush();
-    if n == spare {
+    if filled {
         (want * 2).min(limits::READ_BUF_MAX)
-    } else if n < want / 4 && want > limits::READ_BUF_INITIAL {
+    } else if n < want / 4 && want > limits::READ_BUF_IDLE {
         let want = want / 2;
         if buf.is_empty() && buf.capacity() > 2 * want {
-            // Give the large buffer back while traffic is light.
-            *buf = BytesMut::with_capacity(want);
+            // Give the large buffer back while traffic is light; the next
+            // read allocates `want`.
+            *buf = BytesMut::new();
         }
         want
     } else {
@@ -115,37 +140,52 @@ fn on_read(
     }
 }
 
-/// Writes what handling the last input queued (replies, and whatever
-/// else arrived meanwhile) from the read task itself, before the next
-/// read: a request-response exchange needs no writer task. Returns false
-/// when the connection is done (closed, or the socket failed).
-async fn write_replies(shard: &Shard, c: ConnRef, stream: &Stream) -> bool {
+/// What handling the last input left for the read task to write.
+enum Replies {
+    /// Nothing; `alive` is false when the connection is gone.
+    None { alive: bool },
+    /// A first batch of frames, taken from the connection's queue.
+    Batch(Vec<Bytes>),
+}
+
+/// Takes the first batch of replies the last input queued (and whatever
+/// else arrived meanwhile), or, with none, finishes the turn: a closing
+/// connection with everything flushed and no writer task is shut down.
+fn take_replies(shard: &Shard, c: ConnRef, stream: &Stream) -> Replies {
     let mut batch = shard.take_write_batch();
-    let alive = loop {
-        let took = {
-            let mut st = shard.state.borrow_mut();
-            match sconn::get(&mut st, c) {
-                Some(conn) => conn.out.reader_take(&mut batch, limits::WRITE_IOVECS_MAX),
-                None => break false,
-            }
-        };
-        if !took {
-            let mut st = shard.state.borrow_mut();
-            let Some(conn) = sconn::get(&mut st, c) else {
-                break false;
-            };
-            // Closing with everything flushed and no writer task to do it.
-            if conn.phase == Phase::Closing && conn.out.is_idle() {
-                stream.shutdown();
-            }
-            break true;
-        }
-        if !write_batch(shard, c, stream, &mut batch).await {
-            break false;
-        }
+    let mut st = shard.state.borrow_mut();
+    let Some(conn) = sconn::get(&mut st, c) else {
+        drop(st);
+        shard.give_write_batch(batch);
+        return Replies::None { alive: false };
     };
+    if conn.out.reader_take(&mut batch, limits::WRITE_IOVECS_MAX) {
+        return Replies::Batch(batch);
+    }
+    if conn.phase == Phase::Closing && conn.out.is_idle() {
+        stream.shutdown();
+    }
+    drop(st);
     shard.give_write_batch(batch);
-    alive
+    Replies::None { alive: true }
+}
+
+/// Writes the replies (`batch` first, then whatever [`take_replies`]
+/// finds next) from the read task itself, before the next read: a
+/// request-response exchange needs no writer task. Returns false when the
+/// connection is done (closed, or the socket failed).
+async fn write_replies(shard: &Shard, c: ConnRef, stream: &Stream, mut batch: Vec<Bytes>) -> bool {
+    loop {
+        if !write_batch(shard, c, stream, &mut batch).await {
+            shard.give_write_batch(batch);
+            return false;
+        }
+        shard.give_write_batch(batch);
+        match take_replies(shard, c, stream) {
+            Replies::None { alive } => return alive,
+            Replies::Batch(next) => batch = next,
+        }
+    }
 }
 
 /// Writes queued frames in vectored batches; on close, flushes and shuts

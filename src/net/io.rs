@@ -13,8 +13,13 @@
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::{Bytes, BytesMut};
-use tokio_uring::buf::BoundedBuf;
+use pin_project_lite::pin_project;
+use tokio_uring::buf::{BoundedBuf, Slice};
 
 /// Which backend a shard runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +72,52 @@ impl Listener {
     }
 }
 
+/// What a tokio-uring read of a buffer's spare capacity completes with.
+pub type UringRead = (io::Result<usize>, Slice<BytesMut>);
+
+pin_project! {
+    /// The future of [`Stream::read`]: the backend's own read, nothing
+    /// around it.
+    #[project = ReadProj]
+    pub enum Read<U, E> {
+        /// io_uring: the read op, which owns the buffer slice.
+        Uring { #[pin] fut: U },
+        /// epoll: wait for readability, then read.
+        Epoll { #[pin] fut: E },
+    }
+}
+
+impl<U, E> Future for Read<U, E>
+where
+    U: Future<Output = UringRead>,
+    E: Future<Output = (io::Result<usize>, BytesMut)>,
+{
+    type Output = (io::Result<usize>, BytesMut);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ReadProj::Uring { fut } => fut.poll(cx).map(|(res, slice)| (res, slice.into_inner())),
+            ReadProj::Epoll { fut } => fut.poll(cx),
+        }
+    }
+}
+
+/// An epoll read: waits until the socket is readable, then appends to
+/// `buf`. Waits with `poll_read_ready`, which parks the waker in the
+/// socket's registration, rather than `readable()`, whose future (152
+/// bytes) would be held by every idle connection's read task.
+async fn epoll_read(s: &tokio::net::TcpStream, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+    loop {
+        if let Err(e) = std::future::poll_fn(|cx| s.poll_read_ready(cx)).await {
+            return (Err(e), buf);
+        }
+        match s.try_read_buf(&mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return (r, buf),
+        }
+    }
+}
+
 /// A connected socket on one backend.
 pub enum Stream {
     /// io_uring.
@@ -78,23 +129,29 @@ pub enum Stream {
 impl Stream {
     /// Reads into the spare capacity of `buf` (appending after its
     /// length). `Ok(0)` is end of stream.
-    pub async fn read(&self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+    ///
+    /// A plain function returning [`Read`] rather than an `async fn`: a
+    /// connection's read task holds this future all the time it is idle,
+    /// and an `async fn` wrapper would add a copy of its arguments to it
+    /// (80 bytes, enough to put the task in a larger allocation class).
+    pub fn read(
+        &self,
+        buf: BytesMut,
+    ) -> Read<
+        impl Future<Output = UringRead> + '_,
+        impl Future<Output = (io::Result<usize>, BytesMut)> + '_,
+    > {
         match self {
             Stream::Uring(s) => {
                 // tokio-uring reads at the start of the buffer it is given,
                 // so hand it only the spare capacity after what is kept.
                 let (len, cap) = (buf.len(), buf.capacity());
-                let (res, slice) = s.read(buf.slice(len..cap)).await;
-                (res, slice.into_inner())
+                Read::Uring {
+                    fut: s.read(buf.slice(len..cap)),
+                }
             }
-            Stream::Epoll(s) => loop {
-                if let Err(e) = s.readable().await {
-                    return (Err(e), buf);
-                }
-                match s.try_read_buf(&mut buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    r => return (r, buf),
-                }
+            Stream::Epoll(s) => Read::Epoll {
+                fut: epoll_read(s, buf),
             },
         }
     }

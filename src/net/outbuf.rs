@@ -142,6 +142,7 @@ impl OutQueue {
         } else if self.retire {
             self.retire = false;
             self.writer = Writer::None;
+            self.release();
             Some(Next::Retire)
         } else {
             self.writer = Writer::Parked(waker.clone());
@@ -187,10 +188,21 @@ impl OutQueue {
         }
         if self.frames.is_empty() {
             self.writer = Writer::None;
+            self.release();
             return false;
         }
         self.take_batch(batch, max);
         true
+    }
+
+    /// The writer is gone and the queue is empty: give its storage back,
+    /// so an idle connection holds none (a queue that held a frame keeps
+    /// room for four, 128 bytes, otherwise). The next frame allocates
+    /// again; while output flows the writer stays and the storage with it.
+    fn release(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            self.frames = VecDeque::new();
+        }
     }
 
     /// Called once per timer tick for a connection that has a writer:
@@ -291,8 +303,10 @@ mod writer_tests {
         q.written(&mut batch, 5);
         assert!(q.reader_take(&mut batch, 8));
         q.written(&mut batch, 4);
-        // Empty: the turn ends, and the next frame needs a writer task.
+        // Empty: the turn ends, the storage goes, and the next frame needs
+        // a writer task.
         assert!(!q.reader_take(&mut batch, 8));
+        assert_eq!(q.frames.capacity(), 0);
         assert_eq!(q.push(Bytes::from_static(b"later"), 100), Ok(Wake::Spawn));
         // A queue owned by a writer task is left to it.
         q.reader_turn();
@@ -311,13 +325,19 @@ mod writer_tests {
         );
         q.written(&mut batch, 1);
         assert_eq!(q.poll_writer(&mut batch, 8, false, waker), None);
-        // It wrote during this tick: kept.
+        // It wrote during this tick: kept, with its storage.
         assert!(q.tick());
+        assert!(q.frames.capacity() > 0);
         // Nothing during the next one: retired.
         assert!(!q.tick());
         assert_eq!(
             q.poll_writer(&mut batch, 8, false, waker),
             Some(Next::Retire)
+        );
+        assert_eq!(
+            q.frames.capacity(),
+            0,
+            "a retired writer's queue holds no storage"
         );
         // The next frame needs a new writer.
         assert_eq!(q.push(Bytes::from_static(b"b"), 100), Ok(Wake::Spawn));

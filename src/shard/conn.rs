@@ -9,7 +9,7 @@
 
 use std::rc::Rc;
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::msg::{ConnRef, Notice, ShardMsg};
 use super::{route, Shard, State};
@@ -50,6 +50,9 @@ pub struct Conn {
     pub client: ClientId,
     /// Frames waiting to be written.
     pub out: OutQueue,
+    /// Received bytes not handled yet (a partial command), kept here
+    /// between reads; the read task owns it while a read is pending.
+    pub read_buf: BytesMut,
     /// When the last bytes arrived, for the idle timeout.
     pub last_rx_ms: u64,
     /// When the login timeout closes it if it is still logging in.
@@ -72,6 +75,23 @@ pub fn get(st: &mut State, c: ConnRef) -> Option<&mut Conn> {
         .filter(|conn| conn.gen == c.gen)
 }
 
+/// The read buffer of `c` for its next read, with at least `want / 2`
+/// bytes free (allocating `want` more when not); `None` once `c` is gone.
+pub fn take_read_buf(st: &mut State, c: ConnRef, want: usize) -> Option<BytesMut> {
+    let mut buf = std::mem::take(&mut get(st, c)?.read_buf);
+    if buf.capacity() - buf.len() < want / 2 {
+        buf.reserve(want);
+    }
+    Some(buf)
+}
+
+/// Puts `c`'s read buffer back after its bytes were handled.
+pub fn put_read_buf(st: &mut State, c: ConnRef, buf: BytesMut) {
+    if let Some(conn) = get(st, c) {
+        conn.read_buf = buf;
+    }
+}
+
 /// Adds a freshly accepted connection with its login deadline.
 pub fn register(shard: &Shard, stream: Rc<Stream>, service: Service) -> ConnRef {
     let now = shard.shared.now_ms();
@@ -90,6 +110,7 @@ pub fn register(shard: &Shard, stream: Rc<Stream>, service: Service) -> ConnRef 
         user: 0,
         client: 0,
         out: OutQueue::default(),
+        read_buf: BytesMut::new(),
         last_rx_ms: now,
         login_deadline_ms: now.saturating_add(shard.shared.config.login_timeout_ms),
         timer: None,

@@ -330,7 +330,7 @@ async fn receive<P: PubSub>(mut reader: Reader, c: Conn<P>, tracks: Rc<RefCell<V
     let me_global = (room.index * plan.slots + c.slot) as u32;
     let receives = plan.receives(c.slot);
     let res = reader
-        .events(&Frames(c.wire), |f| {
+        .timed_events(&Frames(c.wire), |f, now| {
             let mut a = c.acc.borrow_mut();
             match f {
                 Frame::Delivery {
@@ -338,7 +338,6 @@ async fn receive<P: PubSub>(mut reader: Reader, c: Conn<P>, tracks: Rc<RefCell<V
                     sender_user,
                     data,
                 } => {
-                    let now = now_ns();
                     a.v.delivered += 1;
                     let Some(st) = Stamp::read(data) else {
                         a.v.corrupt += 1;

@@ -73,6 +73,9 @@ pub struct ShardMetrics {
     pub bytes_in: [AtomicU64; 2],
     /// Bytes written, by service.
     pub bytes_out: [AtomicU64; 2],
+    /// Socket writes (one vectored write each), by service: with
+    /// `commands_out`, how well output is batched.
+    pub socket_writes: [AtomicU64; 2],
     /// OP_ERROR sent, by code.
     pub errors: [AtomicU64; ERROR_CODE_SLOTS],
     /// OP_RTMSG accepted from clients (home shard of the room).
@@ -112,6 +115,7 @@ impl Default for ShardMetrics {
             commands_out: [z(), z()],
             bytes_in: z(),
             bytes_out: z(),
+            socket_writes: z(),
             errors: z(),
             rtmsg_received: AtomicU64::new(0),
             rtmsg_deliveries: AtomicU64::new(0),
@@ -243,6 +247,13 @@ pub fn render_prometheus(shards: &[&ShardMetrics]) -> String {
         "Bytes written to clients.",
         "counter",
         &|m, i| m.bytes_out[i].load(Relaxed) as i64,
+    );
+    per_service(
+        &mut out,
+        "chatd_socket_writes_total",
+        "Vectored socket writes to clients (commands out / writes = batching).",
+        "counter",
+        &|m, i| m.socket_writes[i].load(Relaxed) as i64,
     );
     for (name, help, pick) in [
         (

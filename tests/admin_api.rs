@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use chatd::protocol::chatd::Request;
 use chatd::protocol::statusd as sw;
-use common::{http, sign_jwt, unix_now, ChatdClient, Ev, SEv, Server, StatusdClient, WAIT};
+use common::{
+    http, sign_jwt, unix_now, wait_until, ChatdClient, Ev, SEv, Server, StatusdClient, WAIT,
+};
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 
@@ -121,11 +123,21 @@ fn healthz_and_metrics_need_no_token_and_metrics_count_logins() {
     let logins = r#"chatd_logins_total{service="chatd"}"#;
     let s_logins = r#"chatd_logins_total{service="statusd"}"#;
     let conns = r#"chatd_connections{service="chatd"}"#;
+    let writes = r#"chatd_socket_writes_total{service="chatd"}"#;
     assert_eq!(metric(logins), 0);
     assert_eq!(metric(conns), 0);
+    assert_eq!(metric(writes), 0);
     let mut c = server.chatd(1);
     assert_eq!(metric(logins), 1);
     assert_eq!(metric(conns), 1);
+    // The OP_HELLO reply was one write (counted once it completed, which
+    // may be just after the client read it).
+    wait_until("the login's write to be counted", || metric(writes) >= 1);
+    let before = metric(writes);
+    c.keepalive_roundtrip();
+    wait_until("the keepalive's write to be counted", || {
+        metric(writes) > before
+    });
     let _s = server.statusd(1, 3);
     assert_eq!(metric(s_logins), 1);
     assert_eq!(metric(logins), 1);

@@ -182,6 +182,17 @@ impl<H: Copy + Eq + Hash + Debug> Presence<H> {
         }
     }
 
+    /// `user`'s presence as `watcher` may see it: 0 when offline or not
+    /// visible to `watcher`. One lookup of `user`, and the watcher check
+    /// only when there is something to show (login dumps ask this of
+    /// every user a watcher may see, half of them offline in a storm).
+    pub fn visible_presence(&self, user: UserId, watcher: UserId) -> u8 {
+        match self.users.get(&user) {
+            Some(s) if s.presence != 0 && s.watchers.contains_key(&watcher) => s.presence,
+            _ => 0,
+        }
+    }
+
     /// Whether `watcher` may see `user`'s presence.
     pub fn can_see(&self, user: UserId, watcher: UserId) -> bool {
         self.users

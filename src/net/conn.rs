@@ -238,6 +238,7 @@ async fn write_batch(shard: &Shard, c: ConnRef, stream: &Stream, batch: &mut Vec
             let service = conn.service;
             conn.out.written(batch, n);
             shard.metrics.bytes_out[service.index()].fetch_add(n as u64, Relaxed);
+            shard.metrics.socket_writes[service.index()].fetch_add(1, Relaxed);
             true
         }
         _ => {

@@ -135,8 +135,7 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
                 let st = shard.state.borrow();
                 users
                     .iter()
-                    .filter(|&&u| st.presence.can_see(u, watcher))
-                    .map(|&u| (u, st.presence.presence(u)))
+                    .map(|&u| (u, st.presence.visible_presence(u, watcher)))
                     .filter(|&(_, p)| p != 0)
                     .collect()
             };
@@ -153,14 +152,11 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
         ShardMsg::PresPull { pairs } => {
             let shards = shard.shards();
             for (watcher, user) in pairs {
-                let presence = {
-                    let st = shard.state.borrow();
-                    if st.presence.can_see(user, watcher) {
-                        st.presence.presence(user)
-                    } else {
-                        0
-                    }
-                };
+                let presence = shard
+                    .state
+                    .borrow()
+                    .presence
+                    .visible_presence(user, watcher);
                 if presence != 0 {
                     let frame = pres_frame(shard, user, presence);
                     let fanout = ShardMsg::PresFanout {
@@ -183,7 +179,8 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
 /// Applies a relation-count change for (`user`, `watcher`), `user` homed
 /// here (its twin, (`watcher`, `user`), is applied on `watcher`'s home).
 /// Became invisible: `watcher`'s clients get `user` 0 if it was not 0 (a
-/// login dump racing this is filtered by `can_see` where it is answered).
+/// login dump racing this is filtered by `visible_presence` where it is
+/// answered).
 /// Became visible: returns true, and the caller pulls `watcher`'s presence
 /// for `user`'s clients once both directions are applied everywhere (see
 /// `control::MeshControl::apply`), which is what lets a login racing the

@@ -12,6 +12,19 @@ fn change(old: u8, new: u8) -> Change {
 }
 
 #[test]
+fn visible_presence_needs_both_a_presence_and_visibility() {
+    let mut p: Presence<u32> = Presence::new();
+    let _ = p.visibility(1, 2, 1);
+    assert_eq!(p.visible_presence(1, 2), 0, "visible but offline");
+    let _ = p.connect(1, 10, 3);
+    assert_eq!(p.visible_presence(1, 2), 3);
+    assert_eq!(p.visible_presence(1, 4), 0, "online but not visible to 4");
+    assert_eq!(p.visible_presence(9, 2), 0, "unknown user");
+    let _ = p.visibility(1, 2, -1);
+    assert_eq!(p.visible_presence(1, 2), 0, "no longer visible");
+}
+
+#[test]
 fn first_client_sets_the_presence() {
     let mut p: Presence<u32> = Presence::new();
     assert_eq!(p.presence(1), 0);

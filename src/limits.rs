@@ -38,9 +38,11 @@ pub const DEFAULT_MAX_OUTBUF_BYTES: usize = 32 << 20;
 /// The kernel caps it at `net.core.somaxconn` (see tuning.md).
 pub const DEFAULT_LISTEN_BACKLOG: i32 = 4096;
 
-/// Most connection slots a shard reserves (address space, resident only
-/// once used) at start; past this its slab grows by doubling.
-pub const CONN_SLOTS_RESERVED_MAX: usize = 1 << 20;
+/// Most connection slots a shard reserves at start: address space
+/// (about 56 MiB at 224 bytes a slot), resident only once used; past this
+/// its slab grows by doubling. Kept well below "unlimited", which an
+/// unlimited open-file limit would otherwise ask for.
+pub const CONN_SLOTS_RESERVED_MAX: usize = 1 << 18;
 
 /// A connection's first read buffer: room for a login (OP_AUTH with a
 /// typical token, OP_HELLO, a few OP_JOINs) in one read.

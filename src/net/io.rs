@@ -10,10 +10,9 @@
 //! - `Epoll`: tokio's readiness-based sockets, for hosts where io_uring is
 //!   blocked (seccomp, `kernel.io_uring_disabled`, gVisor). Same behaviour.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
-
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 

@@ -98,11 +98,9 @@ fn storm(p: &mut Presence<u64>, n: u64, dump: &mut Vec<(u64, u8)>) -> (u64, u64)
         }
         dump.clear();
         for v in p.watchers(u) {
-            if p.can_see(v, u) {
-                let pv = p.presence(v);
-                if pv != 0 {
-                    dump.push((v, pv));
-                }
+            let pv = p.visible_presence(v, u);
+            if pv != 0 {
+                dump.push((v, pv));
             }
         }
         entries += dump.len() as u64;

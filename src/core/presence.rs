@@ -193,13 +193,6 @@ impl<H: Copy + Eq + Hash + Debug> Presence<H> {
         }
     }
 
-    /// Whether `watcher` may see `user`'s presence.
-    pub fn can_see(&self, user: UserId, watcher: UserId) -> bool {
-        self.users
-            .get(&user)
-            .is_some_and(|s| s.watchers.contains_key(&watcher))
-    }
-
     /// Every user who may see `user`, each once.
     pub fn watchers(&self, user: UserId) -> impl Iterator<Item = UserId> + '_ {
         self.users

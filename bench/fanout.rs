@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use chatd::core::room::{RoomOutput, Rooms};
-use chatd::net::outbuf::OutQueue;
+use chatd::net::outbuf::{Flush, OutQueue};
 use chatd::protocol::chatd::{self as cw, Event};
 use chatd::shard::pool::ListPool;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -138,7 +138,7 @@ impl Local {
             .expect("sender joined");
         for &c in &self.recipients {
             let _ = self.queues[c as usize]
-                .push(self.frame.clone(), CAP)
+                .push(self.frame.clone(), CAP, Flush::Now)
                 .expect("under the cap");
         }
         for &c in &self.recipients {
@@ -164,7 +164,7 @@ fn remote_shard(n: u64, jobs: Receiver<Job>, done: Sender<()>, pool: Arc<ListPoo
             Job::Deliver(frame, conns) => {
                 for &c in &conns {
                     let _ = queues[c as usize]
-                        .push(frame.clone(), CAP)
+                        .push(frame.clone(), CAP, Flush::Now)
                         .expect("under the cap");
                 }
                 for &c in &conns {
@@ -219,7 +219,7 @@ impl Across {
         for &c in &l.recipients {
             if c % 2 == 0 {
                 let _ = l.queues[c as usize]
-                    .push(l.frame.clone(), CAP)
+                    .push(l.frame.clone(), CAP, Flush::Now)
                     .expect("under the cap");
             } else {
                 remote.push(c);

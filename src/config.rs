@@ -109,6 +109,13 @@ pub struct Config {
     #[arg(long, env = "CHATD_MAX_OUTBUF_BYTES", default_value_t = limits::DEFAULT_MAX_OUTBUF_BYTES)]
     pub max_outbuf_bytes: usize,
 
+    /// Presence updates about other users wait up to this long and go out
+    /// together, one write per receiving connection (0: each at once).
+    /// Trades presence latency for far fewer writes in a login storm.
+    #[arg(long, env = "CHATD_PRESENCE_BATCH_MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=limits::PRESENCE_BATCH_MS_MAX))]
+    pub presence_batch_ms: u64,
+
     /// Accept queue length of each listener socket (capped by net.core.somaxconn).
     #[arg(long, env = "CHATD_LISTEN_BACKLOG", default_value_t = limits::DEFAULT_LISTEN_BACKLOG)]
     pub listen_backlog: i32,

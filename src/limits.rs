@@ -35,8 +35,11 @@ pub const DEFAULT_LOGIN_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_OUTBUF_BYTES: usize = 32 << 20;
 
 /// Default `--listen-backlog`: accept queue length per listener socket.
-/// The kernel caps it at `net.core.somaxconn` (see tuning.md).
-pub const DEFAULT_LISTEN_BACKLOG: i32 = 4096;
+/// The kernel caps it at `net.core.somaxconn` (see tuning.md), so the
+/// host's setting decides: a login storm from two client threads here
+/// overflowed 4096 (1,300-2,300 SYNs dropped, each retried a second
+/// later), and raising somaxconn should be all it takes to avoid that.
+pub const DEFAULT_LISTEN_BACKLOG: i32 = 65_535;
 
 /// Most connection slots a shard reserves at start: address space
 /// (about 56 MiB at 224 bytes a slot), resident only once used; past this
@@ -60,6 +63,11 @@ pub const READ_BUF_MAX: usize = 256 * 1024;
 
 /// Most frames gathered into one vectored write (`IOV_MAX` is 1024).
 pub const WRITE_IOVECS_MAX: usize = 1024;
+
+/// Longest `--presence-batch-ms`: presence may lag by this much at most,
+/// which is still well inside what a person looking at a contact list
+/// notices; beyond it batching saves little more.
+pub const PRESENCE_BATCH_MS_MAX: u64 = 1000;
 
 /// Timer wheel resolution. Timeouts are noticed at most one tick late; the
 /// protocol allows one second of slack for call timeouts.

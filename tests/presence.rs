@@ -10,6 +10,7 @@
 
 mod common;
 
+use chatd::protocol::statusd as sw;
 use chatd::shard::route::user_home;
 use common::{SEv, Server, StatusdClient};
 use std::time::{Duration, Instant};
@@ -531,6 +532,47 @@ fn login_racing_a_new_relation_converges(shards: usize) {
     }
 }
 
+/// `--presence-batch-ms`: updates about other users wait for the batch
+/// flush and go out together, in order and complete; the sender's own
+/// answers do not wait. Counted with `chatd_socket_writes_total`: five
+/// changes reach the watcher in one write (two if they straddle a flush),
+/// where unbatched they take five.
+fn batched_updates_arrive_complete_in_fewer_writes(shards: usize) {
+    let s = Server::start(shards, &["--presence-batch-ms", "500"]);
+    s.add_contact(ALICE, BOB);
+    let mut w = s.statusd(ALICE, 3);
+    let mut u = s.statusd(BOB, 3);
+    // BOB's dump is not batched; his login reaches ALICE by the flush.
+    assert_eq!(u.dump, vec![(ALICE, 3)]);
+    w.expect_pres(BOB, 3);
+    let writes = r#"chatd_socket_writes_total{service="statusd"}"#;
+    // A write is counted when it completes, and a connection's next write
+    // starts only after that: once a keepalive's answer is read, every
+    // earlier write to that connection is counted.
+    let settle = |c: &mut StatusdClient| {
+        c.send(&sw::Request::Keepalive);
+        assert_eq!(c.recv(), SEv::Keepalive);
+    };
+    settle(&mut w);
+    settle(&mut u);
+    let before = s.metric(writes);
+    let values = [4, 5, 6, 7, 8];
+    for v in values {
+        u.setpres_expect(v, v);
+    }
+    for v in values {
+        w.expect_pres(BOB, v);
+    }
+    settle(&mut w);
+    settle(&mut u);
+    let used = s.metric(writes) - before;
+    // BOB: five answers and a keepalive; ALICE: the batch and a keepalive.
+    assert!(
+        (8.0..=9.0).contains(&used),
+        "{used} writes for 5 answers, 5 batched updates and 2 keepalives"
+    );
+}
+
 macro_rules! on_one_and_three_shards {
     ($($f:ident),* $(,)?) => {
         mod one_shard {
@@ -555,4 +597,5 @@ on_one_and_three_shards!(
     idle_timeout_sends_zero,
     admin_reports_presence,
     login_racing_a_new_relation_converges,
+    batched_updates_arrive_complete_in_fewer_writes,
 );

@@ -9,6 +9,11 @@
 //! says when one must be started ([`Wake::Spawn`]), and a writer that
 //! stayed idle for a whole timer tick is retired, so an idle connection
 //! costs no task.
+//!
+//! A frame queued with [`Flush::Batched`] wakes no writer: it goes out
+//! with the next frame written to the connection anyway, or when the shard
+//! flushes its batch list (`--presence-batch-ms`), whichever comes first.
+//! Order on the connection is the queue's order either way.
 
 use std::collections::VecDeque;
 use std::task::Waker;
@@ -37,14 +42,27 @@ enum Writer {
     Reader,
 }
 
+/// When a queued frame is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flush {
+    /// As soon as the connection's writer gets to it.
+    Now,
+    /// With the connection's next write, at the latest at the shard's next
+    /// batch flush: many small updates to one connection become one write.
+    Batched,
+}
+
 /// What the caller must do after queueing.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use]
 pub enum Wake {
-    /// A writer exists and was woken if needed.
+    /// A writer exists and was woken if needed (or, for a batched frame,
+    /// the queue already waits for the batch flush).
     Done,
     /// No writer exists: start one.
     Spawn,
+    /// A batched frame: put the connection on the shard's batch list.
+    Batch,
 }
 
 /// What a writer should do next.
@@ -70,6 +88,8 @@ pub struct OutQueue {
     busy_this_tick: bool,
     /// The writer should end once the queue is empty.
     retire: bool,
+    /// The connection is on its shard's batch list.
+    batched: bool,
 }
 
 impl OutQueue {
@@ -77,13 +97,27 @@ impl OutQueue {
     /// An empty queue always takes one frame, so a message larger than the
     /// cap (`--max-rtmsg-len` may exceed `--max-outbuf-bytes`) still reaches
     /// a reader that keeps up; memory stays bounded by cap + one frame.
-    pub fn push(&mut self, frame: Bytes, cap: usize) -> Result<Wake, PushError> {
+    pub fn push(&mut self, frame: Bytes, cap: usize, flush: Flush) -> Result<Wake, PushError> {
         if self.queued_bytes > 0 && self.queued_bytes + frame.len() > cap {
             return Err(PushError::Full);
         }
         self.queued_bytes += frame.len();
         self.frames.push_back(frame);
-        Ok(self.wake_writer())
+        Ok(match flush {
+            Flush::Now => self.wake_writer(),
+            Flush::Batched if std::mem::replace(&mut self.batched, true) => Wake::Done,
+            Flush::Batched => Wake::Batch,
+        })
+    }
+
+    /// The shard's batch flush: the connection leaves the batch list, and
+    /// its writer is woken if anything still waits (or started: `Spawn`).
+    pub fn flush_batched(&mut self) -> Wake {
+        self.batched = false;
+        if self.frames.is_empty() {
+            return Wake::Done;
+        }
+        self.wake_writer()
     }
 
     /// Bytes queued.
@@ -212,7 +246,9 @@ impl OutQueue {
         if matches!(self.writer, Writer::None | Writer::Reader) {
             return false;
         }
-        if std::mem::take(&mut self.busy_this_tick) {
+        // Batched frames wait for the batch flush, which needs the writer:
+        // retiring it now would write them early.
+        if std::mem::take(&mut self.busy_this_tick) || self.batched {
             return true;
         }
         self.retire = true;
@@ -241,25 +277,40 @@ mod tests {
     #[test]
     fn push_beyond_cap_is_refused_and_leaves_the_queue_as_it_was() {
         let mut q = OutQueue::default();
-        assert_eq!(q.push(Bytes::from_static(b"12345"), 8), Ok(Wake::Spawn));
-        assert_eq!(q.push(Bytes::from_static(b"6789"), 8), Err(PushError::Full));
+        assert_eq!(
+            q.push(Bytes::from_static(b"12345"), 8, Flush::Now),
+            Ok(Wake::Spawn)
+        );
+        assert_eq!(
+            q.push(Bytes::from_static(b"6789"), 8, Flush::Now),
+            Err(PushError::Full)
+        );
         assert_eq!(q.queued_bytes(), 5);
-        assert_eq!(q.push(Bytes::from_static(b"678"), 8), Ok(Wake::Done));
+        assert_eq!(
+            q.push(Bytes::from_static(b"678"), 8, Flush::Now),
+            Ok(Wake::Done)
+        );
         assert_eq!(q.queued_bytes(), 8);
     }
 
     #[test]
     fn an_empty_queue_takes_one_frame_larger_than_the_cap() {
         let mut q = OutQueue::default();
-        assert_eq!(q.push(Bytes::from(vec![0; 20]), 8), Ok(Wake::Spawn));
-        assert_eq!(q.push(Bytes::from_static(b"x"), 8), Err(PushError::Full));
+        assert_eq!(
+            q.push(Bytes::from(vec![0; 20]), 8, Flush::Now),
+            Ok(Wake::Spawn)
+        );
+        assert_eq!(
+            q.push(Bytes::from_static(b"x"), 8, Flush::Now),
+            Err(PushError::Full)
+        );
     }
 
     #[test]
     fn partial_write_puts_the_unwritten_tail_back_in_order() {
         let mut q = OutQueue::default();
         for f in [&b"aaa"[..], b"bbb", b"ccc"] {
-            let _ = q.push(Bytes::copy_from_slice(f), 100).unwrap();
+            let _ = q.push(Bytes::copy_from_slice(f), 100, Flush::Now).unwrap();
         }
         let mut batch = Vec::new();
         q.take_batch(&mut batch, 10);
@@ -276,7 +327,7 @@ mod tests {
     fn take_batch_respects_the_iovec_limit() {
         let mut q = OutQueue::default();
         for _ in 0..5 {
-            let _ = q.push(Bytes::from_static(b"x"), 100).unwrap();
+            let _ = q.push(Bytes::from_static(b"x"), 100, Flush::Now).unwrap();
         }
         let mut batch = Vec::new();
         q.take_batch(&mut batch, 2);
@@ -296,10 +347,16 @@ mod writer_tests {
         let mut q = OutQueue::default();
         let mut batch = Vec::new();
         q.reader_turn();
-        assert_eq!(q.push(Bytes::from_static(b"reply"), 100), Ok(Wake::Done));
+        assert_eq!(
+            q.push(Bytes::from_static(b"reply"), 100, Flush::Now),
+            Ok(Wake::Done)
+        );
         assert!(q.reader_take(&mut batch, 8));
         // More queued while the reader writes: still its own.
-        assert_eq!(q.push(Bytes::from_static(b"more"), 100), Ok(Wake::Done));
+        assert_eq!(
+            q.push(Bytes::from_static(b"more"), 100, Flush::Now),
+            Ok(Wake::Done)
+        );
         q.written(&mut batch, 5);
         assert!(q.reader_take(&mut batch, 8));
         q.written(&mut batch, 4);
@@ -307,7 +364,10 @@ mod writer_tests {
         // a writer task.
         assert!(!q.reader_take(&mut batch, 8));
         assert_eq!(q.frames.capacity(), 0);
-        assert_eq!(q.push(Bytes::from_static(b"later"), 100), Ok(Wake::Spawn));
+        assert_eq!(
+            q.push(Bytes::from_static(b"later"), 100, Flush::Now),
+            Ok(Wake::Spawn)
+        );
         // A queue owned by a writer task is left to it.
         q.reader_turn();
         assert!(!q.reader_take(&mut batch, 8));
@@ -318,7 +378,10 @@ mod writer_tests {
         let mut q = OutQueue::default();
         let waker = Waker::noop();
         let mut batch = Vec::new();
-        assert_eq!(q.push(Bytes::from_static(b"a"), 100), Ok(Wake::Spawn));
+        assert_eq!(
+            q.push(Bytes::from_static(b"a"), 100, Flush::Now),
+            Ok(Wake::Spawn)
+        );
         assert_eq!(
             q.poll_writer(&mut batch, 8, false, waker),
             Some(Next::Write)
@@ -340,7 +403,10 @@ mod writer_tests {
             "a retired writer's queue holds no storage"
         );
         // The next frame needs a new writer.
-        assert_eq!(q.push(Bytes::from_static(b"b"), 100), Ok(Wake::Spawn));
+        assert_eq!(
+            q.push(Bytes::from_static(b"b"), 100, Flush::Now),
+            Ok(Wake::Spawn)
+        );
     }
 
     #[test]
@@ -348,9 +414,99 @@ mod writer_tests {
         let mut q = OutQueue::default();
         let waker = Waker::noop();
         let mut batch = Vec::new();
-        let _ = q.push(Bytes::from_static(b"bye"), 100);
+        let _ = q.push(Bytes::from_static(b"bye"), 100, Flush::Now);
         assert_eq!(q.poll_writer(&mut batch, 8, true, waker), Some(Next::Write));
         q.written(&mut batch, 3);
         assert_eq!(q.poll_writer(&mut batch, 8, true, waker), Some(Next::Close));
+    }
+
+    #[test]
+    fn a_batched_frame_waits_for_the_batch_flush_or_the_next_write() {
+        let mut q = OutQueue::default();
+        let waker = Waker::noop();
+        let mut batch = Vec::new();
+        // The first batched frame puts the connection on the batch list,
+        // once; no writer is started for it.
+        assert_eq!(
+            q.push(Bytes::from_static(b"p1"), 100, Flush::Batched),
+            Ok(Wake::Batch)
+        );
+        assert_eq!(
+            q.push(Bytes::from_static(b"p2"), 100, Flush::Batched),
+            Ok(Wake::Done)
+        );
+        // The flush starts the writer, which takes both in one batch.
+        assert_eq!(q.flush_batched(), Wake::Spawn);
+        assert_eq!(
+            q.poll_writer(&mut batch, 8, false, waker),
+            Some(Next::Write)
+        );
+        assert_eq!(batch.len(), 2);
+        q.written(&mut batch, 4);
+        assert_eq!(q.poll_writer(&mut batch, 8, false, waker), None);
+        // Off the list again: the next batched frame registers anew; an
+        // immediate frame after it wakes the writer, which writes both in
+        // queue order, and the later flush finds nothing left to do.
+        assert_eq!(
+            q.push(Bytes::from_static(b"p3"), 100, Flush::Batched),
+            Ok(Wake::Batch)
+        );
+        assert_eq!(
+            q.push(Bytes::from_static(b"now"), 100, Flush::Now),
+            Ok(Wake::Done)
+        );
+        assert_eq!(
+            q.poll_writer(&mut batch, 8, false, waker),
+            Some(Next::Write)
+        );
+        let out: Vec<u8> = batch.iter().flat_map(|b| b.iter().copied()).collect();
+        assert_eq!(out, b"p3now");
+        q.written(&mut batch, 5);
+        assert_eq!(q.flush_batched(), Wake::Done);
+    }
+
+    #[test]
+    fn an_idle_tick_does_not_write_batched_frames_early() {
+        let mut q = OutQueue::default();
+        let waker = Waker::noop();
+        let mut batch = Vec::new();
+        assert_eq!(
+            q.push(Bytes::from_static(b"a"), 100, Flush::Now),
+            Ok(Wake::Spawn)
+        );
+        assert_eq!(
+            q.poll_writer(&mut batch, 8, false, waker),
+            Some(Next::Write)
+        );
+        q.written(&mut batch, 1);
+        assert_eq!(q.poll_writer(&mut batch, 8, false, waker), None);
+        assert_eq!(
+            q.push(Bytes::from_static(b"p"), 100, Flush::Batched),
+            Ok(Wake::Batch)
+        );
+        // Two ticks, the second one idle: the writer is kept and not woken.
+        assert!(q.tick());
+        assert!(q.tick());
+        assert!(matches!(q.writer, Writer::Parked(_)));
+        assert_eq!(q.flush_batched(), Wake::Done);
+        assert_eq!(
+            q.poll_writer(&mut batch, 8, false, waker),
+            Some(Next::Write)
+        );
+        assert_eq!(batch.len(), 1);
+    }
+
+    #[test]
+    fn a_batched_frame_still_respects_the_cap() {
+        let mut q = OutQueue::default();
+        assert_eq!(
+            q.push(Bytes::from_static(b"12345"), 8, Flush::Batched),
+            Ok(Wake::Batch)
+        );
+        assert_eq!(
+            q.push(Bytes::from_static(b"6789"), 8, Flush::Batched),
+            Err(PushError::Full)
+        );
+        assert_eq!(q.queued_bytes(), 5);
     }
 }

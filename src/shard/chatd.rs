@@ -17,6 +17,7 @@ use super::{route, Shard};
 use crate::core::room::RoomOutput;
 use crate::ids::Service;
 use crate::limits;
+use crate::net::outbuf::Flush;
 use crate::protocol::chatd::{self as wire, Request};
 use crate::protocol::ErrorCode;
 
@@ -220,7 +221,7 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
                 m.rtmsg_deliveries
                     .fetch_add(recipients.len() as u64, Relaxed);
                 m.command_out(Service::Chatd, wire::OP_RTMSG, recipients.len() as u64);
-                shard.deliver(&frame, &recipients);
+                shard.deliver(&frame, &recipients, Flush::Now);
             }
             shard.give_conn_list(recipients);
             return;
@@ -283,7 +284,7 @@ pub fn apply_room_outputs(shard: &Shard, out: Vec<RoomOutput<ConnRef>>) {
                 shard
                     .metrics
                     .command_out(Service::Chatd, wire::OP_IN_CALL, joined.len() as u64);
-                shard.deliver(&frame, &joined);
+                shard.deliver(&frame, &joined, Flush::Now);
                 shard.give_conn_list(joined);
             }
         }

@@ -17,7 +17,7 @@ use crate::core::ratelimit::TokenBucket;
 use crate::ids::{ChatId, ClientId, Service, UserId};
 use crate::limits;
 use crate::net::io::Stream;
-use crate::net::outbuf::{OutQueue, PushError, Wake};
+use crate::net::outbuf::{Flush, OutQueue, PushError, Wake};
 use crate::protocol::{self, DecodeError, ErrorCode};
 use crate::timer::TimerKey;
 
@@ -217,18 +217,31 @@ fn send_conn_gone(shard: &Shard, c: ConnRef, chats: &[ChatId]) {
     }
 }
 
-/// Queues `frame` on `c` if it is on this shard and open. A queue over
-/// `--max-outbuf-bytes` makes it a slow consumer: closed, with
-/// OP_ERROR SLOW_CONSUMER if that still fits.
+/// Queues `frame` on `c` if it is on this shard and open, to be written
+/// at once.
 pub fn push_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes) {
+    queue_frame(shard, st, c, frame, Flush::Now);
+}
+
+/// Queues `frame` on `c` if it is on this shard and open, to be written
+/// as `flush` says. A queue over `--max-outbuf-bytes` makes it a slow
+/// consumer: closed, with OP_ERROR SLOW_CONSUMER if that still fits.
+pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes, flush: Flush) {
     let cap = shard.shared.config.outbuf_cap();
     let Some(conn) = get(st, c) else { return };
     if conn.phase == Phase::Closing {
         return;
     }
-    match conn.out.push(frame, cap) {
+    match conn.out.push(frame, cap, flush) {
         Ok(Wake::Done) => return,
         Ok(Wake::Spawn) => return spawn_writer(shard, st, c),
+        Ok(Wake::Batch) => {
+            if st.batched.is_empty() {
+                shard.batch_due.notify_one();
+            }
+            st.batched.push(c);
+            return;
+        }
         Err(PushError::Full) => {}
     }
     {
@@ -240,8 +253,9 @@ pub fn push_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes) {
             protocol::encode_error(ErrorCode::SlowConsumer, 0, 0, b)
         });
         if let Some(conn) = get(st, c) {
-            // The queue is not empty, so a writer exists: no spawn needed.
-            if conn.out.push(err, cap).is_ok() {
+            // The queue is not empty, so a writer exists (or the batch
+            // flush or the close below wakes one): no spawn needed.
+            if conn.out.push(err, cap, Flush::Now).is_ok() {
                 shard.metrics.error(ErrorCode::SlowConsumer as u8);
             }
         }
@@ -257,6 +271,26 @@ fn spawn_writer(shard: &Shard, st: &mut State, c: ConnRef) {
     let stream = conn.stream.clone();
     st.writers.push(c);
     tokio::task::spawn_local(crate::net::conn::write_loop(me, c, stream));
+}
+
+/// The batch flush: wakes (or starts) the writer of every connection
+/// that has batched frames waiting, and empties the list. Walks only those
+/// connections.
+pub fn flush_batched(shard: &Shard) {
+    let mut st = shard.state.borrow_mut();
+    let st = &mut *st;
+    let mut list = std::mem::take(&mut st.batched);
+    for &c in &list {
+        let Some(conn) = get(st, c) else { continue };
+        if conn.out.flush_batched() == Wake::Spawn {
+            spawn_writer(shard, st, c);
+        }
+    }
+    // Keep the list's storage for the next batch.
+    list.clear();
+    if st.batched.is_empty() {
+        st.batched = list;
+    }
 }
 
 /// Once per timer tick: retires the writers of connections that wrote

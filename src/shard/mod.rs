@@ -44,6 +44,7 @@ use crate::limits;
 use crate::metrics::ShardMetrics;
 use crate::net::arena::FrameArena;
 use crate::net::io::{Backend, Listener};
+use crate::net::outbuf::Flush;
 use crate::protocol::Limits;
 use crate::timer::TimerWheel;
 
@@ -111,6 +112,8 @@ pub struct State {
     pub drain_end_ms: Option<u64>,
     /// Connections that have a writer task, checked every tick.
     pub writers: Vec<ConnRef>,
+    /// Connections with batched frames waiting for the batch flush.
+    pub batched: Vec<ConnRef>,
 }
 
 /// One shard: its state and its ways out.
@@ -133,6 +136,9 @@ pub struct Shard {
     outbox: RefCell<Vec<(usize, ShardMsg)>>,
     /// Notified when a drain has finished: the shard thread then ends.
     pub finished: tokio::sync::Notify,
+    /// Notified when the batch list becomes non-empty: the batch flush
+    /// then runs one window later.
+    pub batch_due: tokio::sync::Notify,
     /// Per-shard recipient counts, reused by [`Shard::deliver`].
     scratch_counts: RefCell<Vec<usize>>,
     /// An empty connection list, reused for the recipients of a message.
@@ -170,6 +176,7 @@ impl Shard {
             draining: false,
             drain_end_ms: None,
             writers: Vec::new(),
+            batched: Vec::new(),
         };
         Self {
             id,
@@ -181,6 +188,7 @@ impl Shard {
             draining_local: Cell::new(false),
             outbox: RefCell::new(Vec::new()),
             finished: tokio::sync::Notify::new(),
+            batch_due: tokio::sync::Notify::new(),
             scratch_counts: RefCell::new(Vec::new()),
             scratch_groups: RefCell::new(Vec::new()),
             write_batches: RefCell::new(Vec::new()),
@@ -232,8 +240,13 @@ impl Shard {
             | ShardMsg::RtMsg { .. }
             | ShardMsg::InCall { .. }
             | ShardMsg::ConnGone { .. } => chatd::handle_room_msg(self, msg),
-            ShardMsg::Deliver { frame, conns, from } => {
-                self.deliver_local(&frame, &conns);
+            ShardMsg::Deliver {
+                frame,
+                conns,
+                from,
+                flush,
+            } => {
+                self.deliver_local(&frame, &conns, flush);
                 // The list goes back to the shard that built it.
                 if let Some(pool) = self.shared.list_pools.get(from as usize) {
                     pool.give(conns);
@@ -254,12 +267,13 @@ impl Shard {
         }
     }
 
-    /// Queues `frame` on every listed connection, wherever it lives: one
-    /// reference-counted buffer for all, one mesh message per other shard.
-    pub fn deliver(&self, frame: &Bytes, conns: &[ConnRef]) {
+    /// Queues `frame` on every listed connection, wherever it lives, to be
+    /// written as `flush` says: one reference-counted buffer for all, one
+    /// mesh message per other shard.
+    pub fn deliver(&self, frame: &Bytes, conns: &[ConnRef], flush: Flush) {
         let me = self.id;
         if self.shards() == 1 || conns.iter().all(|c| c.shard as usize == me) {
-            return self.deliver_local(frame, conns);
+            return self.deliver_local(frame, conns, flush);
         }
         // Count first, so each other shard's list is taken once at its exact
         // size (from this shard's pool: the receiver gives it back); local
@@ -282,7 +296,7 @@ impl Shard {
             for &c in conns {
                 let shard = c.shard as usize;
                 if shard == me {
-                    conn::push_frame(self, &mut st, c, frame.clone());
+                    conn::queue_frame(self, &mut st, c, frame.clone(), flush);
                 } else if let Some((_, g)) = groups.iter_mut().find(|(s, _)| *s == shard) {
                     g.push(c);
                 }
@@ -291,7 +305,13 @@ impl Shard {
         for (shard, conns) in groups.drain(..) {
             let frame = frame.clone();
             let from = me as u16;
-            self.send(shard, ShardMsg::Deliver { frame, conns, from });
+            let msg = ShardMsg::Deliver {
+                frame,
+                conns,
+                from,
+                flush,
+            };
+            self.send(shard, msg);
         }
     }
 
@@ -326,10 +346,20 @@ impl Shard {
     }
 
     /// Queues `frame` on connections of this shard.
-    pub fn deliver_local(&self, frame: &Bytes, conns: &[ConnRef]) {
+    pub fn deliver_local(&self, frame: &Bytes, conns: &[ConnRef], flush: Flush) {
         let mut st = self.state.borrow_mut();
         for &c in conns {
-            conn::push_frame(self, &mut st, c, frame.clone());
+            conn::queue_frame(self, &mut st, c, frame.clone(), flush);
+        }
+    }
+
+    /// How presence updates about other users are written: batched when
+    /// `--presence-batch-ms` is set.
+    pub fn presence_flush(&self) -> Flush {
+        if self.shared.config.presence_batch_ms > 0 {
+            Flush::Batched
+        } else {
+            Flush::Now
         }
     }
 }
@@ -440,6 +470,11 @@ pub fn spawn_shard(
 async fn run_shard(shard: Rc<Shard>, inbox: InboxRx, listeners: ShardListeners, backend: Backend) {
     tokio::task::spawn_local(inbox_loop(shard.clone(), inbox));
     tokio::task::spawn_local(timer_loop(shard.clone()));
+    let window = shard.shared.config.presence_batch_ms;
+    if window > 0 {
+        let window = Duration::from_millis(window);
+        tokio::task::spawn_local(batch_flush_loop(shard.clone(), window));
+    }
     shard.shared.start_gate.wait().await;
     for (service, std_listener) in [
         (Service::Chatd, listeners.chatd),
@@ -505,6 +540,18 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: InboxRx) {
         } else {
             inbox.wait().await;
         }
+    }
+}
+
+/// Flushes the batch list `window` after it became non-empty (so a
+/// batched frame waits at most `window`); sleeps while it stays empty.
+async fn batch_flush_loop(shard: Rc<Shard>, window: Duration) {
+    loop {
+        // A notification sent while this task sleeps below is kept (one
+        // permit), so a list filled during the flush's wait is not missed.
+        shard.batch_due.notified().await;
+        tokio::time::sleep(window).await;
+        conn::flush_batched(&shard);
     }
 }
 

@@ -7,6 +7,7 @@ use tokio::sync::oneshot;
 
 use crate::admin::control::{RoomLive, UserLive};
 use crate::ids::{ChatId, ClientId, UserId};
+use crate::net::outbuf::Flush;
 use crate::protocol::ErrorCode;
 use crate::store::effect::RelationEffect;
 
@@ -72,12 +73,14 @@ pub enum ShardMsg {
     ConnGone { conn: ConnRef, chats: Vec<ChatId> },
 
     // ---- to a connection's shard -----------------------------------
-    /// Queue `frame` on every connection in `conns` (all on the receiver).
-    /// `from` is the sending shard, whose pool the list goes back to.
+    /// Queue `frame` on every connection in `conns` (all on the receiver),
+    /// to be written as `flush` says. `from` is the sending shard, whose
+    /// pool the list goes back to.
     Deliver {
         frame: Bytes,
         conns: Vec<ConnRef>,
         from: u16,
+        flush: Flush,
     },
     /// Tell one connection something.
     Notice { conn: ConnRef, notice: Notice },

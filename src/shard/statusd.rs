@@ -16,6 +16,7 @@ use super::{route, Shard};
 use crate::core::presence::{Change, VisibilityChange};
 use crate::ids::{Service, UserId};
 use crate::limits;
+use crate::net::outbuf::Flush;
 use crate::protocol::statusd::{self as wire, Request};
 use crate::protocol::ErrorCode;
 
@@ -123,7 +124,9 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
                 let st = shard.state.borrow();
                 conns.extend(watchers.iter().flat_map(|&w| st.presence.clients(w)));
             }
-            deliver_pres(shard, &frame, 1, &conns);
+            // Updates about other users: the ones a login storm multiplies,
+            // so these (only these) may wait for the batch flush.
+            deliver_pres(shard, &frame, 1, &conns, shard.presence_flush());
             shard.give_conn_list(conns);
         }
         ShardMsg::DumpQuery {
@@ -218,18 +221,18 @@ fn pres_frame(shard: &Shard, user: UserId, presence: u8) -> Bytes {
 /// Sends `OP_PRES user presence` to connections.
 fn send_pres(shard: &Shard, conns: &[ConnRef], user: UserId, presence: u8) {
     let frame = pres_frame(shard, user, presence);
-    deliver_pres(shard, &frame, 1, conns);
+    deliver_pres(shard, &frame, 1, conns, Flush::Now);
 }
 
 /// Delivers `frame`, which holds `per_conn` OP_PRES commands, to `conns`,
 /// and counts them.
-fn deliver_pres(shard: &Shard, frame: &Bytes, per_conn: usize, conns: &[ConnRef]) {
+fn deliver_pres(shard: &Shard, frame: &Bytes, per_conn: usize, conns: &[ConnRef], flush: Flush) {
     let n = (per_conn * conns.len()) as u64;
     shard.metrics.pres_sent.fetch_add(n, Relaxed);
     shard
         .metrics
         .command_out(Service::Statusd, wire::OP_PRES, n);
-    shard.deliver(frame, conns);
+    shard.deliver(frame, conns, flush);
 }
 
 /// A user's presence changed: tell every client of every watcher (through
@@ -327,7 +330,7 @@ fn dump_part(shard: &Shard, watcher: UserId, conn: ConnRef, entries: &[(UserId, 
                     wire::encode_pres(u, p, b);
                 }
             });
-        deliver_pres(shard, &frame, entries.len(), &[conn]);
+        deliver_pres(shard, &frame, entries.len(), &[conn], Flush::Now);
     }
     if let Some(total) = done {
         finish_dump(shard, watcher, conn, total);

@@ -287,6 +287,28 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// This host's count of connections dropped because a listener's accept
+/// queue was full (`TcpExt ListenOverflows` in /proc/net/netstat). Each
+/// such SYN is retried by the client a second or more later, which a
+/// connect-rate figure must not hide.
+pub fn listen_overflows() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    netstat_value(&s, "TcpExt:", "ListenOverflows")
+}
+
+/// The value of `name` in a /proc/net/netstat style text: a line of names
+/// after `prefix`, then a line of values after the same prefix.
+fn netstat_value(text: &str, prefix: &str, name: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let i = names.split_whitespace().position(|n| n == name);
+        if let Some(i) = i {
+            return values.split_whitespace().nth(i)?.parse().ok();
+        }
+    }
+    None
+}
+
 /// CPU seconds (user + system) a process has used, from /proc/<pid>/stat.
 pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -339,6 +361,21 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn netstat_value_reads_the_named_column_of_its_prefix() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\n\
+                    TcpExt: 1 42 43\n\
+                    IpExt: ListenOverflows InOctets\n\
+                    IpExt: 7 8\n";
+        assert_eq!(netstat_value(text, "TcpExt:", "ListenOverflows"), Some(42));
+        assert_eq!(netstat_value(text, "IpExt:", "InOctets"), Some(8));
+        assert_eq!(netstat_value(text, "TcpExt:", "Missing"), None);
+        assert_eq!(
+            netstat_value("TcpExt: ListenOverflows\n", "TcpExt:", "ListenOverflows"),
+            None
+        );
+    }
 
     #[test]
     fn stamp_roundtrip() {

@@ -237,6 +237,16 @@ impl Shared {
                 threads
             ));
         }
+        if let (Some(before), Some(after)) = (a.listen_overflows, c.listen_overflows) {
+            let dropped = after.saturating_sub(before);
+            r.extra.insert("listen_overflows".into(), dropped as f64);
+            if dropped > 0 {
+                r.notes.push(format!(
+                    "{dropped} connections were dropped by a full accept queue on this host during the load \
+                     (each SYN retried a second or more later): raise net.core.somaxconn (tuning.md, Listen backlogs)"
+                ));
+            }
+        }
         if let (Some(pid), Some(rb), Some(rc)) = (c.pid, a.srv_rss, c.srv_rss) {
             let scpu = c.srv_cpu.unwrap_or(0.0) - b.srv_cpu.unwrap_or(0.0);
             r.server = Some(ServerStats {
@@ -263,6 +273,8 @@ pub struct Snap {
     pub srv_cpu: Option<f64>,
     /// Server VmRSS KiB.
     pub srv_rss: Option<u64>,
+    /// This host's listen overflows so far ([`measure::listen_overflows`]).
+    pub listen_overflows: Option<u64>,
 }
 
 impl Snap {
@@ -274,6 +286,7 @@ impl Snap {
             pid,
             srv_cpu: pid.and_then(measure::proc_cpu_secs),
             srv_rss: pid.and_then(measure::rss_kib),
+            listen_overflows: measure::listen_overflows(),
         }
     }
 }

@@ -52,6 +52,21 @@ pub enum ServerError {
 
 /// Reads a secret from `<dir>/<name>`, or makes a random one and writes
 /// it there readable by the owner only.
+/// A secret given by flag or environment, unless it is blank: an empty
+/// HMAC key would let anyone sign tokens, and an empty admin token would
+/// lock the admin API, so a blank value (`CHATD_JWT_SECRET=` left by a
+/// template, say) counts as not given and the data directory's file is
+/// used or generated instead.
+fn given<'a>(value: &'a Option<String>, flag: &str) -> Option<&'a str> {
+    match value.as_deref() {
+        Some(s) if s.trim().is_empty() => {
+            tracing::warn!("{flag} is blank: ignored, using the data directory's file");
+            None
+        }
+        other => other,
+    }
+}
+
 fn secret_file(dir: &Path, name: &str) -> Result<String, ServerError> {
     let path = dir.join(name);
     let err = |source| ServerError::Secret {
@@ -112,12 +127,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         path: data_dir.clone(),
         source,
     })?;
-    let jwt_secret = match &config.jwt_secret {
-        Some(s) => s.clone(),
+    let jwt_secret = match given(&config.jwt_secret, "--jwt-secret") {
+        Some(s) => s.to_string(),
         None => secret_file(&data_dir, "jwt.secret")?,
     };
-    let admin_token = match &config.admin_token {
-        Some(s) => s.clone(),
+    let admin_token = match given(&config.admin_token, "--admin-token") {
+        Some(s) => s.to_string(),
         None => secret_file(&data_dir, "admin.token")?,
     };
     let backend = choose_backend(config.io_backend)?;

@@ -598,6 +598,90 @@ impl Drop for Direct {
     }
 }
 
+/// The status of `GET /v1/users/1` sent with `Authorization: <value>`.
+fn status_with_authorization(admin: SocketAddr, value: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).expect("connect");
+    let req = format!(
+        "GET /v1/users/1 HTTP/1.1\r\nHost: x\r\nAuthorization: {value}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    resp.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status")
+}
+
+/// The Bearer scheme name is case-insensitive (RFC 7235) and may be
+/// followed by more than one space; the token itself must match exactly.
+#[test]
+fn bearer_scheme_is_case_insensitive() {
+    let server = Server::start(1, &[]);
+    let t = &server.admin_token;
+    for value in [
+        format!("Bearer {t}"),
+        format!("bearer {t}"),
+        format!("BEARER {t}"),
+        format!("Bearer   {t}"),
+    ] {
+        assert_eq!(
+            status_with_authorization(server.admin, &value),
+            200,
+            "{value}"
+        );
+    }
+    for value in [
+        format!("bearer {}", t.to_uppercase()),
+        format!("Bearer{t}"),
+        format!("Basic {t}"),
+        "Bearer ".to_string(),
+        "bearer".to_string(),
+    ] {
+        assert_eq!(
+            status_with_authorization(server.admin, &value),
+            401,
+            "{value}"
+        );
+    }
+}
+
+/// A blank `--jwt-secret` / `--admin-token` (an empty `CHATD_*` variable
+/// left by a template, say) is not a secret: the server generates its
+/// files as if none was given, so nobody can sign tokens with an empty
+/// key and the admin API is usable.
+#[test]
+fn blank_secrets_count_as_not_given() {
+    let server = Server::start(1, &["--jwt-secret=", "--admin-token= "]);
+    let secret = std::fs::read_to_string(server.data_dir.join("jwt.secret")).expect("jwt.secret");
+    assert!(secret.trim().len() >= 32, "generated secret: {secret:?}");
+    // Server::start read the generated admin token; it works.
+    let (status, body) = http(
+        server.admin,
+        "GET",
+        "/v1/users/1",
+        None,
+        Some(&server.admin_token),
+    );
+    assert_eq!(status, 200, "{body}");
+    // A token signed with the empty key is refused.
+    let forged = sign_jwt(
+        "",
+        Algorithm::HS256,
+        &json!({"sub": "42", "exp": unix_now() + 60}),
+    );
+    let mut bad = ChatdClient::connect(server.chatd);
+    bad.send(&Request::Auth {
+        token: forged.as_bytes(),
+    });
+    bad.expect_error_and_close(2, 0x06, 0);
+    // One signed with the generated secret logs in.
+    let mut c = ChatdClient::connect(server.chatd);
+    c.login(&server.token(42));
+}
+
 /// Every flag reads its CHATD_* variable: the whole configuration given by
 /// env, the secret and admin token used, and no secret file written.
 #[test]

@@ -94,7 +94,7 @@ pub(super) async fn require_token(
 fn authorized(token: &str, headers: &HeaderMap) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .and_then(|v| bearer_credentials(v.as_bytes()))
     else {
         return false;
     };
@@ -102,6 +102,18 @@ fn authorized(token: &str, headers: &HeaderMap) -> bool {
     // token matched (the length may still show, which reveals nothing
     // useful about a random token).
     !token.is_empty() && bool::from(given.ct_eq(token.as_bytes()))
+}
+
+/// The credentials of an `Authorization: Bearer <token>` value. The scheme
+/// name is case-insensitive (RFC 7235 2.1), and spaces may separate it
+/// from the token.
+fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let start = rest.iter().position(|&b| b != b' ')?;
+    Some(&rest[start..])
 }
 
 /// The write path: store commit, then model, then shards, all under the
@@ -344,4 +356,20 @@ pub(super) async fn method_not_allowed(State(admin): State<Arc<Admin>>, req: Req
         StatusCode::METHOD_NOT_ALLOWED,
         "method not allowed",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_credentials;
+
+    #[test]
+    fn bearer_credentials_take_any_case_and_extra_spaces() {
+        assert_eq!(bearer_credentials(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_credentials(b"bEaReR abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_credentials(b"Bearer    abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_credentials(b"Bearer "), None);
+        assert_eq!(bearer_credentials(b"Bearer"), None);
+        assert_eq!(bearer_credentials(b"Bearerabc"), None);
+        assert_eq!(bearer_credentials(b"Basic abc"), None);
+    }
 }

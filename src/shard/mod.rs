@@ -547,8 +547,8 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: InboxRx) {
 /// batched frame waits at most `window`); sleeps while it stays empty.
 async fn batch_flush_loop(shard: Rc<Shard>, window: Duration) {
     loop {
-        // A notification sent while this task sleeps below is kept (one
-        // permit), so a list filled during the flush's wait is not missed.
+        // `notify_one` leaves a permit when this task is not waiting yet,
+        // so a list that became non-empty meanwhile is not missed.
         shard.batch_due.notified().await;
         tokio::time::sleep(window).await;
         conn::flush_batched(&shard);

@@ -400,6 +400,50 @@ fn unknown_opcode_during_login_is_bad_command() {
     statusd_error_close(&mut s, BAD_COMMAND, 0x7f, "statusd 0x7f second");
 }
 
+/// A logged-in connection that logs in again gets BAD_COMMAND and is
+/// closed, whether its OP_AUTH is well formed or has a bad `token_len`,
+/// and an OP_HELLO likewise (docs/protocol.md, "A second login").
+#[test]
+fn a_second_login_is_bad_command() {
+    let server = Server::start(1, &[]);
+    let token = server.token(5);
+    let second_auths = [
+        ("valid token", raw_auth(token.as_bytes())),
+        ("token_len 0", raw_auth(b"")),
+        // The header alone: it is refused before any token byte, and bytes
+        // left unread at the close could turn it into a reset.
+        ("token_len 5000", {
+            let mut v = vec![OP_AUTH];
+            v.extend_from_slice(&5000u16.to_le_bytes());
+            v
+        }),
+    ];
+    for (what, bytes) in &second_auths {
+        let mut c = ChatdClient::connect(server.chatd);
+        c.login(&token);
+        c.send_raw(bytes);
+        chatd_error_close(&mut c, BAD_COMMAND, OP_AUTH, &format!("chatd AUTH {what}"));
+        let mut s = statusd_login(&server, &token, 3);
+        s.send_raw(bytes);
+        statusd_error_close(
+            &mut s,
+            BAD_COMMAND,
+            OP_AUTH,
+            &format!("statusd AUTH {what}"),
+        );
+    }
+    let mut c = ChatdClient::connect(server.chatd);
+    c.login(&token);
+    c.send(&Request::Hello { version: 1 });
+    chatd_error_close(&mut c, BAD_COMMAND, 0x03, "chatd HELLO");
+    let mut s = statusd_login(&server, &token, 3);
+    s.send(&sw::Request::Hello {
+        version: 1,
+        presence: 3,
+    });
+    statusd_error_close(&mut s, BAD_COMMAND, 0x01, "statusd HELLO");
+}
+
 // -------------------------------------------------------------- versions
 
 fn hello_versions_are_checked(shards: usize) {

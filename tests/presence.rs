@@ -532,6 +532,48 @@ fn login_racing_a_new_relation_converges(shards: usize) {
     }
 }
 
+/// 5.4: the login dump ends with `OP_PRES 0 own`, and an OP_SETPRES sent
+/// with the login (before the dump could end) is answered after it, so
+/// the client never mistakes the answer for the dump's end; the watchers
+/// see the HELLO value, then the new one.
+fn setpres_sent_with_the_login_is_answered_after_the_dump(shards: usize) {
+    let s = start(shards);
+    let others = [BOB, CAROL, DAVE, ERIN, FRANK, GRACE];
+    for u in others {
+        s.add_contact(ALICE, u);
+    }
+    let mut online: Vec<StatusdClient> = others.iter().map(|&u| s.statusd(u, 3)).collect();
+    let mut a = StatusdClient::connect(s.statusd);
+    let token = s.token(ALICE);
+    let mut login = Vec::new();
+    sw::encode_request(
+        &sw::Request::Auth {
+            token: token.as_bytes(),
+        },
+        &mut login,
+    );
+    sw::encode_request(
+        &sw::Request::Hello {
+            version: 1,
+            presence: 2,
+        },
+        &mut login,
+    );
+    sw::encode_request(&sw::Request::SetPres { presence: 4 }, &mut login);
+    a.send_raw(&login);
+    a.read_dump();
+    assert_eq!(
+        sorted(a.dump.clone()),
+        sorted(others.map(|u| (u, 3)).to_vec())
+    );
+    assert_eq!(a.own, 2, "the dump ends with the HELLO value");
+    a.expect_pres(0, 4);
+    for w in &mut online {
+        w.expect_pres(ALICE, 2);
+        w.expect_pres(ALICE, 4);
+    }
+}
+
 /// `--presence-batch-ms`: updates about other users wait for the batch
 /// flush and go out together, in order and complete; the sender's own
 /// answers do not wait. Counted with `chatd_socket_writes_total`: five
@@ -598,4 +640,5 @@ on_one_and_three_shards!(
     admin_reports_presence,
     login_racing_a_new_relation_converges,
     batched_updates_arrive_complete_in_fewer_writes,
+    setpres_sent_with_the_login_is_answered_after_the_dump,
 );

@@ -196,7 +196,7 @@ fn v1_requests_without_the_right_token_are_401() {
         Some(format!("Bearer {TOKEN}x")),
         Some("Bearer admin-secret-toke".to_owned()),
         Some(format!("Basic {TOKEN}")),
-        Some(format!("bearer {TOKEN}")),
+        Some(format!("bearer {}", TOKEN.to_uppercase())),
         Some(TOKEN.to_owned()),
         Some("Bearer ".to_owned()),
     ] {

@@ -503,6 +503,11 @@ pub fn login_error_for(phase: Phase, e: &DecodeError, hello: u8) -> (ErrorCode, 
     let expected = match phase {
         Phase::Auth => protocol::OP_AUTH,
         Phase::Hello => hello,
+        // A second login is BAD_COMMAND whatever its bytes, a bad
+        // `token_len` included (docs/protocol.md, "A second login").
+        Phase::Ready | Phase::Closing if e.opcode() == protocol::OP_AUTH => {
+            return (ErrorCode::BadCommand, protocol::OP_AUTH)
+        }
         Phase::Ready | Phase::Closing => return (e.error_code(), e.opcode()),
     };
     match e {

@@ -99,9 +99,8 @@ pub struct State {
     pub rooms: Rooms<ConnRef>,
     /// Users homed here: presence and visibility.
     pub presence: Presence<ConnRef>,
-    /// Login dumps in progress for statusd clients of users homed here:
-    /// the parts still awaited and the entries sent so far.
-    pub dumps: FastMap<ConnRef, (usize, u64)>,
+    /// Login dumps in progress for statusd clients of users homed here.
+    pub dumps: FastMap<ConnRef, statusd::Dump>,
     /// Login, idle and close deadlines of this shard's connections.
     pub timers: TimerWheel<ConnRef>,
     /// Small frames the server builds.

@@ -104,11 +104,14 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
             start_dump(shard, user, conn);
         }
         ShardMsg::PresSet { user, conn, raw } => {
-            let change = shard.state.borrow_mut().presence.set(user, conn, raw);
-            // Exactly one OP_PRES 0 to the sender, changed or not; when it
-            // changed this is also its copy of the broadcast.
-            send_pres(shard, &[conn], 0, change.new);
-            publish(shard, user, change, Some(conn));
+            // The login dump ends with the client's own OP_PRES 0, so an
+            // answer sent before that would read as the dump's end: an
+            // OP_SETPRES sent during the dump waits for it.
+            if let Some(d) = shard.state.borrow_mut().dumps.get_mut(&conn) {
+                d.held.push(raw);
+                return;
+            }
+            set_presence(shard, user, conn, raw);
         }
         ShardMsg::PresGone { user, conn } => {
             let change = {
@@ -179,6 +182,27 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
     }
 }
 
+/// OP_SETPRES `raw` from client `conn` of `user` (homed here).
+fn set_presence(shard: &Shard, user: UserId, conn: ConnRef, raw: u8) {
+    let change = shard.state.borrow_mut().presence.set(user, conn, raw);
+    // Exactly one OP_PRES 0 to the sender, changed or not; when it
+    // changed this is also its copy of the broadcast.
+    send_pres(shard, &[conn], 0, change.new);
+    publish(shard, user, change, Some(conn));
+}
+
+/// A login dump in progress, at the user's home shard.
+#[derive(Debug, Default)]
+pub struct Dump {
+    /// Shards whose part has not arrived yet.
+    parts_left: usize,
+    /// Entries sent so far.
+    entries: u64,
+    /// OP_SETPRES values the client sent during the dump, applied (and
+    /// answered) once it ends.
+    held: Vec<u8>,
+}
+
 /// Applies a relation-count change for (`user`, `watcher`), `user` homed
 /// here (its twin, (`watcher`, `user`), is applied on `watcher`'s home).
 /// Became invisible: `watcher`'s clients get `user` 0 if it was not 0 (a
@@ -245,10 +269,12 @@ fn publish(shard: &Shard, user: UserId, change: Change, skip: Option<ConnRef>) {
     let shards = shard.shards();
     let (own, by_shard) = {
         let st = shard.state.borrow();
+        // A client still in its login dump learns its own presence from
+        // the dump's last command, which is read when the dump ends.
         let own: Vec<ConnRef> = st
             .presence
             .clients(user)
-            .filter(|&c| Some(c) != skip)
+            .filter(|&c| Some(c) != skip && !st.dumps.contains_key(&c))
             .collect();
         let mut by_shard: Vec<Vec<UserId>> = vec![Vec::new(); shards];
         let mut n = 0;
@@ -287,9 +313,13 @@ fn start_dump(shard: &Shard, user: UserId, conn: ConnRef) {
     }
     let parts = by_shard.iter().filter(|v| !v.is_empty()).count();
     if parts == 0 {
-        return finish_dump(shard, user, conn, 0);
+        return finish_dump(shard, user, conn, Dump::default());
     }
-    shard.state.borrow_mut().dumps.insert(conn, (parts, 0));
+    let dump = Dump {
+        parts_left: parts,
+        ..Dump::default()
+    };
+    shard.state.borrow_mut().dumps.insert(conn, dump);
     for (to, users) in by_shard.into_iter().enumerate() {
         if !users.is_empty() {
             shard.send(
@@ -311,13 +341,13 @@ fn dump_part(shard: &Shard, watcher: UserId, conn: ConnRef, entries: &[(UserId, 
         let Some(d) = st.dumps.get_mut(&conn) else {
             return;
         };
-        d.0 -= 1;
-        d.1 += entries.len() as u64;
-        let done = if d.0 == 0 { Some(d.1) } else { None };
-        if done.is_some() {
-            st.dumps.remove(&conn);
+        d.parts_left -= 1;
+        d.entries += entries.len() as u64;
+        if d.parts_left == 0 {
+            st.dumps.remove(&conn)
+        } else {
+            None
         }
-        done
     };
     if !entries.is_empty() {
         // All entries in one buffer: the stream is just commands back to back.
@@ -332,14 +362,18 @@ fn dump_part(shard: &Shard, watcher: UserId, conn: ConnRef, entries: &[(UserId, 
             });
         deliver_pres(shard, &frame, entries.len(), &[conn], Flush::Now);
     }
-    if let Some(total) = done {
-        finish_dump(shard, watcher, conn, total);
+    if let Some(dump) = done {
+        finish_dump(shard, watcher, conn, dump);
     }
 }
 
-/// Ends a login dump with `OP_PRES 0 own_presence`.
-fn finish_dump(shard: &Shard, user: UserId, conn: ConnRef, entries: u64) {
-    shard.metrics.login_dump_size.observe(entries);
+/// Ends a login dump with `OP_PRES 0 own_presence`, then applies the
+/// OP_SETPRES commands that waited for it, in order.
+fn finish_dump(shard: &Shard, user: UserId, conn: ConnRef, dump: Dump) {
+    shard.metrics.login_dump_size.observe(dump.entries);
     let own = shard.state.borrow().presence.presence(user);
     send_pres(shard, &[conn], 0, own);
+    for raw in dump.held {
+        set_presence(shard, user, conn, raw);
+    }
 }

@@ -1,6 +1,6 @@
-//! The command line (protocol section 7). Every flag also reads an
-//! environment variable, `CHATD_<FLAG>`; defaults come from
-//! [`crate::limits`].
+//! The command line (protocol section 7). Every server flag also reads an
+//! environment variable, `CHATD_<FLAG>`; numeric limits and timeouts
+//! default to [`crate::limits`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -289,6 +289,28 @@ fn read_fields(path: &str) -> Option<Vec<u64>> {
         .collect()
 }
 
+/// Raises this process's soft open-file limit to its hard limit, as Go's
+/// runtime does: the soft limit is often 1024, below what a server (or a
+/// load generator) needs, while the hard limit is the administrator's real
+/// ceiling. Returns (old, new) when it raised it.
+pub fn raise_nofile_limit() -> Option<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own; no other memory.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+        || lim.rlim_cur >= lim.rlim_max
+    {
+        return None;
+    }
+    let old = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: setrlimit reads the struct we own; raising the soft limit up
+    // to the hard one needs no privilege.
+    (unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0).then_some((old, lim.rlim_cur))
+}
+
 /// Reads the host's current settings.
 pub fn read_host() -> Readings {
     let mut lim = libc::rlimit {

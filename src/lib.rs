@@ -14,8 +14,9 @@
 //! - [`timer`]: the hashed timer wheel each shard drives its timeouts with.
 //! - [`store`]: durable relations (redb) and the in-memory relation model
 //!   that turns an admin change into per-shard effects.
-//! - [`shard`]: one thread per core, pinned, with its own tokio-uring
-//!   runtime; the cross-shard mesh and the routing function.
+//! - [`shard`]: one thread per core, pinned, with its own runtime
+//!   (tokio-uring, or tokio's epoll driver where io_uring is blocked); the
+//!   cross-shard mesh and the routing function.
 //! - [`net`]: listeners, connection read/write loops and the outbound queue.
 //! - [`admin`]: the HTTP admin API and Prometheus metrics.
 //! - [`auth`]: JWT (HS256) verification and issuing.

@@ -46,12 +46,21 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::SUCCESS
             }
         }
-        Command::Serve => match chatd::server::run(cli.config) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("chatd: {e}");
-                std::process::ExitCode::FAILURE
+        Command::Serve => {
+            if let Some((old, new)) = chatd::hostcheck::raise_nofile_limit() {
+                tracing::info!("raised the open-file limit from {old} to {new} (the hard limit)");
             }
-        },
+            serve(cli.config)
+        }
+    }
+}
+
+fn serve(config: chatd::config::Config) -> std::process::ExitCode {
+    match chatd::server::run(config) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chatd: {e}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

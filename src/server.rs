@@ -50,8 +50,6 @@ pub enum ServerError {
     Other(String),
 }
 
-/// Reads a secret from `<dir>/<name>`, or makes a random one and writes
-/// it there readable by the owner only.
 /// A secret given by flag or environment, unless it is blank: an empty
 /// HMAC key would let anyone sign tokens, and an empty admin token would
 /// lock the admin API, so a blank value (`CHATD_JWT_SECRET=` left by a
@@ -67,6 +65,8 @@ fn given<'a>(value: &'a Option<String>, flag: &str) -> Option<&'a str> {
     }
 }
 
+/// Reads a secret from `<dir>/<name>`, or makes a random one and writes
+/// it there readable by the owner only.
 fn secret_file(dir: &Path, name: &str) -> Result<String, ServerError> {
     let path = dir.join(name);
     let err = |source| ServerError::Secret {

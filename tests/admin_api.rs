@@ -598,6 +598,58 @@ impl Drop for Direct {
     }
 }
 
+/// Many hosts give processes a soft open-file limit of 1024: the server
+/// raises its own to the hard limit at start, so `--max-connections`'
+/// default follows the administrator's real ceiling.
+#[test]
+fn soft_open_file_limit_is_raised_to_the_hard_limit() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatd"));
+    cmd.args([
+        "--chatd-listen",
+        "127.0.0.1:0",
+        "--statusd-listen",
+        "127.0.0.1:0",
+    ])
+    .args(["--admin-listen", "127.0.0.1:0", "--shards", "1", "--no-pin"])
+    .args(["--io-backend", &common::backend()])
+    .arg("--data-dir")
+    .arg(tmp.path().join("data"));
+    // SAFETY: runs in the child between fork and exec; getrlimit and
+    // setrlimit are async-signal-safe and touch only this stack's struct.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            lim.rlim_cur = 64.min(lim.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let server = Direct::spawn(&mut cmd);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id()))
+        .expect("read /proc/<pid>/limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("open files line");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (f[3], f[4]);
+    assert!(
+        hard == "unlimited" || hard.parse::<u64>().expect("hard") > 64,
+        "{line}"
+    );
+    assert_eq!(soft, hard, "{line}");
+}
+
 /// The status of `GET /v1/users/1` sent with `Authorization: <value>`.
 fn status_with_authorization(admin: SocketAddr, value: &str) -> u16 {
     use std::io::{Read, Write};

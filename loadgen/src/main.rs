@@ -52,6 +52,9 @@ impl From<ScenarioError> for MainError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Thousands of client connections: the soft open-file limit is often
+    // 1024, the hard one the real ceiling.
+    chatd::hostcheck::raise_nofile_limit();
     measure::now_ns();
     match run(cli) {
         Ok(true) => ExitCode::SUCCESS,

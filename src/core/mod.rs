@@ -1,9 +1,11 @@
-//! The state machines of one shard: rooms and calls ([`room`]) and presence
-//! with its visibility counts ([`presence`]).
+//! The state machines of one shard: rooms and calls ([`room`]), presence
+//! with its visibility counts ([`presence`]) and the per-connection token
+//! bucket ([`ratelimit`]).
 //!
 //! They are fed `(now, event)` and push what to send into an output vector;
 //! no sockets, no clock, no runtime. Connections are opaque handles chosen by
-//! the server, so the machines are tested, fuzzed and benchmarked alone.
+//! the server, so the machines are unit- and property-tested and
+//! benchmarked alone.
 
 pub mod presence;
 pub mod ratelimit;

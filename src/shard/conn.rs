@@ -2,9 +2,10 @@
 //! queue, timeouts and closing.
 //!
 //! A connection is closed in one way only: mark it `Closing` (after
-//! queueing any final OP_ERROR), wake its writer, which flushes and shuts
-//! the socket down; that completes the pending read, and the read loop's
-//! end unregisters it. A close deadline on the timer wheel shuts down a
+//! queueing any final OP_ERROR), wake whoever owns its output (its writer
+//! task, or its read task when the close came from its own input), which
+//! flushes and shuts the socket down; that completes the pending read, and
+//! the read loop's end unregisters it. A close deadline on the timer wheel shuts down a
 //! peer that stopped reading.
 
 use std::rc::Rc;

@@ -4,7 +4,8 @@
 //! Each shard's inbox task drains its channel, then marks itself parked and
 //! awaits a `tokio::sync::Notify`. A sender pushes, then pokes the Notify
 //! only if it finds the parked mark set (and clears it), so a busy shard
-//! costs senders one atomic swap per message and no system call, and an idle
+//! costs senders a fence and one atomic load per message (a swap only when
+//! the receiver is parked) and no system call, and an idle
 //! one costs one wake (an eventfd write inside tokio) per burst.
 //!
 //! Lost wake-ups are impossible: the receiver sets `parked` before its last

@@ -1,5 +1,6 @@
 //! Logged-in connections per user and service, server-wide: the count
-//! `--max-connections-per-user` limits and `GET /v1/users/{id}` reports.
+//! `--max-connections-per-user` limits, and `chatd_clients` of
+//! `GET /v1/users/{id}` (statusd clients are counted by presence).
 //! Striped like client ids (see [`super::striped`]).
 
 use super::striped::Striped;

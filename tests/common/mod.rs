@@ -78,6 +78,33 @@ impl Server {
         .stdout(Stdio::piped())
         .stderr(Stdio::from(err_file));
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+        match Server::started(&mut child, data_dir, &stderr_log) {
+            Ok((chatd, statusd, admin, admin_token)) => Ok(Server {
+                child: Some(child),
+                chatd,
+                statusd,
+                admin,
+                admin_token,
+                data_dir: data_dir.to_path_buf(),
+                _tmp: None,
+                stderr_log,
+            }),
+            Err(e) => {
+                // A server that did not come up must not outlive the test.
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the three listening lines and the admin token of a server
+    /// just spawned.
+    fn started(
+        child: &mut Child,
+        data_dir: &Path,
+        stderr_log: &Path,
+    ) -> Result<(SocketAddr, SocketAddr, SocketAddr, String), String> {
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let mut addr = |name: &str| -> Result<SocketAddr, String> {
@@ -86,7 +113,7 @@ impl Server {
                 .ok_or_else(|| {
                     format!(
                         "server exited: {}",
-                        std::fs::read_to_string(&stderr_log).unwrap_or_default()
+                        std::fs::read_to_string(stderr_log).unwrap_or_default()
                     )
                 })?
                 .map_err(|e| e.to_string())?;
@@ -103,16 +130,7 @@ impl Server {
         std::thread::spawn(move || for _ in lines {});
         let admin_token =
             std::fs::read_to_string(data_dir.join("admin.token")).map_err(|e| e.to_string())?;
-        Ok(Server {
-            child: Some(child),
-            chatd,
-            statusd,
-            admin,
-            admin_token: admin_token.trim().to_string(),
-            data_dir: data_dir.to_path_buf(),
-            _tmp: None,
-            stderr_log,
-        })
+        Ok((chatd, statusd, admin, admin_token.trim().to_string()))
     }
 
     /// The server's pid.

@@ -61,6 +61,18 @@ pub const READ_BUF_IDLE: usize = 64;
 /// frames' worth to keep up.
 pub const READ_BUF_MAX: usize = 256 * 1024;
 
+/// Frames a connection's queue holds before further frames are queued as
+/// private copies. A frame shares the buffer it was cut from (a sender's
+/// read buffer, up to [`READ_BUF_MAX`], or an arena chunk), and a frame
+/// kept queued keeps that whole buffer alive while `--max-outbuf-bytes`
+/// counts only the frame's own bytes: a reader that stalls while a sender
+/// interleaves tiny messages to it with large ones elsewhere pinned 2.6 GB
+/// under a 1 MiB cap. Past this many frames the queue holds copies, so a
+/// lagging connection pins at most this many shared buffers (8 MiB at
+/// worst) beyond its cap. Healthy connections (a few to ~16 frames between
+/// writes at saturation) never reach it, so fan-out stays zero-copy.
+pub const SHARED_FRAMES_QUEUED_MAX: usize = 32;
+
 /// Most frames gathered into one vectored write (`IOV_MAX` is 1024).
 pub const WRITE_IOVECS_MAX: usize = 1024;
 

@@ -20,6 +20,8 @@ use std::task::Waker;
 
 use bytes::{Buf, Bytes};
 
+use crate::limits;
+
 /// Why a frame was not queued.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushError {
@@ -101,6 +103,14 @@ impl OutQueue {
         if self.queued_bytes > 0 && self.queued_bytes + frame.len() > cap {
             return Err(PushError::Full);
         }
+        // A frame shares the buffer it was cut from; on a queue this long
+        // (the reader lags) it would keep that whole buffer alive while the
+        // cap counts only the frame, so it is queued as a private copy.
+        let frame = if self.frames.len() >= limits::SHARED_FRAMES_QUEUED_MAX {
+            Bytes::copy_from_slice(&frame)
+        } else {
+            frame
+        };
         self.queued_bytes += frame.len();
         self.frames.push_back(frame);
         Ok(match flush {
@@ -494,6 +504,29 @@ mod writer_tests {
             Some(Next::Write)
         );
         assert_eq!(batch.len(), 1);
+    }
+
+    #[test]
+    fn a_lagging_queue_holds_copies_not_shared_buffers() {
+        let mut q = OutQueue::default();
+        // Frames cut from one large buffer, as fan-out cuts them from a
+        // sender's read buffer.
+        let big = Bytes::from(vec![7u8; 64 * 1024]);
+        let n = limits::SHARED_FRAMES_QUEUED_MAX;
+        for i in 0..n + 3 {
+            let _ = q.push(big.slice(i..i + 1), 1 << 20, Flush::Now);
+        }
+        let in_big = |f: &Bytes| big.as_ptr_range().contains(&f.as_ptr());
+        assert!(q.frames.iter().take(n).all(in_big), "shared while short");
+        assert!(!q.frames.iter().skip(n).any(in_big), "copies once long");
+        assert_eq!(q.queued_bytes(), n + 3);
+        // Once the shared frames are written, nothing queued refers to the
+        // large buffer any more.
+        let mut batch = Vec::new();
+        q.take_batch(&mut batch, n);
+        q.written(&mut batch, n);
+        assert!(q.frames.iter().all(|f| !in_big(f)));
+        assert_eq!(&q.frames[0][..], &[7u8][..]);
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub enum IoBackend {
     /// io_uring when the host allows it, else epoll.
     Auto,
     /// io_uring (tokio-uring); fails to start where it is blocked.
+    #[value(alias = "io_uring")]
     Uring,
     /// epoll (tokio).
     Epoll,
@@ -120,7 +121,8 @@ pub struct Config {
     #[arg(long, env = "CHATD_LISTEN_BACKLOG", default_value_t = limits::DEFAULT_LISTEN_BACKLOG)]
     pub listen_backlog: i32,
 
-    /// I/O backend: io_uring, epoll, or auto (io_uring where the host allows it).
+    /// I/O backend: uring (also spelled io_uring), epoll, or auto (uring
+    /// where the host allows it).
     #[arg(long, env = "CHATD_IO_BACKEND", value_enum, default_value_t = IoBackend::Auto)]
     pub io_backend: IoBackend,
 

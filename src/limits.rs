@@ -73,6 +73,14 @@ pub const READ_BUF_MAX: usize = 256 * 1024;
 /// writes at saturation) never reach it, so fan-out stays zero-copy.
 pub const SHARED_FRAMES_QUEUED_MAX: usize = 32;
 
+/// What a queued frame costs beyond its bytes, charged against
+/// `--max-outbuf-bytes`: its slot in the queue (a 32-byte `Bytes`, in a
+/// ring that grows by doubling) and, past [`SHARED_FRAMES_QUEUED_MAX`],
+/// its private copy's allocation. Counting only bytes let a client that
+/// floods 1-byte keepalives without reading its answers hold about 1.5 GB
+/// under the default 32 MiB cap.
+pub const QUEUED_FRAME_OVERHEAD: usize = 64;
+
 /// Most frames gathered into one vectored write (`IOV_MAX` is 1024).
 pub const WRITE_IOVECS_MAX: usize = 1024;
 

@@ -95,12 +95,14 @@ pub struct OutQueue {
 }
 
 impl OutQueue {
-    /// Queues `frame` unless that would take the queue over `cap` bytes.
+    /// Queues `frame` unless that would take the queue over `cap` bytes,
+    /// each frame charged its length plus [`limits::QUEUED_FRAME_OVERHEAD`].
     /// An empty queue always takes one frame, so a message larger than the
     /// cap (`--max-rtmsg-len` may exceed `--max-outbuf-bytes`) still reaches
     /// a reader that keeps up; memory stays bounded by cap + one frame.
     pub fn push(&mut self, frame: Bytes, cap: usize, flush: Flush) -> Result<Wake, PushError> {
-        if self.queued_bytes > 0 && self.queued_bytes + frame.len() > cap {
+        let cost = frame.len() + limits::QUEUED_FRAME_OVERHEAD;
+        if self.queued_bytes > 0 && self.queued_bytes + cost > cap {
             return Err(PushError::Full);
         }
         // A frame shares the buffer it was cut from; on a queue this long
@@ -111,7 +113,7 @@ impl OutQueue {
         } else {
             frame
         };
-        self.queued_bytes += frame.len();
+        self.queued_bytes += cost;
         self.frames.push_back(frame);
         Ok(match flush {
             Flush::Now => self.wake_writer(),
@@ -130,7 +132,8 @@ impl OutQueue {
         self.wake_writer()
     }
 
-    /// Bytes queued.
+    /// Bytes the queue is charged for: its frames' bytes (after any
+    /// partial write of the first one) plus the per-frame overhead.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }
@@ -147,10 +150,11 @@ impl OutQueue {
         batch.extend(self.frames.drain(..n));
     }
 
-    /// After a write of `batch` that wrote `n` bytes: uncounts them and
-    /// puts the unwritten rest back at the front, in order.
+    /// After a write of `batch` that wrote `n` bytes: uncounts them (and
+    /// the overhead of each frame written whole) and puts the unwritten
+    /// rest back at the front, in order.
     pub fn written(&mut self, batch: &mut Vec<Bytes>, mut n: usize) {
-        self.queued_bytes -= n.min(self.queued_bytes);
+        let mut done = n;
         let mut rest = 0;
         for frame in batch.iter_mut() {
             if n >= frame.len() {
@@ -161,6 +165,8 @@ impl OutQueue {
                 break;
             }
         }
+        done += rest * limits::QUEUED_FRAME_OVERHEAD;
+        self.queued_bytes -= done.min(self.queued_bytes);
         for frame in batch.drain(rest..).rev() {
             self.frames.push_front(frame);
         }
@@ -284,23 +290,46 @@ impl OutQueue {
 mod tests {
     use super::*;
 
+    /// Per-frame overhead, and a cap no test reaches.
+    const O: usize = limits::QUEUED_FRAME_OVERHEAD;
+    const BIG: usize = 1 << 20;
+
     #[test]
     fn push_beyond_cap_is_refused_and_leaves_the_queue_as_it_was() {
         let mut q = OutQueue::default();
+        let cap = 2 * O + 8;
         assert_eq!(
-            q.push(Bytes::from_static(b"12345"), 8, Flush::Now),
+            q.push(Bytes::from_static(b"12345"), cap, Flush::Now),
             Ok(Wake::Spawn)
         );
         assert_eq!(
-            q.push(Bytes::from_static(b"6789"), 8, Flush::Now),
+            q.push(Bytes::from_static(b"6789"), cap, Flush::Now),
             Err(PushError::Full)
         );
-        assert_eq!(q.queued_bytes(), 5);
+        assert_eq!(q.queued_bytes(), O + 5);
         assert_eq!(
-            q.push(Bytes::from_static(b"678"), 8, Flush::Now),
+            q.push(Bytes::from_static(b"678"), cap, Flush::Now),
             Ok(Wake::Done)
         );
-        assert_eq!(q.queued_bytes(), 8);
+        assert_eq!(q.queued_bytes(), cap);
+    }
+
+    #[test]
+    fn each_frame_is_charged_its_overhead_so_tiny_frames_cannot_flood_memory() {
+        let mut q = OutQueue::default();
+        let cap = 10 * (O + 1);
+        let mut taken = 0;
+        while q.push(Bytes::from_static(b"k"), cap, Flush::Now).is_ok() {
+            taken += 1;
+        }
+        assert_eq!(
+            taken, 10,
+            "1-byte frames under a cap of 10 x (1 + overhead)"
+        );
+        let mut batch = Vec::new();
+        q.take_batch(&mut batch, 4);
+        q.written(&mut batch, 4);
+        assert_eq!(q.queued_bytes(), 6 * (O + 1));
     }
 
     #[test]
@@ -320,14 +349,14 @@ mod tests {
     fn partial_write_puts_the_unwritten_tail_back_in_order() {
         let mut q = OutQueue::default();
         for f in [&b"aaa"[..], b"bbb", b"ccc"] {
-            let _ = q.push(Bytes::copy_from_slice(f), 100, Flush::Now).unwrap();
+            let _ = q.push(Bytes::copy_from_slice(f), BIG, Flush::Now).unwrap();
         }
         let mut batch = Vec::new();
         q.take_batch(&mut batch, 10);
         assert_eq!(batch.len(), 3);
         q.written(&mut batch, 4); // "aaa" and one byte of "bbb"
         assert!(batch.is_empty());
-        assert_eq!(q.queued_bytes(), 5);
+        assert_eq!(q.queued_bytes(), 2 * O + 5);
         q.take_batch(&mut batch, 10);
         let rest: Vec<u8> = batch.iter().flat_map(|b| b.iter().copied()).collect();
         assert_eq!(rest, b"bbccc");
@@ -337,19 +366,21 @@ mod tests {
     fn take_batch_respects_the_iovec_limit() {
         let mut q = OutQueue::default();
         for _ in 0..5 {
-            let _ = q.push(Bytes::from_static(b"x"), 100, Flush::Now).unwrap();
+            let _ = q.push(Bytes::from_static(b"x"), BIG, Flush::Now).unwrap();
         }
         let mut batch = Vec::new();
         q.take_batch(&mut batch, 2);
         assert_eq!(batch.len(), 2);
         q.written(&mut batch, 2);
-        assert_eq!(q.queued_bytes(), 3);
+        assert_eq!(q.queued_bytes(), 3 * (O + 1));
     }
 }
 
 #[cfg(test)]
 mod writer_tests {
     use super::*;
+
+    const BIG: usize = 1 << 20;
     use std::task::Waker;
 
     #[test]
@@ -358,13 +389,13 @@ mod writer_tests {
         let mut batch = Vec::new();
         q.reader_turn();
         assert_eq!(
-            q.push(Bytes::from_static(b"reply"), 100, Flush::Now),
+            q.push(Bytes::from_static(b"reply"), BIG, Flush::Now),
             Ok(Wake::Done)
         );
         assert!(q.reader_take(&mut batch, 8));
         // More queued while the reader writes: still its own.
         assert_eq!(
-            q.push(Bytes::from_static(b"more"), 100, Flush::Now),
+            q.push(Bytes::from_static(b"more"), BIG, Flush::Now),
             Ok(Wake::Done)
         );
         q.written(&mut batch, 5);
@@ -375,7 +406,7 @@ mod writer_tests {
         assert!(!q.reader_take(&mut batch, 8));
         assert_eq!(q.frames.capacity(), 0);
         assert_eq!(
-            q.push(Bytes::from_static(b"later"), 100, Flush::Now),
+            q.push(Bytes::from_static(b"later"), BIG, Flush::Now),
             Ok(Wake::Spawn)
         );
         // A queue owned by a writer task is left to it.
@@ -389,7 +420,7 @@ mod writer_tests {
         let waker = Waker::noop();
         let mut batch = Vec::new();
         assert_eq!(
-            q.push(Bytes::from_static(b"a"), 100, Flush::Now),
+            q.push(Bytes::from_static(b"a"), BIG, Flush::Now),
             Ok(Wake::Spawn)
         );
         assert_eq!(
@@ -414,7 +445,7 @@ mod writer_tests {
         );
         // The next frame needs a new writer.
         assert_eq!(
-            q.push(Bytes::from_static(b"b"), 100, Flush::Now),
+            q.push(Bytes::from_static(b"b"), BIG, Flush::Now),
             Ok(Wake::Spawn)
         );
     }
@@ -424,7 +455,7 @@ mod writer_tests {
         let mut q = OutQueue::default();
         let waker = Waker::noop();
         let mut batch = Vec::new();
-        let _ = q.push(Bytes::from_static(b"bye"), 100, Flush::Now);
+        let _ = q.push(Bytes::from_static(b"bye"), BIG, Flush::Now);
         assert_eq!(q.poll_writer(&mut batch, 8, true, waker), Some(Next::Write));
         q.written(&mut batch, 3);
         assert_eq!(q.poll_writer(&mut batch, 8, true, waker), Some(Next::Close));
@@ -438,11 +469,11 @@ mod writer_tests {
         // The first batched frame puts the connection on the batch list,
         // once; no writer is started for it.
         assert_eq!(
-            q.push(Bytes::from_static(b"p1"), 100, Flush::Batched),
+            q.push(Bytes::from_static(b"p1"), BIG, Flush::Batched),
             Ok(Wake::Batch)
         );
         assert_eq!(
-            q.push(Bytes::from_static(b"p2"), 100, Flush::Batched),
+            q.push(Bytes::from_static(b"p2"), BIG, Flush::Batched),
             Ok(Wake::Done)
         );
         // The flush starts the writer, which takes both in one batch.
@@ -458,11 +489,11 @@ mod writer_tests {
         // immediate frame after it wakes the writer, which writes both in
         // queue order, and the later flush finds nothing left to do.
         assert_eq!(
-            q.push(Bytes::from_static(b"p3"), 100, Flush::Batched),
+            q.push(Bytes::from_static(b"p3"), BIG, Flush::Batched),
             Ok(Wake::Batch)
         );
         assert_eq!(
-            q.push(Bytes::from_static(b"now"), 100, Flush::Now),
+            q.push(Bytes::from_static(b"now"), BIG, Flush::Now),
             Ok(Wake::Done)
         );
         assert_eq!(
@@ -481,7 +512,7 @@ mod writer_tests {
         let waker = Waker::noop();
         let mut batch = Vec::new();
         assert_eq!(
-            q.push(Bytes::from_static(b"a"), 100, Flush::Now),
+            q.push(Bytes::from_static(b"a"), BIG, Flush::Now),
             Ok(Wake::Spawn)
         );
         assert_eq!(
@@ -491,7 +522,7 @@ mod writer_tests {
         q.written(&mut batch, 1);
         assert_eq!(q.poll_writer(&mut batch, 8, false, waker), None);
         assert_eq!(
-            q.push(Bytes::from_static(b"p"), 100, Flush::Batched),
+            q.push(Bytes::from_static(b"p"), BIG, Flush::Batched),
             Ok(Wake::Batch)
         );
         // Two ticks, the second one idle: the writer is kept and not woken.
@@ -519,7 +550,10 @@ mod writer_tests {
         let in_big = |f: &Bytes| big.as_ptr_range().contains(&f.as_ptr());
         assert!(q.frames.iter().take(n).all(in_big), "shared while short");
         assert!(!q.frames.iter().skip(n).any(in_big), "copies once long");
-        assert_eq!(q.queued_bytes(), n + 3);
+        assert_eq!(
+            q.queued_bytes(),
+            (n + 3) * (limits::QUEUED_FRAME_OVERHEAD + 1)
+        );
         // Once the shared frames are written, nothing queued refers to the
         // large buffer any more.
         let mut batch = Vec::new();
@@ -540,6 +574,6 @@ mod writer_tests {
             q.push(Bytes::from_static(b"6789"), 8, Flush::Batched),
             Err(PushError::Full)
         );
-        assert_eq!(q.queued_bytes(), 5);
+        assert_eq!(q.queued_bytes(), limits::QUEUED_FRAME_OVERHEAD + 5);
     }
 }

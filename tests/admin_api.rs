@@ -605,17 +605,7 @@ impl Drop for Direct {
 fn soft_open_file_limit_is_raised_to_the_hard_limit() {
     use std::os::unix::process::CommandExt;
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatd"));
-    cmd.args([
-        "--chatd-listen",
-        "127.0.0.1:0",
-        "--statusd-listen",
-        "127.0.0.1:0",
-    ])
-    .args(["--admin-listen", "127.0.0.1:0", "--shards", "1", "--no-pin"])
-    .args(["--io-backend", &common::backend()])
-    .arg("--data-dir")
-    .arg(tmp.path().join("data"));
+    let mut cmd = common::chatd_command(&tmp.path().join("data"), 1);
     // SAFETY: runs in the child between fork and exec; getrlimit and
     // setrlimit are async-signal-safe and touch only this stack's struct.
     unsafe {

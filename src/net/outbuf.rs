@@ -414,21 +414,26 @@ mod writer_tests {
         assert!(!q.reader_take(&mut batch, 8));
     }
 
-    #[test]
-    fn a_writer_is_started_once_and_retired_after_an_idle_tick() {
+    /// A queue whose writer task was started for one frame, wrote it and
+    /// parked.
+    fn parked_after_one_write(batch: &mut Vec<Bytes>) -> OutQueue {
         let mut q = OutQueue::default();
         let waker = Waker::noop();
-        let mut batch = Vec::new();
         assert_eq!(
             q.push(Bytes::from_static(b"a"), BIG, Flush::Now),
             Ok(Wake::Spawn)
         );
-        assert_eq!(
-            q.poll_writer(&mut batch, 8, false, waker),
-            Some(Next::Write)
-        );
-        q.written(&mut batch, 1);
-        assert_eq!(q.poll_writer(&mut batch, 8, false, waker), None);
+        assert_eq!(q.poll_writer(batch, 8, false, waker), Some(Next::Write));
+        q.written(batch, 1);
+        assert_eq!(q.poll_writer(batch, 8, false, waker), None);
+        q
+    }
+
+    #[test]
+    fn a_writer_is_started_once_and_retired_after_an_idle_tick() {
+        let waker = Waker::noop();
+        let mut batch = Vec::new();
+        let mut q = parked_after_one_write(&mut batch);
         // It wrote during this tick: kept, with its storage.
         assert!(q.tick());
         assert!(q.frames.capacity() > 0);
@@ -508,19 +513,9 @@ mod writer_tests {
 
     #[test]
     fn an_idle_tick_does_not_write_batched_frames_early() {
-        let mut q = OutQueue::default();
         let waker = Waker::noop();
         let mut batch = Vec::new();
-        assert_eq!(
-            q.push(Bytes::from_static(b"a"), BIG, Flush::Now),
-            Ok(Wake::Spawn)
-        );
-        assert_eq!(
-            q.poll_writer(&mut batch, 8, false, waker),
-            Some(Next::Write)
-        );
-        q.written(&mut batch, 1);
-        assert_eq!(q.poll_writer(&mut batch, 8, false, waker), None);
+        let mut q = parked_after_one_write(&mut batch);
         assert_eq!(
             q.push(Bytes::from_static(b"p"), BIG, Flush::Batched),
             Ok(Wake::Batch)

@@ -37,6 +37,20 @@ pub struct Server {
     stderr_log: PathBuf,
 }
 
+/// The command line of a test server: every listener on a free loopback
+/// port, `shards` unpinned shards, the backend under test, `data_dir`.
+pub fn chatd_command(data_dir: &Path, shards: usize) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatd"));
+    cmd.args(["--chatd-listen", "127.0.0.1:0"])
+        .args(["--statusd-listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .args(["--shards", &shards.to_string(), "--no-pin"])
+        .args(["--io-backend", &backend()])
+        .arg("--data-dir")
+        .arg(data_dir);
+    cmd
+}
+
 impl Server {
     /// Starts a server with `--shards shards` and extra arguments, in a
     /// fresh temp data dir.
@@ -53,30 +67,13 @@ impl Server {
         let stderr_log = data_dir.with_extension(format!("stderr.{}", std::process::id()));
         let _ = std::fs::create_dir_all(data_dir.parent().unwrap_or(Path::new("/tmp")));
         let err_file = std::fs::File::create(&stderr_log).map_err(|e| e.to_string())?;
-        let shards_s = shards.to_string();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatd"));
-        cmd.args([
-            "--chatd-listen",
-            "127.0.0.1:0",
-            "--statusd-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--shards",
-            &shards_s,
-            "--no-pin",
-        ])
-        .args(["--io-backend", &backend()])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("CHATD_JWT_SECRET")
-        .env_remove("CHATD_ADMIN_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(err_file));
+        let mut cmd = chatd_command(data_dir, shards);
+        cmd.args(args)
+            .env_remove("CHATD_JWT_SECRET")
+            .env_remove("CHATD_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(err_file));
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
         match Server::started(&mut child, data_dir, &stderr_log) {
             Ok((chatd, statusd, admin, admin_token)) => Ok(Server {

@@ -175,19 +175,13 @@ impl Config {
 
     /// The connection limit: the flag, else RLIMIT_NOFILE less a reserve.
     pub fn connection_limit(&self) -> u64 {
-        self.max_connections.unwrap_or_else(|| {
-            let mut lim = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: getrlimit writes only into the struct we own.
-            let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
-            if ok && lim.rlim_cur != libc::RLIM_INFINITY {
-                lim.rlim_cur.saturating_sub(limits::FD_RESERVE).max(1)
-            } else {
-                u64::MAX
-            }
-        })
+        self.max_connections
+            .unwrap_or_else(|| match crate::hostcheck::nofile_limit() {
+                Some((soft, _)) if soft != libc::RLIM_INFINITY => {
+                    soft.saturating_sub(limits::FD_RESERVE).max(1)
+                }
+                _ => u64::MAX,
+            })
     }
 
     /// Shard count: the flag, else the cores this process may run on.

@@ -294,32 +294,34 @@ fn read_fields(path: &str) -> Option<Vec<u64>> {
 /// load generator) needs, while the hard limit is the administrator's real
 /// ceiling. Returns (old, new) when it raised it.
 pub fn raise_nofile_limit() -> Option<(u64, u64)> {
+    let (old, hard) = nofile_limit()?;
+    if old >= hard {
+        return None;
+    }
+    let lim = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads the struct we own; raising the soft limit up
+    // to the hard one needs no privilege.
+    (unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0).then_some((old, hard))
+}
+
+/// This process's open-file limit, (soft, hard); `RLIM_INFINITY` where
+/// unlimited.
+pub fn nofile_limit() -> Option<(u64, u64)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct we own; no other memory.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
-        || lim.rlim_cur >= lim.rlim_max
-    {
-        return None;
-    }
-    let old = lim.rlim_cur;
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: setrlimit reads the struct we own; raising the soft limit up
-    // to the hard one needs no privilege.
-    (unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0).then_some((old, lim.rlim_cur))
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0)
+        .then_some((lim.rlim_cur, lim.rlim_max))
 }
 
 /// Reads the host's current settings.
 pub fn read_host() -> Readings {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own; no other memory.
-    let nofile = (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0)
-        .then_some((lim.rlim_cur, lim.rlim_max));
+    let nofile = nofile_limit();
     let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
         .ok()
         .and_then(|s| {

@@ -50,18 +50,24 @@ pub enum ServerError {
     Other(String),
 }
 
-/// A secret given by flag or environment, unless it is blank: an empty
-/// HMAC key would let anyone sign tokens, and an empty admin token would
-/// lock the admin API, so a blank value (`CHATD_JWT_SECRET=` left by a
-/// template, say) counts as not given and the data directory's file is
-/// used or generated instead.
-fn given<'a>(value: &'a Option<String>, flag: &str) -> Option<&'a str> {
+/// The secret given by `flag` (or its environment variable), else the one
+/// in `<dir>/<file>`. A blank value counts as not given: an empty HMAC key
+/// would let anyone sign tokens, and an empty admin token would lock the
+/// admin API, so `CHATD_JWT_SECRET=` left by a template, say, falls back to
+/// the data directory's file.
+fn secret(
+    value: &Option<String>,
+    flag: &str,
+    dir: &Path,
+    file: &str,
+) -> Result<String, ServerError> {
     match value.as_deref() {
-        Some(s) if s.trim().is_empty() => {
-            tracing::warn!("{flag} is blank: ignored, using the data directory's file");
-            None
+        Some(s) if !s.trim().is_empty() => Ok(s.to_string()),
+        Some(_) => {
+            tracing::warn!("{flag} is blank: ignored, using {file} in the data directory");
+            secret_file(dir, file)
         }
-        other => other,
+        None => secret_file(dir, file),
     }
 }
 
@@ -127,14 +133,13 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         path: data_dir.clone(),
         source,
     })?;
-    let jwt_secret = match given(&config.jwt_secret, "--jwt-secret") {
-        Some(s) => s.to_string(),
-        None => secret_file(&data_dir, "jwt.secret")?,
-    };
-    let admin_token = match given(&config.admin_token, "--admin-token") {
-        Some(s) => s.to_string(),
-        None => secret_file(&data_dir, "admin.token")?,
-    };
+    let jwt_secret = secret(&config.jwt_secret, "--jwt-secret", &data_dir, "jwt.secret")?;
+    let admin_token = secret(
+        &config.admin_token,
+        "--admin-token",
+        &data_dir,
+        "admin.token",
+    )?;
     let backend = choose_backend(config.io_backend)?;
     let shards = config.shard_count();
 

@@ -154,7 +154,7 @@ impl OutQueue {
     /// the overhead of each frame written whole) and puts the unwritten
     /// rest back at the front, in order.
     pub fn written(&mut self, batch: &mut Vec<Bytes>, mut n: usize) {
-        let mut done = n;
+        let wrote = n;
         let mut rest = 0;
         for frame in batch.iter_mut() {
             if n >= frame.len() {
@@ -165,8 +165,8 @@ impl OutQueue {
                 break;
             }
         }
-        done += rest * limits::QUEUED_FRAME_OVERHEAD;
-        self.queued_bytes -= done.min(self.queued_bytes);
+        let uncharged = wrote + rest * limits::QUEUED_FRAME_OVERHEAD;
+        self.queued_bytes -= uncharged.min(self.queued_bytes);
         for frame in batch.drain(rest..).rev() {
             self.frames.push_front(frame);
         }

@@ -5,8 +5,8 @@
 //! queueing any final OP_ERROR), wake whoever owns its output (its writer
 //! task, or its read task when the close came from its own input), which
 //! flushes and shuts the socket down; that completes the pending read, and
-//! the read loop's end unregisters it. A close deadline on the timer wheel shuts down a
-//! peer that stopped reading.
+//! the read loop's end unregisters it. A close deadline on the timer wheel
+//! shuts down a peer that stopped reading.
 
 use std::rc::Rc;
 

@@ -286,7 +286,7 @@ export function encode(service, dir, cmd) {
 // A copy of bytes[from..to] as a plain Uint8Array (Node's Buffer#slice
 // would return a view sharing the caller's memory).
 function copyOf(bytes, from, to) {
-  return Uint8Array.prototype.slice.call(bytes, from, to);
+  return new Uint8Array(bytes.subarray(from, to));
 }
 
 function writeU24(out, at, v) {

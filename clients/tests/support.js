@@ -17,9 +17,12 @@ export function chromiumPath() {
 
 /**
  * Flags for a headless Chromium on a machine without network: nothing
- * reaches out (background networking, component updates, sync, QUIC),
- * media devices are fake and allowed without a prompt, and WebRTC shows
- * host candidates as IP addresses instead of mDNS names (no mDNS offline).
+ * reaches out (background networking, component updates, sync, QUIC; this
+ * machine refuses such connections), media devices are fake and allowed
+ * without a prompt, WebRTC shows host candidates as IP addresses instead
+ * of mDNS names (no mDNS offline), and may use the loopback interface
+ * (without it, a host whose only address is 127.0.0.1 gathers no
+ * candidate at all and the call fails).
  */
 export const CHROMIUM_ARGS = [
   '--headless',
@@ -33,6 +36,7 @@ export const CHROMIUM_ARGS = [
   '--use-fake-ui-for-media-stream',
   '--use-fake-device-for-media-stream',
   '--disable-features=WebRtcHideLocalIpsWithMdns',
+  '--allow-loopback-in-peer-connection',
 ];
 
 /** Starts Chromium (playwright-core gives it a new empty user-data-dir). */

@@ -17,7 +17,9 @@ const PRESENCE_NAMES = ['offline', 'do not disturb', 'away', 'online', 'chatty']
 
 const params = new URLSearchParams(location.hash.slice(1) || location.search.slice(1));
 // A random id per page load: tells apart this page's successive client ids.
-const device = crypto.randomUUID();
+// (crypto.randomUUID exists only in secure contexts; getRandomValues everywhere.)
+const randomId = () => Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+const device = randomId();
 const deviceName = params.get('name') || `device ${device.slice(0, 4)}`;
 
 let chat = null;
@@ -214,7 +216,7 @@ function newCall(role, id, chatid, peer) {
 
 function startCall(chatid, peer) {
   if (call && call.state !== 'ended') return;
-  call = newCall('caller', crypto.randomUUID(), chatid, peer);
+  call = newCall('caller', randomId(), chatid, peer);
   onCallChange(call);
   call.start().catch((e) => {
     log(`call: ${e.message}`);

@@ -15,8 +15,8 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { ChatdClient, PresenceClient } from '../js/index.js';
-import { tcpTransport } from '../js/tcp.js';
+import { ChatdClient, PresenceClient } from 'chatd-client';
+import { tcpTransport } from 'chatd-client/tcp';
 import { startServer, serverSupport, waitUntil } from '../js/test/support/server.js';
 import { launch, startStatic, pageUrl, shows, chromiumPath, watchErrors, WAIT_MS } from './support.js';
 

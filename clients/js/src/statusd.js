@@ -79,6 +79,7 @@ export class PresenceClient extends BaseClient {
     if (cmd.userid === 0n) {
       this.presence = presence;
       if (this.state !== 'connected') {
+        if (this._dump === null) return this._protocolError('OP_PRES before OP_HELLO was sent');
         const dump = this._dump;
         this._dump = null;
         this._apply(dump);
@@ -90,6 +91,7 @@ export class PresenceClient extends BaseClient {
     }
     const key = idString(cmd.userid);
     if (this.state !== 'connected') {
+      if (this._dump === null) return this._protocolError('OP_PRES before OP_HELLO was sent');
       if (presence === 0) this._dump.delete(key);
       else this._dump.set(key, presence);
       return;

@@ -1,7 +1,9 @@
-// Compiled (not run) by `npm run typecheck`: the README's uses of the
+// Compiled (not run) by `npm run typecheck`, importing the package by its
+// name (clients/tests depends on file:../js) so its exports map is checked
+// too: the README's uses of the
 // library must type-check against index.d.ts, and misuses must not.
 
-import { ChatdClient, PresenceClient, PRESENCE, ChatdError, decode, S2C, CHATD, type RoomState } from '../../js/index.js';
+import { ChatdClient, PresenceClient, PRESENCE, ChatdError, decode, S2C, CHATD, type RoomState } from 'chatd-client';
 
 const token = async (): Promise<string> => 'jwt';
 const chat = new ChatdClient({ url: 'ws://127.0.0.1:7402/chatd', token, heartbeatIntervalMs: 3000 });

@@ -40,3 +40,4 @@ pub mod server;
 pub mod shard;
 pub mod store;
 pub mod timer;
+pub mod ws;

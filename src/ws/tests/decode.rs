@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use proptest::prelude::*;
 
 use super::{client_frame, read_in_pieces, Reader};
-use crate::ws::decode::unmask;
+use crate::ws::decode::{unmask, unmask_into_place};
 use crate::ws::opcode::{BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
 use crate::ws::{CloseCode, Decoder, Error};
 
@@ -308,6 +308,40 @@ fn unmask_matches_the_rfc_at_every_phase_and_length() {
                 .map(|(i, b)| b ^ key[(i + phase) % 4])
                 .collect();
             assert_eq!(got, want, "phase {phase} len {len}");
+        }
+    }
+}
+
+#[test]
+fn a_payload_lands_after_the_command_bytes_unmasked_whatever_the_gap() {
+    let key = [0x11, 0x22, 0x44, 0x88];
+    for plain in [0, 1, 5, 8, 30] {
+        for gap in 0..12 {
+            for len in [0, 1, 7, 8, 9, 20, 33] {
+                for phase in 0..4 {
+                    let front: Vec<u8> = (0..plain as u8).map(|i| 200 - i).collect();
+                    let payload: Vec<u8> = (0..len as u8).collect();
+                    let mut buf = BytesMut::from(&front[..]);
+                    buf.extend_from_slice(&vec![0xEE; gap]);
+                    buf.extend(
+                        payload
+                            .iter()
+                            .enumerate()
+                            .map(|(i, b)| b ^ key[(i + phase) % 4]),
+                    );
+                    buf.extend_from_slice(b"rest");
+                    let (w, r) = unmask_into_place(&mut buf, plain, plain + gap, len, key, phase);
+                    let mut want = front.clone();
+                    want.extend_from_slice(&payload);
+                    assert_eq!(w, plain + len);
+                    assert_eq!(
+                        &buf[..w],
+                        &want[..],
+                        "plain {plain} gap {gap} len {len} phase {phase}"
+                    );
+                    assert_eq!(&buf[r..], b"rest");
+                }
+            }
         }
     }
 }

@@ -40,3 +40,5 @@ pub mod server;
 pub mod shard;
 pub mod store;
 pub mod timer;
+pub mod tls;
+pub mod ws;

@@ -152,3 +152,16 @@ pub const DEFAULT_SETPRES_RATE: u32 = 10_000;
 /// Token bucket depth, in seconds of the rate: bursts up to twice the
 /// per-second rate pass.
 pub const RATE_BURST_SECS: u32 = 2;
+
+// --- WebSocket and TLS (protocol sections 8 and 9) ---
+
+/// Most bytes of a WebSocket handshake request (request line and headers).
+/// A browser's upgrade request is well under 1 KiB, 2-4 KiB with cookies
+/// for the site; 8 KiB is what nginx allows one header buffer by default.
+/// Past it the request is refused (HTTP 400) without waiting for
+/// the end of the headers, so a peer cannot make a connection buffer more.
+pub const WS_HANDSHAKE_MAX_BYTES: usize = 8 * 1024;
+
+/// Most header lines in a WebSocket handshake request (httparse needs a
+/// fixed array). Browsers send 10-20; more is refused with HTTP 400.
+pub const WS_HANDSHAKE_MAX_HEADERS: usize = 64;

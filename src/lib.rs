@@ -6,9 +6,10 @@
 //!
 //! The folders show the architecture; each module's `//!` says what it owns.
 //!
-//! - [`protocol`]: the wire codec, sans-IO. `decode(&[u8])` returns a
-//!   command and the bytes it used, "need more", or a precise error;
-//!   encoders write into a `BufMut`. No sockets, no clock.
+//! - The wire codec is the `chatd-proto` crate ([`chatd_proto`]), sans-IO
+//!   and shared with clients: `decode(&[u8])` returns a command and the
+//!   bytes it used, "need more", or a precise error; encoders write into a
+//!   `BufMut`. No sockets, no clock.
 //! - [`core`]: the state machines (rooms and calls, presence, visibility),
 //!   fed `(now, event)` and returning what to send. No sockets, no clock.
 //! - [`timer`]: the hashed timer wheel each shard drives its timeouts with.
@@ -35,7 +36,6 @@ pub mod ids;
 pub mod limits;
 pub mod metrics;
 pub mod net;
-pub mod protocol;
 pub mod server;
 pub mod shard;
 pub mod store;

@@ -16,12 +16,12 @@ use crate::config::{Config, IoBackend};
 use crate::metrics::ShardMetrics;
 use crate::net::io::Backend;
 use crate::net::listener;
-use crate::protocol::Limits;
 use crate::shard::client_ids::ClientIds;
 use crate::shard::control::MeshControl;
 use crate::shard::msg::ShardMsg;
 use crate::shard::{self, mesh, ShardListeners, Shared};
 use crate::store::{Store, StoreError};
+use chatd_proto::Limits;
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -11,9 +11,9 @@ use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use chatd::protocol::chatd as cw;
-use chatd::protocol::statusd as sw;
-use chatd::protocol::{DecodeError, ErrorCode, Limits};
+use chatd_proto::chatd as cw;
+use chatd_proto::statusd as sw;
+use chatd_proto::{DecodeError, ErrorCode, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
@@ -23,7 +23,7 @@ pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Decoder limits: accept anything the field can carry.
 pub const LIMITS: Limits = Limits {
-    max_rtmsg_len: chatd::limits::MSGLEN_FIELD_MAX,
+    max_rtmsg_len: chatd_proto::limits::MSGLEN_FIELD_MAX,
 };
 
 /// Why a connection failed.

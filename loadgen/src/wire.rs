@@ -18,7 +18,7 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::Duration;
 
-use chatd::protocol::chatd as cw;
+use chatd_proto::chatd as cw;
 use tokio::sync::Notify;
 
 use crate::client::{self, ClientError, Codec, Reader, Writer, LOGIN_TIMEOUT};

@@ -18,8 +18,8 @@ use crate::core::room::RoomOutput;
 use crate::ids::Service;
 use crate::limits;
 use crate::net::outbuf::Flush;
-use crate::protocol::chatd::{self as wire, Request};
-use crate::protocol::ErrorCode;
+use chatd_proto::chatd::{self as wire, Request};
+use chatd_proto::ErrorCode;
 
 /// Decodes and handles every complete command in `buf` from chatd
 /// connection `c`, leaving a partial one in place.

@@ -19,8 +19,8 @@ use crate::ids::{ChatId, ClientId, Service, UserId};
 use crate::limits;
 use crate::net::io::Stream;
 use crate::net::outbuf::{Flush, OutQueue, PushError, Wake};
-use crate::protocol::{self, DecodeError, ErrorCode};
 use crate::timer::TimerKey;
+use chatd_proto::{DecodeError, ErrorCode};
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,8 +250,8 @@ pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes, flus
             .metrics
             .slow_consumer_closes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let err = st.arena.frame(protocol::ERROR_LEN, |b| {
-            protocol::encode_error(ErrorCode::SlowConsumer, 0, 0, b)
+        let err = st.arena.frame(chatd_proto::ERROR_LEN, |b| {
+            chatd_proto::encode_error(ErrorCode::SlowConsumer, 0, 0, b)
         });
         if let Some(conn) = get(st, c) {
             // The queue is not empty, so a writer exists (or the batch
@@ -307,8 +307,8 @@ pub fn tick_writers(shard: &Shard) {
 
 /// Sends OP_ERROR to `c` (on this shard); closes it if the code says so.
 pub fn send_error(shard: &Shard, st: &mut State, c: ConnRef, code: ErrorCode, opcode: u8, id: u64) {
-    let frame = st.arena.frame(protocol::ERROR_LEN, |b| {
-        protocol::encode_error(code, opcode, id, b)
+    let frame = st.arena.frame(chatd_proto::ERROR_LEN, |b| {
+        chatd_proto::encode_error(code, opcode, id, b)
     });
     shard.metrics.error(code as u8);
     push_frame(shard, st, c, frame);
@@ -356,15 +356,15 @@ pub fn apply_notice(shard: &Shard, c: ConnRef, notice: Notice) {
                 conn.joined.push(chat);
             }
             let frame = st.arena.frame(9 + 10, |b| {
-                protocol::chatd::encode_join(chat, b);
-                protocol::chatd::encode_in_call(chat, in_call, b);
+                chatd_proto::chatd::encode_join(chat, b);
+                chatd_proto::chatd::encode_in_call(chat, in_call, b);
             });
             shard
                 .metrics
-                .command_out(Service::Chatd, protocol::chatd::OP_JOIN, 1);
+                .command_out(Service::Chatd, chatd_proto::chatd::OP_JOIN, 1);
             shard
                 .metrics
-                .command_out(Service::Chatd, protocol::chatd::OP_IN_CALL, 1);
+                .command_out(Service::Chatd, chatd_proto::chatd::OP_IN_CALL, 1);
             push_frame(shard, st, c, frame);
         }
         Notice::Left { chat } => {
@@ -372,10 +372,10 @@ pub fn apply_notice(shard: &Shard, c: ConnRef, notice: Notice) {
             conn.joined.retain(|&j| j != chat);
             let frame = st
                 .arena
-                .frame(9, |b| protocol::chatd::encode_leave(chat, b));
+                .frame(9, |b| chatd_proto::chatd::encode_leave(chat, b));
             shard
                 .metrics
-                .command_out(Service::Chatd, protocol::chatd::OP_LEAVE, 1);
+                .command_out(Service::Chatd, chatd_proto::chatd::OP_LEAVE, 1);
             push_frame(shard, st, c, frame);
         }
         Notice::Error { code, opcode, id } => send_error(shard, st, c, code, opcode, id),
@@ -452,7 +452,7 @@ pub fn on_auth(shard: &Shard, st: &mut State, c: ConnRef, token: &[u8]) {
             tracing::debug!(?c, "auth failed: {e}");
             shard.metrics.auth_failures[service.index()]
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            send_error(shard, st, c, ErrorCode::AuthFailed, protocol::OP_AUTH, 0);
+            send_error(shard, st, c, ErrorCode::AuthFailed, chatd_proto::OP_AUTH, 0);
         }
     }
 }
@@ -502,12 +502,12 @@ pub fn drain_finished(shard: &Shard, now: u64) -> bool {
 /// `hello` is the service's OP_HELLO opcode.
 pub fn login_error_for(phase: Phase, e: &DecodeError, hello: u8) -> (ErrorCode, u8) {
     let expected = match phase {
-        Phase::Auth => protocol::OP_AUTH,
+        Phase::Auth => chatd_proto::OP_AUTH,
         Phase::Hello => hello,
         // A second login is BAD_COMMAND whatever its bytes, a bad
         // `token_len` included (docs/protocol.md, "A second login").
-        Phase::Ready | Phase::Closing if e.opcode() == protocol::OP_AUTH => {
-            return (ErrorCode::BadCommand, protocol::OP_AUTH)
+        Phase::Ready | Phase::Closing if e.opcode() == chatd_proto::OP_AUTH => {
+            return (ErrorCode::BadCommand, chatd_proto::OP_AUTH)
         }
         Phase::Ready | Phase::Closing => return (e.error_code(), e.opcode()),
     };
@@ -524,9 +524,9 @@ pub fn keepalive(shard: &Shard, st: &mut State, c: ConnRef) {
     let Some(service) = get(st, c).map(|conn| conn.service) else {
         return;
     };
-    let frame = st.arena.frame(1, |b| b.put_u8(protocol::OP_KEEPALIVE));
+    let frame = st.arena.frame(1, |b| b.put_u8(chatd_proto::OP_KEEPALIVE));
     shard
         .metrics
-        .command_out(service, protocol::OP_KEEPALIVE, 1);
+        .command_out(service, chatd_proto::OP_KEEPALIVE, 1);
     push_frame(shard, st, c, frame);
 }

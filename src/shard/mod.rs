@@ -45,8 +45,8 @@ use crate::metrics::ShardMetrics;
 use crate::net::arena::FrameArena;
 use crate::net::io::{Backend, Listener};
 use crate::net::outbuf::Flush;
-use crate::protocol::Limits;
 use crate::timer::TimerWheel;
+use chatd_proto::Limits;
 
 use self::client_ids::ClientIds;
 use self::conn::Conn;

@@ -17,8 +17,8 @@ use crate::core::presence::{Change, VisibilityChange};
 use crate::ids::{Service, UserId};
 use crate::limits;
 use crate::net::outbuf::Flush;
-use crate::protocol::statusd::{self as wire, Request};
-use crate::protocol::ErrorCode;
+use chatd_proto::statusd::{self as wire, Request};
+use chatd_proto::ErrorCode;
 
 /// Decodes and handles every complete command in `buf` from statusd
 /// connection `c`.

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chatd::protocol::chatd::{self as cw, Request};
-use chatd::protocol::statusd as sw;
-use chatd::protocol::Limits;
+use chatd_proto::chatd::{self as cw, Request};
+use chatd_proto::statusd as sw;
+use chatd_proto::Limits;
 
 /// Longest wait for anything the server should send.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -400,7 +400,7 @@ impl ChatdClient {
     /// The next command, or `None` when the server closed the connection.
     pub fn try_recv(&mut self) -> Option<Ev> {
         let limits = Limits {
-            max_rtmsg_len: chatd::limits::MSGLEN_FIELD_MAX,
+            max_rtmsg_len: chatd_proto::limits::MSGLEN_FIELD_MAX,
         };
         read_until(&mut self.stream, &mut self.buf, |b| {
             let (ev, used) =

@@ -6,7 +6,9 @@
 //! The graph is read from the sources: every `crate::`, `super::` and
 //! `self::` path outside comments and test modules is an edge from the
 //! file's module to the deepest module the path names (a parent module
-//! counts when the path names an item in it, e.g. `super::Shard`).
+//! counts when the path names an item in it, e.g. `super::Shard`), and so
+//! is every `use` of a child module by a relative path. `SHOW_EDGES=1`
+//! prints the graph.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 const CRATES: &[(&str, &str)] = &[
     ("src", "lib.rs"),
     ("chatd-proto/src", "lib.rs"),
-    // ("chatd-client/src", "lib.rs"),
+    ("chatd-client/src", "lib.rs"),
     ("loadgen/src", "main.rs"),
 ];
 
@@ -66,27 +68,92 @@ fn code(text: &str) -> String {
         .join("\n")
 }
 
-/// Every path starting with `crate`, `super` or `self` in `code`, with
-/// `use` groups (`super::{a, b::c}`) expanded, as segment lists.
-fn paths(code: &str) -> Vec<Vec<String>> {
+/// A path found in a file.
+#[derive(Debug, PartialEq)]
+struct Found {
+    /// The inline modules (`mod name { ... }`) it sits in, within the
+    /// file's module.
+    inner: Vec<String>,
+    /// Its segments, `use` groups expanded.
+    path: Vec<String>,
+    /// A `use` path relative to the module (`use child::Item`).
+    relative: bool,
+}
+
+/// Every path starting with `crate`, `super` or `self` in `code`, and
+/// every `use` path, with `use` groups (`super::{a, b::c}`) expanded.
+fn paths(code: &str) -> Vec<Found> {
     let mut out = Vec::new();
     let bytes = code.as_bytes();
     let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    // Inline modules: (name, brace depth inside it).
+    let mut inline: Vec<(String, usize)> = Vec::new();
+    let mut pending_mod: Option<String> = None;
+    let mut depth = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let start_ok = i == 0 || !(is_ident(bytes[i - 1]) || bytes[i - 1] == b':');
+        let boundary = i == 0 || !(is_ident(bytes[i - 1]) || bytes[i - 1] == b':');
         let rest = &code[i..];
-        let head = ["crate::", "super::", "self::"]
-            .into_iter()
-            .find(|h| rest.starts_with(h));
-        match (start_ok, head) {
-            (true, Some(_)) => {
-                let (found, used) = parse_path(rest);
-                out.extend(found);
-                i += used.max(1);
+        let inner = || inline.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        match bytes[i] {
+            b'{' => {
+                depth += 1;
+                if let Some(name) = pending_mod.take() {
+                    inline.push((name, depth));
+                }
+                i += 1;
+                continue;
             }
-            _ => i += 1,
+            b'}' => {
+                if inline.last().is_some_and(|(_, d)| *d == depth) {
+                    inline.pop();
+                }
+                depth -= 1;
+                i += 1;
+                continue;
+            }
+            b';' => pending_mod = None,
+            _ => {}
         }
+        if boundary && rest.starts_with("mod ") {
+            let name: String = rest[4..]
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            pending_mod = Some(name);
+            i += 4;
+            continue;
+        }
+        if boundary && rest.starts_with("use ") {
+            let start = 4 + (rest[4..].len() - rest[4..].trim_start().len());
+            let relative = !["crate::", "super::", "self::"]
+                .iter()
+                .any(|h| rest[start..].starts_with(h));
+            let (found, used) = parse_path(&rest[start..]);
+            out.extend(found.into_iter().map(|path| Found {
+                inner: inner(),
+                path,
+                relative,
+            }));
+            i += start + used.max(1);
+            continue;
+        }
+        if boundary
+            && ["crate::", "super::", "self::"]
+                .iter()
+                .any(|h| rest.starts_with(h))
+        {
+            let (found, used) = parse_path(rest);
+            out.extend(found.into_iter().map(|path| Found {
+                inner: inner(),
+                path,
+                relative: false,
+            }));
+            i += used.max(1);
+            continue;
+        }
+        i += 1;
     }
     out
 }
@@ -185,7 +252,16 @@ fn resolve(
                 segs = &segs[1..];
             }
         }
-        _ => return None,
+        // A relative path names a child module, or nothing of this crate
+        // (`std::`, another crate).
+        Some(first) => {
+            let mut child = base.clone();
+            child.push(first.to_string());
+            if !modules.contains(&child) {
+                return None;
+            }
+        }
+        None => return None,
     }
     let mut best = base.clone();
     for s in segs {
@@ -262,8 +338,12 @@ fn graph(dir: &str, root_file: &str) -> BTreeMap<Vec<String>, BTreeSet<Vec<Strin
     let mut edges: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
     for (m, code) in &files {
         let out = edges.entry(m.clone()).or_default();
-        for p in paths(code) {
-            if let Some(to) = resolve(m, &p, &modules) {
+        for found in paths(code) {
+            // Inside an inline module, paths are relative to it; its edges
+            // count for the file's module.
+            let mut here = m.clone();
+            here.extend(found.inner);
+            if let Some(to) = resolve(&here, &found.path, &modules) {
                 if &to != m {
                     out.insert(to);
                 }
@@ -296,7 +376,7 @@ fn no_module_imports_a_module_that_imports_it_back() {
         }
         if let Some(cycle) = find_cycle(&edges) {
             let names: Vec<String> = cycle.iter().map(|m| show(m)).collect();
-            eprintln!("{dir}: import cycle {}", names.join(" -> "));
+            panic!("{dir}: import cycle {}", names.join(" -> "));
         }
     }
 }
@@ -306,19 +386,22 @@ fn no_module_imports_a_module_that_imports_it_back() {
 /// in comments do not count.
 #[test]
 fn the_cycle_checker_sees_group_imports_and_ignores_comments() {
-    let found = paths(&code(
-        "use super::{route, writer::{self, Replies}, Shard};\n// crate::ignored\nlet x = crate::a::b(1);",
-    ));
-    let want: Vec<Vec<String>> = [
-        &["super", "route"][..],
-        &["super", "writer"],
-        &["super", "writer", "Replies"],
-        &["super", "Shard"],
-        &["crate", "a", "b"],
-    ]
-    .iter()
-    .map(|p| p.iter().map(|s| s.to_string()).collect())
+    let found: Vec<(Vec<String>, Vec<String>, bool)> = paths(&code(
+        "use super::{route, writer::{self, Replies}, Shard};\n// crate::ignored\nlet x = crate::a::b(1);\nmod inner { use super::X; }\nuse child::Y;",
+    ))
+    .into_iter()
+    .map(|f| (f.inner, f.path, f.relative))
     .collect();
+    let v = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let want = vec![
+        (v(&[]), v(&["super", "route"]), false),
+        (v(&[]), v(&["super", "writer"]), false),
+        (v(&[]), v(&["super", "writer", "Replies"]), false),
+        (v(&[]), v(&["super", "Shard"]), false),
+        (v(&[]), v(&["crate", "a", "b"]), false),
+        (v(&["inner"]), v(&["super", "X"]), false),
+        (v(&[]), v(&["child", "Y"]), true),
+    ];
     assert_eq!(found, want);
 
     let m = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();

@@ -183,7 +183,7 @@ pub enum DecodeError {
         field: &'static str,
     },
     /// `OP_AUTH` `token_len` of 0 or above
-    /// [`MAX_TOKEN_LEN`](crate::limits::MAX_TOKEN_LEN) (`AUTH_FAILED`).
+    /// [`MAX_TOKEN_LEN`] (`AUTH_FAILED`).
     #[error("token_len {len} out of range")]
     BadTokenLen {
         /// The `token_len` received.

@@ -6,7 +6,7 @@
 //! - a closing connection's input is dropped;
 //! - a decode error is answered with its `OP_ERROR` (named by the login
 //!   phase: [`login_error_for`]) and the rest of the input dropped;
-//! - the login phase ([`login`]): `OP_AUTH` (token check), then `OP_HELLO`
+//! - the login phase (`login`): `OP_AUTH` (token check), then `OP_HELLO`
 //!   (version check, per-user limit, idle timer), anything else
 //!   `NOT_AUTHENTICATED`;
 //! - after login: `OP_KEEPALIVE` is answered, a second `OP_AUTH` or

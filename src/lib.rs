@@ -17,8 +17,10 @@
 //!   that turns an admin change into per-shard effects.
 //! - [`shard`]: one thread per core, pinned, with its own runtime
 //!   (tokio-uring, or tokio's epoll driver where io_uring is blocked); the
-//!   cross-shard mesh and the routing function.
-//! - [`net`]: listeners, connection read/write loops and the outbound queue.
+//!   cross-shard mesh and the routing function; the connection driver
+//!   (read and write loops) and the one input path both services share.
+//! - [`net`]: what sits below the shards: listeners, the I/O backend seam,
+//!   the transport seam, the outbound queue.
 //! - [`admin`]: the HTTP admin API and Prometheus metrics.
 //! - [`auth`]: JWT (HS256) verification and issuing.
 //! - [`hostcheck`]: `chatd check-host`, the host settings tuning.md asks for.

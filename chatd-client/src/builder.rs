@@ -36,9 +36,9 @@ impl<S> Builder<S> {
         }
     }
 
-    /// Sends `OP_KEEPALIVE` after this long without sending anything
-    /// (default 30 s; the server closes connections silent for its idle
-    /// timeout, 90 s by default).
+    /// Sends `OP_KEEPALIVE` after this long without sending or without
+    /// receiving anything (default 30 s; the server closes connections
+    /// silent for its idle timeout, 90 s by default).
     pub fn keepalive(mut self, every: Duration) -> Self {
         self.opts.keepalive = every;
         self

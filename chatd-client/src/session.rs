@@ -282,14 +282,18 @@ impl<P: Protocol, C: Connect> Driver<P, C> {
         rbuf: &mut BytesMut,
         out: &mut BytesMut,
     ) -> Result<(), ClientError> {
-        let mut last_tx = Instant::now();
+        let (mut last_tx, mut last_rx) = (Instant::now(), Instant::now());
         // When a keepalive went out that nothing has answered yet.
         let mut ping_sent: Option<Instant> = None;
         loop {
             let now = Instant::now();
             let timer = self.proto.poll_timer(now, out);
-            if ping_sent.is_none() && now >= last_tx + self.opts.keepalive {
-                chatd_proto_keepalive(out);
+            // Silent either way for a keepalive interval: the server's idle
+            // timeout counts what it receives, and a connection that only
+            // sends (call heartbeats) must still learn that it is dead.
+            let idle_since = last_tx.min(last_rx);
+            if ping_sent.is_none() && now >= idle_since + self.opts.keepalive {
+                encode_keepalive(out);
                 ping_sent = Some(now);
             }
             if !out.is_empty() {
@@ -300,7 +304,7 @@ impl<P: Protocol, C: Connect> Driver<P, C> {
             }
             let mut wake = match ping_sent {
                 Some(at) => at + self.opts.keepalive_timeout,
-                None => last_tx + self.opts.keepalive,
+                None => idle_since + self.opts.keepalive,
             };
             if let Some(t) = timer {
                 wake = wake.min(t);
@@ -316,6 +320,7 @@ impl<P: Protocol, C: Connect> Driver<P, C> {
                     if read? == 0 {
                         return Err(ClientError::Closed);
                     }
+                    last_rx = Instant::now();
                     ping_sent = None;
                     while let Some(r) = self.proto.read(rbuf)? {
                         match r {
@@ -352,6 +357,6 @@ impl<P: Protocol, C: Connect> Driver<P, C> {
 }
 
 /// Writes `OP_KEEPALIVE` (one byte, the same on both services).
-fn chatd_proto_keepalive(out: &mut BytesMut) {
+fn encode_keepalive(out: &mut BytesMut) {
     out.put_u8(chatd_proto::OP_KEEPALIVE);
 }

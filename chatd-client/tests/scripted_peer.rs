@@ -34,12 +34,11 @@ async fn read_login(s: &mut TcpStream) {
     }
 }
 
-#[tokio::test]
-async fn an_unanswered_keepalive_makes_the_client_reconnect() {
+/// A peer that answers each login with a new client id, then reads
+/// nothing and says nothing more, holding the socket open.
+async fn silent_after_login() -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    // Answers each login with a new client id, then reads nothing and
-    // says nothing more, holding the socket open.
     tokio::spawn(async move {
         let mut held = Vec::new();
         for id in 1u32.. {
@@ -53,6 +52,12 @@ async fn an_unanswered_keepalive_makes_the_client_reconnect() {
             held.push(s);
         }
     });
+    addr
+}
+
+#[tokio::test]
+async fn an_unanswered_keepalive_makes_the_client_reconnect() {
+    let addr = silent_after_login().await;
     let (client, mut events) = ChatClient::builder("a.b.c")
         .keepalive(Duration::from_millis(100))
         .keepalive_timeout(Duration::from_millis(200))
@@ -112,4 +117,37 @@ async fn a_login_without_answer_times_out() {
         .await
         .expect("the client closed its socket")
         .expect("peer");
+}
+
+/// A client that keeps sending (call heartbeats) but hears nothing still
+/// finds out that its connection is dead.
+#[tokio::test]
+async fn a_client_that_only_sends_still_detects_a_dead_connection() {
+    let addr = silent_after_login().await;
+    let (client, mut events) = ChatClient::builder("a.b.c")
+        .rooms([7])
+        .call_heartbeat(Duration::from_millis(50))
+        .keepalive(Duration::from_millis(200))
+        .keepalive_timeout(Duration::from_millis(200))
+        .no_reconnect()
+        .connect(addr)
+        .await
+        .expect("login");
+    client.enter_call(7).await.expect("call");
+    let mut next = async || {
+        tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("an event in time")
+            .expect("the stream goes on")
+    };
+    assert!(matches!(
+        next().await,
+        ChatEvent::Connected { client_id: 1 }
+    ));
+    match next().await {
+        ChatEvent::Closed {
+            error: Some(ClientError::Timeout(_)),
+        } => {}
+        other => panic!("expected a keepalive timeout, got {other:?}"),
+    }
 }

@@ -124,9 +124,6 @@ fn decimals<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error
         .collect()
 }
 
-/// How long a request may take by default.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// An admin API client: cheap to clone (the connections are shared).
 #[derive(Clone, Debug)]
 pub struct AdminClient {
@@ -150,12 +147,13 @@ impl AdminClient {
         AdminClient {
             base: format!("http://{addr}"),
             token: None,
-            timeout: DEFAULT_TIMEOUT,
+            timeout: crate::limits::ADMIN_TIMEOUT,
             http: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
 
-    /// The longest a request may take (default 30 s).
+    /// The longest a request may take (default
+    /// [`ADMIN_TIMEOUT`](crate::limits::ADMIN_TIMEOUT), 30 s).
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;

@@ -16,11 +16,12 @@ pub struct Backoff {
 }
 
 impl Default for Backoff {
-    /// 200 ms, doubling up to 10 s.
+    /// 200 ms, doubling up to 10 s ([`crate::limits::RECONNECT_INITIAL`],
+    /// [`crate::limits::RECONNECT_MAX`]).
     fn default() -> Self {
         Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(10),
+            initial: crate::limits::RECONNECT_INITIAL,
+            max: crate::limits::RECONNECT_MAX,
         }
     }
 }

@@ -10,10 +10,8 @@ use crate::backoff::Backoff;
 use crate::connect::Connect;
 use crate::error::ClientError;
 use crate::events::Events;
+use crate::limits::COMMAND_CAPACITY;
 use crate::session::{Cmd, Driver, Options, Protocol, Shared};
-
-/// Commands buffered from the handles to the connection task.
-const COMMAND_CAPACITY: usize = 1024;
 
 /// Options of a client before it connects. Made by
 /// [`ChatClient::builder`](crate::ChatClient::builder) or

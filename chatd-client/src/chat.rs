@@ -198,7 +198,7 @@ impl ChatClient {
             token.into(),
             ChatOptions {
                 rooms: BTreeSet::new(),
-                call_heartbeat: Duration::from_secs(3),
+                call_heartbeat: crate::limits::CALL_HEARTBEAT,
             },
         )
     }

@@ -52,7 +52,8 @@
 //!   select over socket, commands and timers; reconnect).
 //! - [`login`]: the login of both services, sans-IO (also used by the
 //!   server's integration tests over blocking sockets).
-//! - [`connect`]: the stream seam; [`backoff`]: reconnect delays.
+//! - [`connect`]: the stream seam; [`backoff`]: reconnect delays;
+//!   [`limits`]: every default and limit, with why.
 //! - [`admin`]: the admin API client, async and blocking.
 
 #![deny(missing_docs)]
@@ -64,6 +65,7 @@ pub mod chat;
 pub mod connect;
 pub mod error;
 pub mod events;
+pub mod limits;
 pub mod login;
 pub mod presence;
 mod session;

@@ -20,9 +20,7 @@ use tokio::time::Instant;
 use crate::backoff::{self, Backoff, Delays};
 use crate::connect::Connect;
 use crate::error::{ClientError, ServerError};
-
-/// Free space a read asks for: a few commands, or a burst of them.
-const READ_CHUNK: usize = 8 * 1024;
+use crate::limits::{self, READ_CHUNK};
 
 /// The options every client has (set on its builder).
 #[derive(Clone, Debug)]
@@ -43,12 +41,11 @@ pub(crate) struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            // The server closes connections silent for 90 s.
-            keepalive: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(10),
-            login_timeout: Duration::from_secs(10),
+            keepalive: limits::KEEPALIVE,
+            keepalive_timeout: limits::KEEPALIVE_TIMEOUT,
+            login_timeout: limits::LOGIN_TIMEOUT,
             reconnect: Some(Backoff::default()),
-            event_capacity: 1024,
+            event_capacity: limits::EVENT_CAPACITY,
         }
     }
 }

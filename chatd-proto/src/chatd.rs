@@ -12,7 +12,7 @@ use bytes::BufMut;
 
 use crate::limits::MSGLEN_FIELD_MAX;
 use crate::wire::{self, need, Reader};
-use crate::{DecodeError, Limits, ERROR_LEN, OP_AUTH, OP_ERROR, OP_KEEPALIVE};
+use crate::{DecodeError, Limits, ERROR_LEN, KEEPALIVE_LEN, OP_AUTH, OP_ERROR, OP_KEEPALIVE};
 
 /// `OP_JOIN`, both directions: `chatid(8)`.
 pub const OP_JOIN: u8 = 0x01;
@@ -170,7 +170,7 @@ impl Request<'_> {
     /// Bytes [`encode_request`] writes for it.
     pub fn encoded_len(&self) -> usize {
         match self {
-            Request::Keepalive => 1,
+            Request::Keepalive => KEEPALIVE_LEN,
             Request::Auth { token } => crate::auth_len(token),
             Request::Hello { .. } => HELLO_REQUEST_LEN,
             Request::Join { .. } | Request::Leave { .. } => JOIN_LEN,
@@ -197,7 +197,7 @@ impl Event<'_> {
     /// Bytes [`encode_event`] writes for it.
     pub fn encoded_len(&self) -> usize {
         match self {
-            Event::Keepalive => 1,
+            Event::Keepalive => KEEPALIVE_LEN,
             Event::Error { .. } => ERROR_LEN,
             Event::Hello { .. } => HELLO_REPLY_LEN,
             Event::Join { .. } | Event::Leave { .. } => JOIN_LEN,

@@ -63,6 +63,8 @@ pub const OP_ERROR: u8 = 0x07;
 
 /// Bytes of an `OP_ERROR` command, opcode included.
 pub const ERROR_LEN: usize = 11;
+/// Bytes of an `OP_KEEPALIVE` command: the opcode alone.
+pub const KEEPALIVE_LEN: usize = 1;
 
 /// `OP_ERROR` codes (protocol section 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

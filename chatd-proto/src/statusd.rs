@@ -9,7 +9,7 @@
 use bytes::BufMut;
 
 use crate::wire::{need, Reader};
-use crate::{DecodeError, ERROR_LEN, OP_AUTH, OP_ERROR, OP_KEEPALIVE};
+use crate::{DecodeError, ERROR_LEN, KEEPALIVE_LEN, OP_AUTH, OP_ERROR, OP_KEEPALIVE};
 
 /// `OP_HELLO`, C->S: `version(2) user_presence(1) reserved(1)`.
 pub const OP_HELLO: u8 = 0x01;
@@ -92,7 +92,7 @@ impl Request<'_> {
     /// Bytes [`encode_request`] writes for it.
     pub fn encoded_len(&self) -> usize {
         match self {
-            Request::Keepalive => 1,
+            Request::Keepalive => KEEPALIVE_LEN,
             Request::Auth { token } => crate::auth_len(token),
             Request::Hello { .. } => HELLO_LEN,
             Request::SetPres { .. } => SETPRES_LEN,
@@ -113,7 +113,7 @@ impl Event {
     /// Bytes [`encode_event`] writes for it.
     pub fn encoded_len(&self) -> usize {
         match self {
-            Event::Keepalive => 1,
+            Event::Keepalive => KEEPALIVE_LEN,
             Event::Error { .. } => ERROR_LEN,
             Event::Pres { .. } => PRES_LEN,
         }

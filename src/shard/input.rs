@@ -21,7 +21,7 @@
 //! listener that accepted the connection.
 
 use bytes::{Buf, BufMut, BytesMut};
-use chatd_proto::{DecodeError, ErrorCode, Limits, OP_AUTH, OP_KEEPALIVE};
+use chatd_proto::{DecodeError, ErrorCode, Limits, KEEPALIVE_LEN, OP_AUTH, OP_KEEPALIVE};
 
 use super::conn;
 use super::msg::ConnRef;
@@ -277,7 +277,7 @@ pub fn login_error_for(phase: Phase, e: &DecodeError, hello: u8) -> (ErrorCode, 
 /// `OP_KEEPALIVE` from a client, either service: answered with
 /// `OP_KEEPALIVE` (the same one byte on both).
 fn keepalive(shard: &Shard, st: &mut State, c: ConnRef, service: Service) {
-    let frame = st.arena.frame(1, |b| b.put_u8(OP_KEEPALIVE));
+    let frame = st.arena.frame(KEEPALIVE_LEN, |b| b.put_u8(OP_KEEPALIVE));
     shard.metrics.command_out(service, OP_KEEPALIVE, 1);
     conn::push_frame(shard, st, c, frame);
 }

@@ -169,7 +169,7 @@ impl Config {
     /// least two maximum-size OP_RTMSG frames, so that a reader that keeps
     /// up is never cut off because messages are allowed to be large.
     pub fn outbuf_cap(&self) -> usize {
-        let frame = self.max_rtmsg_len as usize + crate::protocol::chatd::RTMSG_HEADER_LEN;
+        let frame = self.max_rtmsg_len as usize + chatd_proto::chatd::RTMSG_HEADER_LEN;
         self.max_outbuf_bytes.max(2 * frame)
     }
 

@@ -1,13 +1,8 @@
-//! Identifiers shared by every layer. Plain integers on the wire; `0` is
-//! never a real user, room or client (`INVALID_*` in the protocol).
+//! Identifiers shared by every layer: the wire ids (re-exported from
+//! [`chatd_proto::ids`]; `0` is never a real user, room or client), the
+//! two services, and the hash maps keyed by them.
 
-/// A user id (8 bytes on the wire). `0` is `INVALID_USERID`.
-pub type UserId = u64;
-/// A room id (8 bytes on the wire). `0` is `INVALID_HANDLE`.
-pub type ChatId = u64;
-/// A chatd client id (4 bytes on the wire), unique among connected clients.
-/// `0` is `INVALID_CLIENTID`.
-pub type ClientId = u32;
+pub use chatd_proto::ids::{ChatId, ClientId, UserId};
 
 /// The two services, each with its own listener and command set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

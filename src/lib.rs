@@ -6,9 +6,10 @@
 //!
 //! The folders show the architecture; each module's `//!` says what it owns.
 //!
-//! - [`protocol`]: the wire codec, sans-IO. `decode(&[u8])` returns a
-//!   command and the bytes it used, "need more", or a precise error;
-//!   encoders write into a `BufMut`. No sockets, no clock.
+//! - The wire codec is the `chatd-proto` crate ([`chatd_proto`]), sans-IO
+//!   and shared with clients: `decode(&[u8])` returns a command and the
+//!   bytes it used, "need more", or a precise error; encoders write into a
+//!   `BufMut`. No sockets, no clock.
 //! - [`core`]: the state machines (rooms and calls, presence, visibility),
 //!   fed `(now, event)` and returning what to send. No sockets, no clock.
 //! - [`timer`]: the hashed timer wheel each shard drives its timeouts with.
@@ -16,8 +17,10 @@
 //!   that turns an admin change into per-shard effects.
 //! - [`shard`]: one thread per core, pinned, with its own runtime
 //!   (tokio-uring, or tokio's epoll driver where io_uring is blocked); the
-//!   cross-shard mesh and the routing function.
-//! - [`net`]: listeners, connection read/write loops and the outbound queue.
+//!   cross-shard mesh and the routing function; the connection driver
+//!   (read and write loops) and the one input path both services share.
+//! - [`net`]: what sits below the shards: listeners, the I/O backend seam,
+//!   the transport seam, the outbound queue.
 //! - [`admin`]: the HTTP admin API and Prometheus metrics.
 //! - [`auth`]: JWT (HS256) verification and issuing.
 //! - [`hostcheck`]: `chatd check-host`, the host settings tuning.md asks for.
@@ -35,7 +38,6 @@ pub mod ids;
 pub mod limits;
 pub mod metrics;
 pub mod net;
-pub mod protocol;
 pub mod server;
 pub mod shard;
 pub mod store;

@@ -1,19 +1,12 @@
-//! Every limit and default, in one place, each with why it has its value.
-//! Configurable ones are the defaults of flags in [`crate::config`];
-//! the rest are fixed here.
+//! Every limit and default of the server, in one place, each with why it
+//! has its value. Configurable ones are the defaults of flags in
+//! [`crate::config`]; the rest are fixed here. The limits the wire protocol
+//! itself sets live in [`chatd_proto::limits`] (shared with clients) and
+//! are re-exported here, so this stays the one list to read.
 
-/// Highest protocol version this server speaks (both services).
-pub const PROTOCOL_VERSION: u16 = 1;
-
-/// OP_AUTH `token_len` above this is rejected (protocol section 2).
-pub const MAX_TOKEN_LEN: usize = 4096;
-
-/// Largest `msglen` the 24-bit field can carry; `--max-rtmsg-len` may not
-/// exceed it.
-pub const MSGLEN_FIELD_MAX: u32 = 0x00FF_FFFF;
-
-/// Default `--max-rtmsg-len` (protocol section 4.3).
-pub const DEFAULT_MAX_RTMSG_LEN: u32 = 65_536;
+pub use chatd_proto::limits::{
+    DEFAULT_MAX_RTMSG_LEN, MAX_TOKEN_LEN, MSGLEN_FIELD_MAX, PROTOCOL_VERSION,
+};
 
 /// Default `--call-timeout-ms`: a call participant with no heartbeat for
 /// this long leaves the call (clients beat every 2-5 s).

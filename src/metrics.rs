@@ -293,7 +293,7 @@ pub fn render_prometheus(shards: &[&ShardMetrics]) -> String {
         out,
         "# HELP chatd_errors_total OP_ERROR sent, by code.\n# TYPE chatd_errors_total counter"
     );
-    for code in crate::protocol::ErrorCode::ALL.map(|c| c as usize) {
+    for code in chatd_proto::ErrorCode::ALL.map(|c| c as usize) {
         let v: u64 = shards.iter().map(|m| m.errors[code].load(Relaxed)).sum();
         let _ = writeln!(out, "chatd_errors_total{{code=\"{code}\"}} {v}");
     }

@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io::{self, Write as _};
+use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,12 +17,12 @@ use crate::config::{Config, IoBackend};
 use crate::metrics::ShardMetrics;
 use crate::net::io::Backend;
 use crate::net::listener;
-use crate::protocol::Limits;
 use crate::shard::client_ids::ClientIds;
 use crate::shard::control::MeshControl;
 use crate::shard::msg::ShardMsg;
-use crate::shard::{self, mesh, ShardListeners, Shared};
-use crate::store::{Store, StoreError};
+use crate::shard::{mesh, run, ShardHandle, ShardListeners, Shared};
+use crate::store::{Relations, Store, StoreError};
+use chatd_proto::Limits;
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +45,7 @@ pub enum ServerError {
     UringUnavailable(io::Error),
     /// Shards could not start.
     #[error(transparent)]
-    Start(#[from] shard::StartError),
+    Start(#[from] crate::shard::StartError),
     /// Anything else at start.
     #[error("{0}")]
     Other(String),
@@ -123,101 +124,39 @@ fn choose_backend(wanted: IoBackend) -> Result<Backend, ServerError> {
 }
 
 /// Runs the server until SIGINT/SIGTERM. Returns after the drain.
+///
+/// In order: open the relation store and read the secrets; bind every
+/// listener (so port 0 is resolved before anything is printed); start the
+/// shards; apply the stored relations; start the admin API; print the
+/// listening lines and open the start gate; wait for a signal; drain.
 pub fn run(config: Config) -> Result<(), ServerError> {
-    let data_dir = config.data_dir.clone();
-    let store = Store::open(&data_dir).map_err(|source| ServerError::Store {
-        path: data_dir.clone(),
-        source,
-    })?;
-    let relations = store.load().map_err(|source| ServerError::Store {
-        path: data_dir.clone(),
-        source,
-    })?;
-    let jwt_secret = secret(&config.jwt_secret, "--jwt-secret", &data_dir, "jwt.secret")?;
+    let (store, relations) = open_store(&config.data_dir)?;
+    let jwt_secret = secret(
+        &config.jwt_secret,
+        "--jwt-secret",
+        &config.data_dir,
+        "jwt.secret",
+    )?;
     let admin_token = secret(
         &config.admin_token,
         "--admin-token",
-        &data_dir,
+        &config.data_dir,
         "admin.token",
     )?;
     let backend = choose_backend(config.io_backend)?;
     let shards = config.shard_count();
-
-    let bind = |what, addr| {
-        listener::bind_group(addr, shards, config.listen_backlog)
-            .map_err(|source| ServerError::Bind { what, addr, source })
-    };
-    let chatd_listeners = bind("chatd", config.chatd_listen)?;
-    let statusd_listeners = bind("statusd", config.statusd_listen)?;
-    let admin_listener =
-        std::net::TcpListener::bind(config.admin_listen).map_err(|source| ServerError::Bind {
-            what: "admin",
-            addr: config.admin_listen,
-            source,
-        })?;
-    let addr_of = |l: &std::net::TcpListener| {
-        l.local_addr()
-            .map_err(|e| ServerError::Other(e.to_string()))
-    };
-    let chatd_addr = addr_of(&chatd_listeners[0])?;
-    let statusd_addr = addr_of(&statusd_listeners[0])?;
-    let admin_addr = addr_of(&admin_listener)?;
+    let listeners = Listeners::bind(&config, shards)?;
+    let addrs = listeners.addrs()?;
 
     let (mesh, inboxes) = mesh::mesh(shards);
-    let shared = Arc::new(Shared {
-        limits: Limits {
-            max_rtmsg_len: config.max_rtmsg_len,
-        },
-        mesh: mesh.clone(),
-        auth: Authenticator::new(jwt_secret.as_bytes()),
-        client_ids: ClientIds::new(config.first_client_id),
-        metrics: (0..shards)
-            .map(|_| Arc::new(ShardMetrics::default()))
-            .collect(),
-        epoch: Instant::now(),
-        user_conns: Default::default(),
-        open_conns: Default::default(),
-        list_pools: (0..shards).map(|_| Default::default()).collect(),
-        start_gate: Default::default(),
-        max_conns: config.connection_limit(),
-        config: config.clone(),
-    });
-
-    let cores = if config.no_pin {
-        None
-    } else {
-        core_affinity::get_core_ids()
-    };
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let mut handles = Vec::with_capacity(shards);
-    for (id, ((inbox, chatd), statusd)) in inboxes
-        .into_iter()
-        .zip(chatd_listeners)
-        .zip(statusd_listeners)
-        .enumerate()
-    {
-        let core = cores
-            .as_ref()
-            .and_then(|c| c.get(id % c.len().max(1)).copied());
-        let listeners = ShardListeners { chatd, statusd };
-        handles.push(shard::spawn_shard(
-            id,
-            shared.clone(),
-            inbox,
-            listeners,
-            backend,
-            core,
-            ready_tx.clone(),
-        )?);
-    }
-    drop(ready_tx);
-    for _ in 0..shards {
-        match ready_rx.recv() {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => return Err(ServerError::Other("a shard thread died at start".into())),
-        }
-    }
+    let shared = shared_state(&config, mesh.clone(), &jwt_secret);
+    let handles = start_shards(
+        &shared,
+        inboxes,
+        listeners.chatd,
+        listeners.statusd,
+        backend,
+    )?;
 
     // Relations into the shards before anyone can log in.
     let control = Arc::new(MeshControl::new(shared.clone()));
@@ -242,45 +181,197 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         StopSignals::install().map_err(|e| ServerError::Other(format!("signal handlers: {e}")))?
     };
     tracing::info!(shards, backend = backend.name(), "starting");
-    {
-        let mut out = io::stdout().lock();
-        let _ = writeln!(out, "chatd listening on {chatd_addr}");
-        let _ = writeln!(out, "statusd listening on {statusd_addr}");
-        let _ = writeln!(out, "admin listening on {admin_addr}");
-        let _ = out.flush();
-    }
+    addrs.print();
     shared.start_gate.open();
-
-    let (stop_admin_tx, stop_admin_rx) = tokio::sync::oneshot::channel::<()>();
-    let admin_thread = std::thread::Builder::new()
-        .name("admin".into())
-        .spawn(move || {
-            let stop = async move {
-                let _ = stop_admin_rx.await;
-            };
-            if let Err(e) = admin::serve(admin_listener, admin, stop) {
-                tracing::error!("admin API stopped: {e}");
-            }
-        })
-        .map_err(|e| ServerError::Other(format!("admin thread: {e}")))?;
+    let admin_thread = AdminThread::start(listeners.admin, admin)?;
 
     rt.block_on(signals.wait());
     tracing::info!("draining");
     for id in 0..shards {
-        mesh.send(
-            id,
-            ShardMsg::Shutdown {
-                deadline_ms: config.drain_timeout_ms,
-            },
-        );
+        let deadline_ms = config.drain_timeout_ms;
+        mesh.send(id, ShardMsg::Shutdown { deadline_ms });
     }
     for h in handles {
         let _ = h.thread.join();
     }
-    let _ = stop_admin_tx.send(());
-    let _ = admin_thread.join();
+    admin_thread.stop();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What the shards share, for `config` and the token secret.
+fn shared_state(config: &Config, mesh: mesh::Mesh, jwt_secret: &str) -> Arc<Shared> {
+    let shards = mesh.shards();
+    Arc::new(Shared {
+        limits: Limits {
+            max_rtmsg_len: config.max_rtmsg_len,
+        },
+        mesh,
+        auth: Authenticator::new(jwt_secret.as_bytes()),
+        client_ids: ClientIds::new(config.first_client_id),
+        metrics: (0..shards)
+            .map(|_| Arc::new(ShardMetrics::default()))
+            .collect(),
+        epoch: Instant::now(),
+        user_conns: Default::default(),
+        open_conns: Default::default(),
+        list_pools: (0..shards).map(|_| Default::default()).collect(),
+        start_gate: Default::default(),
+        max_conns: config.connection_limit(),
+        config: config.clone(),
+    })
+}
+
+/// Opens the relation store in `data_dir` and loads the relation model.
+fn open_store(data_dir: &Path) -> Result<(Store, Relations), ServerError> {
+    let err = |source| ServerError::Store {
+        path: data_dir.to_path_buf(),
+        source,
+    };
+    let store = Store::open(data_dir).map_err(err)?;
+    let relations = store.load().map_err(err)?;
+    Ok((store, relations))
+}
+
+/// Every listener, bound before anything starts: one chatd and one
+/// statusd socket per shard (SO_REUSEPORT), and the admin socket.
+struct Listeners {
+    chatd: Vec<std::net::TcpListener>,
+    statusd: Vec<std::net::TcpListener>,
+    admin: std::net::TcpListener,
+}
+
+/// The addresses the listeners got (port 0 resolved).
+struct Addrs {
+    chatd: SocketAddr,
+    statusd: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Listeners {
+    /// Binds them all.
+    fn bind(config: &Config, shards: usize) -> Result<Listeners, ServerError> {
+        let group = |what, addr| {
+            listener::bind_group(addr, shards, config.listen_backlog)
+                .map_err(|source| ServerError::Bind { what, addr, source })
+        };
+        let chatd = group("chatd", config.chatd_listen)?;
+        let statusd = group("statusd", config.statusd_listen)?;
+        let admin = std::net::TcpListener::bind(config.admin_listen).map_err(|source| {
+            ServerError::Bind {
+                what: "admin",
+                addr: config.admin_listen,
+                source,
+            }
+        })?;
+        Ok(Listeners {
+            chatd,
+            statusd,
+            admin,
+        })
+    }
+
+    /// Their local addresses.
+    fn addrs(&self) -> Result<Addrs, ServerError> {
+        let addr_of = |l: &std::net::TcpListener| {
+            l.local_addr()
+                .map_err(|e| ServerError::Other(e.to_string()))
+        };
+        let first = |group: &[std::net::TcpListener]| match group.first() {
+            Some(l) => addr_of(l),
+            None => Err(ServerError::Other("no listener bound".into())),
+        };
+        Ok(Addrs {
+            chatd: first(&self.chatd)?,
+            statusd: first(&self.statusd)?,
+            admin: addr_of(&self.admin)?,
+        })
+    }
+}
+
+impl Addrs {
+    /// The listening lines on stdout (tests and scripts read them).
+    fn print(&self) {
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "chatd listening on {}", self.chatd);
+        let _ = writeln!(out, "statusd listening on {}", self.statusd);
+        let _ = writeln!(out, "admin listening on {}", self.admin);
+        let _ = out.flush();
+    }
+}
+
+/// Starts one shard thread per listener pair, each pinned to a core
+/// unless `--no-pin`, and waits until every runtime is up.
+fn start_shards(
+    shared: &Arc<Shared>,
+    inboxes: Vec<mesh::InboxRx>,
+    chatd: Vec<std::net::TcpListener>,
+    statusd: Vec<std::net::TcpListener>,
+    backend: Backend,
+) -> Result<Vec<ShardHandle>, ServerError> {
+    let shards = inboxes.len();
+    let cores = if shared.config.no_pin {
+        None
+    } else {
+        core_affinity::get_core_ids()
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut handles = Vec::with_capacity(shards);
+    for (id, ((inbox, chatd), statusd)) in inboxes.into_iter().zip(chatd).zip(statusd).enumerate() {
+        let core = cores
+            .as_ref()
+            .and_then(|c| c.get(id % c.len().max(1)).copied());
+        let listeners = ShardListeners { chatd, statusd };
+        handles.push(run::spawn_shard(
+            id,
+            shared.clone(),
+            inbox,
+            listeners,
+            backend,
+            core,
+            ready_tx.clone(),
+        )?);
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(ServerError::Other("a shard thread died at start".into())),
+        }
+    }
+    Ok(handles)
+}
+
+/// The admin API's thread and the way to stop it.
+struct AdminThread {
+    thread: std::thread::JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl AdminThread {
+    /// Serves the admin API on `listener` on a thread of its own.
+    fn start(listener: std::net::TcpListener, admin: Arc<Admin>) -> Result<Self, ServerError> {
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("admin".into())
+            .spawn(move || {
+                let stop = async move {
+                    let _ = stop_rx.await;
+                };
+                if let Err(e) = admin::serve(listener, admin, stop) {
+                    tracing::error!("admin API stopped: {e}");
+                }
+            })
+            .map_err(|e| ServerError::Other(format!("admin thread: {e}")))?;
+        Ok(AdminThread { thread, stop })
+    }
+
+    /// Stops it and waits for it to end.
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
 }
 
 /// SIGINT and SIGTERM, caught from the moment this is called (before the

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chatd::protocol::chatd::Request;
-use chatd::protocol::statusd as sw;
+use chatd_proto::chatd::Request;
+use chatd_proto::statusd as sw;
 use common::{
     http, sign_jwt, unix_now, wait_until, ChatdClient, Ev, SEv, Server, StatusdClient, WAIT,
 };

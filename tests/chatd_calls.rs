@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chatd::protocol::chatd::{self as cw, Request};
+use chatd_proto::chatd::{self as cw, Request};
 use common::{all_but, fence, rooms_on_every_shard, ChatdClient, Ev, Server};
 
 const BAD_COMMAND: u8 = 1;

@@ -10,7 +10,7 @@ mod common;
 use std::io::Write;
 use std::net::TcpStream;
 
-use chatd::protocol::chatd::{self as cw, Request};
+use chatd_proto::chatd::{self as cw, Request};
 use common::{all_but, fence, rooms_on_every_shard, wait_until, ChatdClient, Ev, Server};
 
 const NOT_MEMBER: u8 = 4;

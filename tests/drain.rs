@@ -35,7 +35,7 @@ fn sigterm_tells_every_client_and_exits_cleanly(shards: usize) {
     }
     assert_eq!(
         status.recv(),
-        chatd::protocol::statusd::Event::Error {
+        chatd_proto::statusd::Event::Error {
             code: SHUTTING_DOWN,
             opcode: 0,
             id: 0

@@ -4,8 +4,8 @@
 
 mod common;
 
-use chatd::protocol::chatd::{Request, OP_HELLO, OP_JOIN, OP_RTMSG};
-use chatd::protocol::statusd as sw;
+use chatd_proto::chatd::{Request, OP_HELLO, OP_JOIN, OP_RTMSG};
+use chatd_proto::statusd as sw;
 use common::{ChatdClient, Ev, Server, StatusdClient};
 
 const TOO_MANY_CONNECTIONS: u8 = 11;
@@ -32,13 +32,13 @@ fn login_once_a_place_frees(server: &Server, user: u64) {
         let token = server.token(user);
         let mut c = ChatdClient::connect(server.chatd);
         let mut login = Vec::new();
-        chatd::protocol::chatd::encode_request(
+        chatd_proto::chatd::encode_request(
             &Request::Auth {
                 token: token.as_bytes(),
             },
             &mut login,
         );
-        chatd::protocol::chatd::encode_request(&Request::Hello { version: 1 }, &mut login);
+        chatd_proto::chatd::encode_request(&Request::Hello { version: 1 }, &mut login);
         // A refused connection is closed at once, possibly before this
         // write: its error is still there to read.
         let _ = std::io::Write::write_all(&mut c.stream, &login);

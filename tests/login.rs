@@ -8,8 +8,8 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use chatd::protocol::chatd::Request;
-use chatd::protocol::statusd as sw;
+use chatd_proto::chatd::Request;
+use chatd_proto::statusd as sw;
 use common::{none_jwt, sign_jwt, unix_now, ChatdClient, Ev, SEv, Server, StatusdClient};
 use jsonwebtoken::Algorithm;
 use serde_json::json;

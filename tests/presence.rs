@@ -10,8 +10,8 @@
 
 mod common;
 
-use chatd::protocol::statusd as sw;
 use chatd::shard::route::user_home;
+use chatd_proto::statusd as sw;
 use common::{SEv, Server, StatusdClient};
 use std::time::{Duration, Instant};
 
@@ -461,7 +461,7 @@ fn idle_timeout_sends_zero(shards: usize) {
         let now = Instant::now();
         assert!(now < deadline, "no OP_PRES {BOB} 0");
         if now >= next_keepalive {
-            w.send(&chatd::protocol::statusd::Request::Keepalive);
+            w.send(&chatd_proto::statusd::Request::Keepalive);
             next_keepalive = now + Duration::from_millis(100);
         }
         match w.recv_within(next_keepalive.saturating_duration_since(now)) {

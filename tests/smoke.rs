@@ -19,7 +19,7 @@ fn logins_succeed(shards: usize) {
     assert_eq!(live["presence"], 3);
     assert_eq!(live["statusd_clients"], 1);
     assert_eq!(live["chatd_clients"], 1);
-    a.send(&chatd::protocol::chatd::Request::Leave { chatid: 7 });
+    a.send(&chatd_proto::chatd::Request::Leave { chatid: 7 });
     a.expect(Ev::Leave(7));
 }
 

@@ -6,11 +6,11 @@
 //! `OP_HELLO`).
 #![no_main]
 
-use chatd::protocol::chatd::{
+use chatd_proto::chatd::{
     decode_event, decode_request, encode_event, encode_request, rewrite_rtmsg_for_delivery, Event,
     Request,
 };
-use chatd::protocol::Limits;
+use chatd_proto::Limits;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

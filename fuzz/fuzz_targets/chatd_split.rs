@@ -3,8 +3,8 @@
 //! what a connection reader sees must not depend on how TCP cut the bytes.
 #![no_main]
 
-use chatd::protocol::chatd::{decode_event, decode_request};
-use chatd::protocol::{DecodeError, Limits};
+use chatd_proto::chatd::{decode_event, decode_request};
+use chatd_proto::{DecodeError, Limits};
 use libfuzzer_sys::fuzz_target;
 
 type Decoded<T> = Result<Option<(T, usize)>, DecodeError>;

@@ -4,7 +4,7 @@
 //! whose reserved byte is ignored).
 #![no_main]
 
-use chatd::protocol::statusd::{
+use chatd_proto::statusd::{
     decode_event, decode_request, encode_event, encode_request, Request,
 };
 use libfuzzer_sys::fuzz_target;

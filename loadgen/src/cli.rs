@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// API, drives open-loop load at a target rate (or finds saturation with
 /// --max), verifies every delivery (lost, duplicated, reordered,
 /// misaddressed messages and unexpected errors make it exit with code 2)
-/// and writes <scenario>.txt/.hgrm/.json reports.
+/// and writes `<scenario>.txt/.hgrm/.json` reports.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "loadgen", version, about, long_about)]
 pub struct Cli {
@@ -124,7 +124,7 @@ pub struct RunOpts {
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,
 
-    /// Directory that <scenario>.txt/.hgrm/.json go to.
+    /// Directory that `<scenario>.txt/.hgrm/.json` go to.
     #[arg(long, default_value = "./bench-reports")]
     pub report_dir: PathBuf,
 

@@ -11,9 +11,9 @@ use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use chatd::protocol::chatd as cw;
-use chatd::protocol::statusd as sw;
-use chatd::protocol::{DecodeError, ErrorCode, Limits};
+use chatd_proto::chatd as cw;
+use chatd_proto::statusd as sw;
+use chatd_proto::{DecodeError, ErrorCode, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
@@ -23,7 +23,7 @@ pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Decoder limits: accept anything the field can carry.
 pub const LIMITS: Limits = Limits {
-    max_rtmsg_len: chatd::limits::MSGLEN_FIELD_MAX,
+    max_rtmsg_len: chatd_proto::limits::MSGLEN_FIELD_MAX,
 };
 
 /// Why a connection failed.
@@ -47,7 +47,7 @@ pub enum ClientError {
     /// A login step took longer than [`LOGIN_TIMEOUT`].
     Timeout,
     /// A Redis or NATS server sent bytes that do not parse.
-    Wire(crate::wire::WireError),
+    Wire(WireError),
     /// A Redis or NATS server refused a setup command (`-ERR ...`).
     PeerRefused(String),
 }
@@ -71,6 +71,37 @@ impl std::fmt::Display for ClientError {
 }
 
 impl std::error::Error for ClientError {}
+
+/// Why bytes from a Redis or NATS server do not parse (`crate::wire`
+/// speaks those protocols; the error lives here, next to the
+/// [`ClientError`] that carries it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireError {
+    /// A RESP value of a type or shape loadgen never asks for.
+    Resp(&'static str),
+    /// A NATS control line loadgen does not know.
+    Nats(&'static str),
+    /// A line or payload above the limits.
+    TooLarge,
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::Resp(s) => write!(f, "RESP: {s}"),
+            WireError::Nats(s) => write!(f, "NATS: {s}"),
+            WireError::TooLarge => f.write_str("line or payload too large"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+impl From<WireError> for ClientError {
+    fn from(e: WireError) -> Self {
+        ClientError::Wire(e)
+    }
+}
 
 /// The source address of connection `index` when spreading over `n`
 /// loopback addresses: 127.0.0.1 + index % n.

@@ -280,7 +280,7 @@ pub fn self_cpu_secs() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// VmRSS of a process in KiB, from /proc/<pid>/status.
+/// VmRSS of a process in KiB, from `/proc/<pid>/status`.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -309,7 +309,7 @@ fn netstat_value(text: &str, prefix: &str, name: &str) -> Option<u64> {
     None
 }
 
-/// CPU seconds (user + system) a process has used, from /proc/<pid>/stat.
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
 pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) in parentheses.

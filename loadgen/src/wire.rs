@@ -18,10 +18,10 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::Duration;
 
-use chatd::protocol::chatd as cw;
+use chatd_proto::chatd as cw;
 use tokio::sync::Notify;
 
-use crate::client::{self, ClientError, Codec, Reader, Writer, LOGIN_TIMEOUT};
+use crate::client::{self, ClientError, Codec, Reader, WireError, Writer, LOGIN_TIMEOUT};
 
 /// Longest protocol line (RESP header, NATS control line) accepted.
 const MAX_LINE: usize = 4096;
@@ -32,35 +32,6 @@ const MAX_PAYLOAD: usize = 16 << 20;
 pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(30);
 /// Prefix of Redis channel and NATS subject names.
 const ROOM_PREFIX: &[u8] = b"room.";
-
-/// Why bytes from a Redis or NATS server do not parse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WireError {
-    /// A RESP value of a type or shape loadgen never asks for.
-    Resp(&'static str),
-    /// A NATS control line loadgen does not know.
-    Nats(&'static str),
-    /// A line or payload above the limits.
-    TooLarge,
-}
-
-impl std::fmt::Display for WireError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WireError::Resp(s) => write!(f, "RESP: {s}"),
-            WireError::Nats(s) => write!(f, "NATS: {s}"),
-            WireError::TooLarge => f.write_str("line or payload too large"),
-        }
-    }
-}
-
-impl std::error::Error for WireError {}
-
-impl From<WireError> for ClientError {
-    fn from(e: WireError) -> Self {
-        ClientError::Wire(e)
-    }
-}
 
 /// One unit a pub/sub server sends, as the fanout driver sees it.
 #[derive(Debug, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use super::Admin;
+use super::state::Admin;
 use crate::auth::parse_id;
 use crate::ids::{ChatId, UserId};
 use crate::limits::{MAX_ADMIN_BODY_BYTES, MAX_ROOM_MEMBERS_PER_PUT, MAX_TOKEN_TTL_SECS};

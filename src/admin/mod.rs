@@ -1,86 +1,25 @@
 //! The admin HTTP API (protocol section 6) and Prometheus metrics.
 //!
 //! Owns the one writer of relations: every change is validated, committed
-//! durably to the [`Store`], applied to the [`Relations`] model, and its
-//! effects handed to the shards through [`ShardControl`] before the request
+//! durably to the [`Store`](crate::store::Store), applied to the
+//! [`Relations`](crate::store::Relations) model, and its effects handed to
+//! the shards through [`ShardControl`](control::ShardControl) before the request
 //! is answered. It runs on its own thread with a current-thread tokio
 //! runtime ([`serve`]), so it never competes with the shards' runtimes; it
-//! must not touch shard state except through [`ShardControl`].
+//! must not touch shard state except through `ShardControl`. [`Admin`]
+//! (in `state.rs`) is what the handlers (`handlers.rs`) work on.
 
 pub mod control;
 mod handlers;
+mod state;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::routing::{get, post, put};
 use axum::Router;
 
-use crate::auth::Authenticator;
-use crate::store::{Relations, Store};
-use control::ShardControl;
-
-/// Settings of the admin API.
-pub struct AdminConfig {
-    /// The bearer token every `/v1` request must carry. An empty token
-    /// matches nothing (the API is then closed), never everything.
-    pub token: String,
-    /// The clock for `POST /v1/tokens` (unix seconds); [`system_now`] in
-    /// production, a fixed value in tests.
-    pub now: fn() -> u64,
-}
-
-/// The current time in unix seconds (0 if the clock is before 1970).
-pub fn system_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// The durable store and the model, changed together under one lock.
-struct Writer {
-    store: Store,
-    relations: Relations,
-}
-
-/// Everything behind the API: the store, the model, the authenticator, the
-/// shards.
-pub struct Admin {
-    /// One writer at a time. Held from the store commit until the shards
-    /// have applied the effects, so effects reach the shards in commit
-    /// order; reads take it briefly to see a committed state.
-    writer: tokio::sync::Mutex<Writer>,
-    /// Issues tokens for `POST /v1/tokens`.
-    auth: Authenticator,
-    /// From [`AdminConfig`].
-    token: String,
-    /// From [`AdminConfig`].
-    now: fn() -> u64,
-    /// The live shards.
-    shards: Arc<dyn ShardControl>,
-}
-
-impl Admin {
-    /// The API over `store` and the model loaded from it
-    /// (`store.load()`). The caller has already applied
-    /// `relations.initial_effects()` to the shards.
-    pub fn new(
-        config: AdminConfig,
-        store: Store,
-        relations: Relations,
-        auth: Authenticator,
-        shards: Arc<dyn ShardControl>,
-    ) -> Admin {
-        Admin {
-            writer: tokio::sync::Mutex::new(Writer { store, relations }),
-            auth,
-            token: config.token,
-            now: config.now,
-            shards,
-        }
-    }
-}
+pub use state::{system_now, Admin, AdminConfig};
 
 /// The API's routes.
 pub fn router(admin: Arc<Admin>) -> Router {

@@ -10,11 +10,13 @@ use std::thread::JoinHandle;
 
 use serde_json::{json, Value};
 
-use super::control::{BoxFuture, RoomLive, UserLive};
+use super::control::{BoxFuture, RoomLive, ShardControl, UserLive};
 use super::*;
+use crate::auth::Authenticator;
 use crate::ids::{ChatId, UserId};
 use crate::store::db::FlakyBackend;
 use crate::store::effect::RelationEffect;
+use crate::store::{Relations, Store};
 
 const TOKEN: &str = "admin-secret-token";
 const JWT_SECRET: &[u8] = b"jwt secret";

@@ -19,8 +19,8 @@ use crate::ids::UserId;
 use std::fmt::Debug;
 use std::hash::Hash;
 
-/// Input MSB: set automatically (idle timer) rather than by the user.
-const AUTOMATIC: u8 = 0x80;
+// Input MSB: set automatically (idle timer) rather than by the user.
+use chatd_proto::statusd::AUTO_FLAG as AUTOMATIC;
 /// The presence proper: the low 7 bits.
 const VALUE_MASK: u8 = 0x7F;
 

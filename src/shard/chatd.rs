@@ -9,79 +9,149 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
+use chatd_proto::chatd::{self as wire, Request};
+use chatd_proto::{DecodeError, ErrorCode, Limits};
 
-use super::conn::{self, Phase};
+use super::conn;
+use super::input::{Consumed, Input, Sender, ServiceInput};
 use super::msg::{ConnRef, Notice, ShardMsg};
-use super::{route, Shard};
+use super::{route, Shard, State};
 use crate::core::room::RoomOutput;
-use crate::ids::Service;
-use crate::limits;
+use crate::ids::{ChatId, ClientId, Service, UserId};
 use crate::net::outbuf::Flush;
-use crate::protocol::chatd::{self as wire, Request};
-use crate::protocol::ErrorCode;
 
-/// Decodes and handles every complete command in `buf` from chatd
-/// connection `c`, leaving a partial one in place.
-pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
-    loop {
-        let mut st = shard.state.borrow_mut();
-        let st = &mut *st;
-        let Some(cn) = conn::get(st, c) else {
-            buf.clear();
-            return;
-        };
-        let (phase, user, client) = (cn.phase, cn.user, cn.client);
-        if phase == Phase::Closing {
-            buf.clear();
-            return;
+/// chatd's side of the input path ([`super::input`]): its own commands
+/// are decoded on the connection's shard and, as each concerns a room,
+/// forwarded to the room's home shard.
+pub struct ChatdInput;
+
+/// chatd's own commands, as the input path hands them over (the payload of
+/// an `OP_RTMSG` stays in the read buffer, which becomes its delivery).
+#[derive(Clone, Copy, Debug)]
+pub enum Command {
+    /// `OP_JOIN`.
+    Join {
+        /// The room.
+        chatid: ChatId,
+    },
+    /// `OP_LEAVE`.
+    Leave {
+        /// The room.
+        chatid: ChatId,
+    },
+    /// `OP_IN_CALL`.
+    InCall {
+        /// The room.
+        chatid: ChatId,
+        /// Heartbeat (true) or "left the call" (false).
+        in_call: bool,
+    },
+    /// `OP_RTMSG`.
+    RtMsg {
+        /// The room.
+        chatid: ChatId,
+        /// 0 = every user in the room.
+        to_user: UserId,
+        /// 0 = every connection of the receiver(s).
+        to_client: ClientId,
+    },
+}
+
+impl ServiceInput for ChatdInput {
+    const SERVICE: Service = Service::Chatd;
+    const OP_HELLO: u8 = wire::OP_HELLO;
+    type Request<'a> = Request<'a>;
+    type Hello = ();
+    type Command = Command;
+
+    fn decode<'a>(
+        buf: &'a [u8],
+        limits: &Limits,
+    ) -> Result<Option<(Request<'a>, usize)>, DecodeError> {
+        wire::decode_request(buf, limits)
+    }
+
+    fn opcode(req: &Request<'_>) -> u8 {
+        req.opcode()
+    }
+
+    fn chatid(req: &Request<'_>) -> u64 {
+        req.chatid()
+    }
+
+    fn input<'a>(req: Self::Request<'a>) -> Input<'a, (), Command> {
+        match req {
+            Request::Keepalive => Input::Keepalive,
+            Request::Auth { token } => Input::Auth { token },
+            Request::Hello { version } => Input::Hello { version, hello: () },
+            Request::Join { chatid } => Input::Command(Command::Join { chatid }),
+            Request::Leave { chatid } => Input::Command(Command::Leave { chatid }),
+            Request::InCall { chatid, in_call } => {
+                Input::Command(Command::InCall { chatid, in_call })
+            }
+            Request::RtMsg {
+                chatid,
+                receiver_userid,
+                receiver_clientid,
+                ..
+            } => Input::Command(Command::RtMsg {
+                chatid,
+                to_user: receiver_userid,
+                to_client: receiver_clientid,
+            }),
         }
-        let (req, used) = match wire::decode_request(buf, &shard.shared.limits) {
-            Ok(Some(x)) => x,
-            Ok(None) => return,
-            Err(e) => {
-                let (code, opcode) = conn::login_error_for(phase, &e, wire::OP_HELLO);
-                conn::send_error(shard, st, c, code, opcode, e.chatid());
-                buf.clear();
-                return;
-            }
-        };
-        let opcode = req.opcode();
-        shard.metrics.command_in(Service::Chatd, opcode);
-        match (phase, req) {
-            (Phase::Auth, Request::Auth { token }) => conn::on_auth(shard, st, c, token),
-            (Phase::Hello, Request::Hello { version }) => {
-                if version == 0 || version > limits::PROTOCOL_VERSION {
-                    conn::send_error(shard, st, c, ErrorCode::BadVersion, opcode, 0);
-                } else if conn::admit(shard, st, c, opcode) {
-                    let id = shard.shared.client_ids.allocate();
-                    if let Some(cn) = conn::get(st, c) {
-                        cn.client = id;
-                    }
-                    let frame = st.arena.frame(5, |b| wire::encode_hello_reply(id, b));
-                    shard.metrics.command_out(Service::Chatd, wire::OP_HELLO, 1);
-                    conn::push_frame(shard, st, c, frame);
-                }
-            }
-            (Phase::Auth | Phase::Hello, req) => {
-                let id = req.chatid();
-                conn::send_error(shard, st, c, ErrorCode::NotAuthenticated, opcode, id);
-            }
-            (_, Request::Keepalive) => conn::keepalive(shard, st, c),
-            // A second login on a logged-in connection is a protocol error.
-            (_, Request::Auth { .. } | Request::Hello { .. }) => {
-                conn::send_error(shard, st, c, ErrorCode::BadCommand, opcode, 0);
-            }
-            (_, Request::Join { chatid }) => {
-                let over_limit = conn::get(st, c).is_some_and(|cn| {
+    }
+
+    fn rated(cmd: &Command) -> bool {
+        matches!(cmd, Command::RtMsg { .. })
+    }
+
+    fn refuse(cmd: &Command) -> Option<ErrorCode> {
+        match *cmd {
+            Command::RtMsg {
+                to_user: 0,
+                to_client,
+                ..
+            } if to_client != 0 => Some(ErrorCode::BadAddress),
+            _ => None,
+        }
+    }
+
+    /// Gives the connection its client id and answers `OP_HELLO` with it.
+    fn hello(shard: &Shard, st: &mut State, c: ConnRef, _from: Sender, _hello: ()) {
+        let id = shard.shared.client_ids.allocate();
+        if let Some(cn) = st.conn(c) {
+            cn.client = id;
+        }
+        let frame = st
+            .arena
+            .frame(wire::HELLO_REPLY_LEN, |b| wire::encode_hello_reply(id, b));
+        shard.metrics.command_out(Service::Chatd, wire::OP_HELLO, 1);
+        conn::push_frame(shard, st, c, frame);
+    }
+
+    fn command(
+        shard: &Shard,
+        st: &mut State,
+        c: ConnRef,
+        from: Sender,
+        cmd: Command,
+        buf: &mut BytesMut,
+        used: usize,
+    ) -> Consumed {
+        match cmd {
+            Command::Join { chatid } => {
+                let over_limit = st.conn(c).is_some_and(|cn| {
                     cn.joined.len() >= shard.shared.config.max_rooms_per_conn
                         && !cn.joined.contains(&chatid)
                 });
                 if chatid == 0 {
                     // 0 is never a room, so nobody is its member.
-                    conn::send_error(shard, st, c, ErrorCode::NotMember, opcode, 0);
+                    conn::send_error(shard, st, c, ErrorCode::NotMember, wire::OP_JOIN, 0);
                 } else if over_limit {
-                    conn::send_error(shard, st, c, ErrorCode::TooManyRooms, opcode, chatid);
+                    let code = ErrorCode::TooManyRooms;
+                    conn::send_error(shard, st, c, code, wire::OP_JOIN, chatid);
                 } else {
                     let home = route::room_home(chatid, shard.shards());
                     shard.send(
@@ -89,13 +159,13 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
                         ShardMsg::Join {
                             chat: chatid,
                             conn: c,
-                            user,
-                            client,
+                            user: from.user,
+                            client: from.client,
                         },
                     );
                 }
             }
-            (_, Request::Leave { chatid }) => {
+            Command::Leave { chatid } => {
                 let home = route::room_home(chatid, shard.shards());
                 shard.send(
                     home,
@@ -105,7 +175,7 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
                     },
                 );
             }
-            (_, Request::InCall { chatid, in_call }) => {
+            Command::InCall { chatid, in_call } => {
                 let home = route::room_home(chatid, shard.shards());
                 shard.send(
                     home,
@@ -116,44 +186,30 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
                     },
                 );
             }
-            (
-                _,
-                Request::RtMsg {
-                    chatid,
-                    receiver_userid,
-                    receiver_clientid,
-                    ..
-                },
-            ) => {
-                let allowed = conn::get(st, c).is_some_and(|cn| {
-                    let now = cn.last_rx_ms;
-                    cn.bucket.allow(now)
-                });
-                if receiver_userid == 0 && receiver_clientid != 0 {
-                    conn::send_error(shard, st, c, ErrorCode::BadAddress, opcode, chatid);
-                } else if !allowed {
-                    conn::send_error(shard, st, c, ErrorCode::RateLimited, opcode, chatid);
-                } else {
-                    // The delivery is the received frame with the sender
-                    // written over the receiver: built once, in place.
-                    let mut frame = buf.split_to(used);
-                    wire::rewrite_rtmsg_for_delivery(&mut frame, user, client);
-                    let home = route::room_home(chatid, shard.shards());
-                    shard.send(
-                        home,
-                        ShardMsg::RtMsg {
-                            chat: chatid,
-                            sender: c,
-                            to_user: receiver_userid,
-                            to_client: receiver_clientid,
-                            frame: frame.freeze(),
-                        },
-                    );
-                    continue;
-                }
+            Command::RtMsg {
+                chatid,
+                to_user,
+                to_client,
+            } => {
+                // The delivery is the received frame with the sender
+                // written over the receiver: built once, in place.
+                let mut frame = buf.split_to(used);
+                wire::rewrite_rtmsg_for_delivery(&mut frame, from.user, from.client);
+                let home = route::room_home(chatid, shard.shards());
+                shard.send(
+                    home,
+                    ShardMsg::RtMsg {
+                        chat: chatid,
+                        sender: c,
+                        to_user,
+                        to_client,
+                        frame: frame.freeze(),
+                    },
+                );
+                return Consumed::Taken;
             }
         }
-        buf.advance(used);
+        Consumed::Left
     }
 }
 
@@ -274,9 +330,9 @@ pub fn apply_room_outputs(shard: &Shard, out: Vec<RoomOutput<ConnRef>>) {
                 shard.metrics.rooms_in_call.fetch_add(delta, Relaxed);
                 let (frame, joined) = {
                     let mut st = shard.state.borrow_mut();
-                    let frame = st
-                        .arena
-                        .frame(10, |b| wire::encode_in_call(chat, in_call, b));
+                    let frame = st.arena.frame(wire::IN_CALL_LEN, |b| {
+                        wire::encode_in_call(chat, in_call, b)
+                    });
                     let mut joined = shard.take_conn_list();
                     joined.extend(st.rooms.joined(chat));
                     (frame, joined)

@@ -1,5 +1,8 @@
-//! The connections a shard accepted: their slab, login phase, outbound
-//! queue, timeouts and closing.
+//! The connections a shard accepted: registering and unregistering them,
+//! queueing frames on them (and delivering one frame to many:
+//! [`Shard::deliver`]), timeouts, notices from home shards, closing and
+//! draining. Their state is [`Conn`]; the bytes they send go through
+//! [`super::input`], the bytes they are sent through [`super::writer`].
 //!
 //! A connection is closed in one way only: mark it `Closing` (after
 //! queueing any final OP_ERROR), wake whoever owns its output (its writer
@@ -10,76 +13,23 @@
 
 use std::rc::Rc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use chatd_proto::chatd::{self as cw, IN_CALL_LEN, JOIN_LEN};
+use chatd_proto::ErrorCode;
 
 use super::msg::{ConnRef, Notice, ShardMsg};
-use super::{route, Shard, State};
+use super::{route, writer, Conn, Phase, Shard, State};
 use crate::core::ratelimit::TokenBucket;
-use crate::ids::{ChatId, ClientId, Service, UserId};
+use crate::ids::{ChatId, Service};
 use crate::limits;
 use crate::net::io::Stream;
 use crate::net::outbuf::{Flush, OutQueue, PushError, Wake};
-use crate::protocol::{self, DecodeError, ErrorCode};
-use crate::timer::TimerKey;
-
-/// Where a connection is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Waiting for OP_AUTH.
-    Auth,
-    /// Authenticated, waiting for OP_HELLO.
-    Hello,
-    /// Logged in.
-    Ready,
-    /// Flushing its last bytes; reads are ignored.
-    Closing,
-}
-
-/// One connection's shard-side state.
-pub struct Conn {
-    /// Generation of the slot (see [`ConnRef`]).
-    pub gen: u16,
-    /// Which listener accepted it.
-    pub service: Service,
-    /// The socket, shared with the read and write tasks.
-    pub stream: Rc<Stream>,
-    /// Login phase.
-    pub phase: Phase,
-    /// Authenticated user (0 before OP_AUTH).
-    pub user: UserId,
-    /// chatd client id (0 before OP_HELLO, and on statusd).
-    pub client: ClientId,
-    /// Frames waiting to be written.
-    pub out: OutQueue,
-    /// Received bytes not handled yet (a partial command), kept here
-    /// between reads; the read task owns it while a read is pending.
-    pub read_buf: BytesMut,
-    /// When the last bytes arrived, for the idle timeout.
-    pub last_rx_ms: u64,
-    /// When the login timeout closes it if it is still logging in.
-    pub login_deadline_ms: u64,
-    /// Its entry on the shard's timer wheel.
-    pub timer: Option<TimerKey>,
-    /// chatd: rooms it has joined (as their home shards confirmed).
-    pub joined: Vec<ChatId>,
-    /// Logged in: counted in the user's connections, and the user's home
-    /// shard was told (both undone when it closes).
-    pub at_home: bool,
-    /// Rate limit of OP_RTMSG (chatd) or OP_SETPRES (statusd).
-    pub bucket: TokenBucket,
-}
-
-/// The connection `c` refers to, if it is still open.
-pub fn get(st: &mut State, c: ConnRef) -> Option<&mut Conn> {
-    st.conns
-        .get_mut(c.slot as usize)
-        .filter(|conn| conn.gen == c.gen)
-}
+use crate::net::transport::Transport;
 
 /// The read buffer of `c` for its next read, with at least `want / 2`
 /// bytes free (allocating `want` more when not); `None` once `c` is gone.
 pub fn take_read_buf(st: &mut State, c: ConnRef, want: usize) -> Option<BytesMut> {
-    let mut buf = std::mem::take(&mut get(st, c)?.read_buf);
+    let mut buf = std::mem::take(&mut st.conn(c)?.read_buf);
     if buf.capacity() - buf.len() < want / 2 {
         buf.reserve(want);
     }
@@ -88,13 +38,19 @@ pub fn take_read_buf(st: &mut State, c: ConnRef, want: usize) -> Option<BytesMut
 
 /// Puts `c`'s read buffer back after its bytes were handled.
 pub fn put_read_buf(st: &mut State, c: ConnRef, buf: BytesMut) {
-    if let Some(conn) = get(st, c) {
+    if let Some(conn) = st.conn(c) {
         conn.read_buf = buf;
     }
 }
 
-/// Adds a freshly accepted connection with its login deadline.
-pub fn register(shard: &Shard, stream: Rc<Stream>, service: Service) -> ConnRef {
+/// Adds a freshly accepted connection with its login deadline (which
+/// covers its transport's handshake, if it has one).
+pub fn register(
+    shard: &Shard,
+    stream: Rc<Stream>,
+    transport: Transport,
+    service: Service,
+) -> ConnRef {
     let now = shard.shared.now_ms();
     let rate = match service {
         Service::Chatd => shard.shared.config.rtmsg_rate,
@@ -107,6 +63,7 @@ pub fn register(shard: &Shard, stream: Rc<Stream>, service: Service) -> ConnRef 
         gen,
         service,
         stream,
+        transport,
         phase: Phase::Auth,
         user: 0,
         client: 0,
@@ -141,28 +98,12 @@ pub fn register(shard: &Shard, stream: Rc<Stream>, service: Service) -> ConnRef 
     c
 }
 
-/// Completes a login (OP_HELLO accepted): counts the connection against
-/// the user's limit (TOO_MANY_CONNECTIONS and close when over it), starts
-/// its idle timer. Returns false when refused.
-pub fn admit(shard: &Shard, st: &mut State, c: ConnRef, opcode: u8) -> bool {
-    let Some(conn) = get(st, c) else { return false };
-    let (user, service) = (conn.user, conn.service);
-    let max = shard.shared.config.max_connections_per_user;
-    if !shard.shared.user_conns.try_acquire(user, service, max) {
-        send_error(shard, st, c, ErrorCode::TooManyConnections, opcode, 0);
-        return false;
-    }
-    conn.at_home = true;
-    logged_in(shard, st, c);
-    true
-}
-
 /// Removes a connection whose read loop ended, and tells the home shards
-/// of its rooms and user.
+/// of its rooms and user (the caller flushes: [`super::dispatch::flush`]).
 pub fn unregister(shard: &Shard, c: ConnRef) {
     let conn = {
         let mut st = shard.state.borrow_mut();
-        if get(&mut st, c).is_none() {
+        if st.conn(c).is_none() {
             return;
         }
         let mut conn = st.conns.remove(c.slot as usize);
@@ -201,7 +142,6 @@ pub fn unregister(shard: &Shard, c: ConnRef) {
             }
         }
     }
-    shard.flush();
 }
 
 /// Tells each room home shard that `c` is gone from the `chats` it homes.
@@ -218,6 +158,64 @@ fn send_conn_gone(shard: &Shard, c: ConnRef, chats: &[ChatId]) {
     }
 }
 
+impl Shard {
+    /// Queues `frame` on every listed connection, wherever it lives, to be
+    /// written as `flush` says: one reference-counted buffer for all, one
+    /// mesh message per other shard.
+    pub fn deliver(&self, frame: &Bytes, conns: &[ConnRef], flush: Flush) {
+        let me = self.id;
+        if self.shards() == 1 || conns.iter().all(|c| c.shard as usize == me) {
+            return self.deliver_local(frame, conns, flush);
+        }
+        // Count first, so each other shard's list is taken once at its exact
+        // size (from this shard's pool: the receiver gives it back); local
+        // ones are served without a list.
+        let mut counts = self.scratch_counts.borrow_mut();
+        counts.clear();
+        counts.resize(self.shards(), 0);
+        for c in conns {
+            counts[c.shard as usize] += 1;
+        }
+        let mut groups = self.scratch_groups.borrow_mut();
+        for (shard, &n) in counts.iter().enumerate() {
+            if n > 0 && shard != me {
+                groups.push((shard, self.shared.list_pools[me].take(n)));
+            }
+        }
+        drop(counts);
+        {
+            let mut st = self.state.borrow_mut();
+            for &c in conns {
+                let shard = c.shard as usize;
+                if shard == me {
+                    queue_frame(self, &mut st, c, frame.clone(), flush);
+                } else if let Some((_, g)) = groups.iter_mut().find(|(s, _)| *s == shard) {
+                    g.push(c);
+                }
+            }
+        }
+        for (shard, conns) in groups.drain(..) {
+            let frame = frame.clone();
+            let from = me as u16;
+            let msg = ShardMsg::Deliver {
+                frame,
+                conns,
+                from,
+                flush,
+            };
+            self.send(shard, msg);
+        }
+    }
+
+    /// Queues `frame` on connections of this shard.
+    pub fn deliver_local(&self, frame: &Bytes, conns: &[ConnRef], flush: Flush) {
+        let mut st = self.state.borrow_mut();
+        for &c in conns {
+            queue_frame(self, &mut st, c, frame.clone(), flush);
+        }
+    }
+}
+
 /// Queues `frame` on `c` if it is on this shard and open, to be written
 /// at once.
 pub fn push_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes) {
@@ -229,13 +227,13 @@ pub fn push_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes) {
 /// consumer: closed, with OP_ERROR SLOW_CONSUMER if that still fits.
 pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes, flush: Flush) {
     let cap = shard.shared.config.outbuf_cap();
-    let Some(conn) = get(st, c) else { return };
+    let Some(conn) = st.conn(c) else { return };
     if conn.phase == Phase::Closing {
         return;
     }
     match conn.out.push(frame, cap, flush) {
         Ok(Wake::Done) => return,
-        Ok(Wake::Spawn) => return spawn_writer(shard, st, c),
+        Ok(Wake::Spawn) => return writer::spawn_writer(shard, st, c),
         Ok(Wake::Batch) => {
             if st.batched.is_empty() {
                 shard.batch_due.notify_one();
@@ -250,10 +248,10 @@ pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes, flus
             .metrics
             .slow_consumer_closes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let err = st.arena.frame(protocol::ERROR_LEN, |b| {
-            protocol::encode_error(ErrorCode::SlowConsumer, 0, 0, b)
+        let err = st.arena.frame(chatd_proto::ERROR_LEN, |b| {
+            chatd_proto::encode_error(ErrorCode::SlowConsumer, 0, 0, b)
         });
-        if let Some(conn) = get(st, c) {
+        if let Some(conn) = st.conn(c) {
             // The queue is not empty, so a writer exists (or the batch
             // flush or the close below wakes one): no spawn needed.
             if conn.out.push(err, cap, Flush::Now).is_ok() {
@@ -264,16 +262,6 @@ pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes, flus
     }
 }
 
-/// Starts the writer task of `c`, which had none.
-fn spawn_writer(shard: &Shard, st: &mut State, c: ConnRef) {
-    let (Some(me), Some(conn)) = (shard.this.upgrade(), get(st, c)) else {
-        return;
-    };
-    let stream = conn.stream.clone();
-    st.writers.push(c);
-    tokio::task::spawn_local(crate::net::conn::write_loop(me, c, stream));
-}
-
 /// The batch flush: wakes (or starts) the writer of every connection
 /// that has batched frames waiting, and empties the list. Walks only those
 /// connections.
@@ -282,9 +270,9 @@ pub fn flush_batched(shard: &Shard) {
     let st = &mut *st;
     let mut list = std::mem::take(&mut st.batched);
     for &c in &list {
-        let Some(conn) = get(st, c) else { continue };
+        let Some(conn) = st.conn(c) else { continue };
         if conn.out.flush_batched() == Wake::Spawn {
-            spawn_writer(shard, st, c);
+            writer::spawn_writer(shard, st, c);
         }
     }
     // Keep the list's storage for the next batch.
@@ -300,15 +288,15 @@ pub fn tick_writers(shard: &Shard) {
     let mut st = shard.state.borrow_mut();
     let st = &mut *st;
     let mut writers = std::mem::take(&mut st.writers);
-    writers.retain(|&c| get(st, c).is_some_and(|conn| conn.out.tick()));
+    writers.retain(|&c| st.conn(c).is_some_and(|conn| conn.out.tick()));
     writers.append(&mut st.writers);
     st.writers = writers;
 }
 
 /// Sends OP_ERROR to `c` (on this shard); closes it if the code says so.
 pub fn send_error(shard: &Shard, st: &mut State, c: ConnRef, code: ErrorCode, opcode: u8, id: u64) {
-    let frame = st.arena.frame(protocol::ERROR_LEN, |b| {
-        protocol::encode_error(code, opcode, id, b)
+    let frame = st.arena.frame(chatd_proto::ERROR_LEN, |b| {
+        chatd_proto::encode_error(code, opcode, id, b)
     });
     shard.metrics.error(code as u8);
     push_frame(shard, st, c, frame);
@@ -321,7 +309,7 @@ pub fn send_error(shard: &Shard, st: &mut State, c: ConnRef, code: ErrorCode, op
 /// and shuts the socket down, or the close deadline does.
 pub fn close(shard: &Shard, st: &mut State, c: ConnRef) {
     let now = shard.shared.now_ms();
-    let Some(conn) = get(st, c) else { return };
+    let Some(conn) = st.conn(c) else { return };
     if conn.phase == Phase::Closing {
         return;
     }
@@ -329,13 +317,13 @@ pub fn close(shard: &Shard, st: &mut State, c: ConnRef) {
     let wake = conn.out.wake_writer();
     let old = conn.timer.take();
     if wake == Wake::Spawn {
-        spawn_writer(shard, st, c);
+        writer::spawn_writer(shard, st, c);
     }
     if let Some(key) = old {
         st.timers.cancel(key);
     }
     let key = st.timers.insert(now + limits::CLOSE_FLUSH_MS, c);
-    if let Some(conn) = get(st, c) {
+    if let Some(conn) = st.conn(c) {
         conn.timer = Some(key);
     }
 }
@@ -346,7 +334,7 @@ pub fn apply_notice(shard: &Shard, c: ConnRef, notice: Notice) {
     let st = &mut *st;
     match notice {
         Notice::Joined { chat, in_call } => {
-            let Some(conn) = get(st, c) else {
+            let Some(conn) = st.conn(c) else {
                 // It closed while the join was on its way: the room must
                 // forget it again.
                 send_conn_gone(shard, c, &[chat]);
@@ -355,27 +343,19 @@ pub fn apply_notice(shard: &Shard, c: ConnRef, notice: Notice) {
             if !conn.joined.contains(&chat) {
                 conn.joined.push(chat);
             }
-            let frame = st.arena.frame(9 + 10, |b| {
-                protocol::chatd::encode_join(chat, b);
-                protocol::chatd::encode_in_call(chat, in_call, b);
+            let frame = st.arena.frame(JOIN_LEN + IN_CALL_LEN, |b| {
+                cw::encode_join(chat, b);
+                cw::encode_in_call(chat, in_call, b);
             });
-            shard
-                .metrics
-                .command_out(Service::Chatd, protocol::chatd::OP_JOIN, 1);
-            shard
-                .metrics
-                .command_out(Service::Chatd, protocol::chatd::OP_IN_CALL, 1);
+            shard.metrics.command_out(Service::Chatd, cw::OP_JOIN, 1);
+            shard.metrics.command_out(Service::Chatd, cw::OP_IN_CALL, 1);
             push_frame(shard, st, c, frame);
         }
         Notice::Left { chat } => {
-            let Some(conn) = get(st, c) else { return };
+            let Some(conn) = st.conn(c) else { return };
             conn.joined.retain(|&j| j != chat);
-            let frame = st
-                .arena
-                .frame(9, |b| protocol::chatd::encode_leave(chat, b));
-            shard
-                .metrics
-                .command_out(Service::Chatd, protocol::chatd::OP_LEAVE, 1);
+            let frame = st.arena.frame(JOIN_LEN, |b| cw::encode_leave(chat, b));
+            shard.metrics.command_out(Service::Chatd, cw::OP_LEAVE, 1);
             push_frame(shard, st, c, frame);
         }
         Notice::Error { code, opcode, id } => send_error(shard, st, c, code, opcode, id),
@@ -390,7 +370,7 @@ pub fn poll_timers(shard: &Shard, now: u64, fired: &mut Vec<ConnRef>) {
     st.timers.poll_expired(now, fired);
     let idle = shard.shared.config.idle_timeout_ms;
     for &c in fired.iter() {
-        let Some(conn) = get(st, c) else { continue };
+        let Some(conn) = st.conn(c) else { continue };
         conn.timer = None;
         // Login or idle timeout: closed without an error command. Reads
         // only stamp `last_rx_ms`, so an entry that fired early is re-armed.
@@ -410,7 +390,7 @@ pub fn poll_timers(shard: &Shard, now: u64, fired: &mut Vec<ConnRef>) {
             close(shard, st, c);
         } else {
             let key = st.timers.insert(due, c);
-            if let Some(conn) = get(st, c) {
+            if let Some(conn) = st.conn(c) {
                 conn.timer = Some(key);
             }
         }
@@ -418,9 +398,9 @@ pub fn poll_timers(shard: &Shard, now: u64, fired: &mut Vec<ConnRef>) {
 }
 
 /// Moves a connection from login to ready: its timer becomes the idle one.
-fn logged_in(shard: &Shard, st: &mut State, c: ConnRef) {
+pub fn logged_in(shard: &Shard, st: &mut State, c: ConnRef) {
     let idle = shard.shared.config.idle_timeout_ms;
-    let Some(conn) = get(st, c) else { return };
+    let Some(conn) = st.conn(c) else { return };
     conn.phase = Phase::Ready;
     let due = conn.last_rx_ms.saturating_add(idle);
     let old = conn.timer.take();
@@ -429,32 +409,10 @@ fn logged_in(shard: &Shard, st: &mut State, c: ConnRef) {
         st.timers.cancel(key);
     }
     let key = st.timers.insert(due, c);
-    if let Some(conn) = get(st, c) {
+    if let Some(conn) = st.conn(c) {
         conn.timer = Some(key);
     }
     shard.metrics.logins[service.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// OP_AUTH on either service: verifies the token; on failure AUTH_FAILED
-/// and close.
-pub fn on_auth(shard: &Shard, st: &mut State, c: ConnRef, token: &[u8]) {
-    let now_secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let Some(conn) = get(st, c) else { return };
-    let service = conn.service;
-    match shard.shared.auth.verify(token, now_secs) {
-        Ok(user) => {
-            conn.user = user;
-            conn.phase = Phase::Hello;
-        }
-        Err(e) => {
-            tracing::debug!(?c, "auth failed: {e}");
-            shard.metrics.auth_failures[service.index()]
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            send_error(shard, st, c, ErrorCode::AuthFailed, protocol::OP_AUTH, 0);
-        }
-    }
 }
 
 /// SIGTERM: stop accepting, tell every connection SHUTTING_DOWN and let
@@ -494,39 +452,4 @@ pub fn drain_finished(shard: &Shard, now: u64) -> bool {
         return true;
     }
     false
-}
-
-/// The OP_ERROR for a decode error, given the login phase: before login,
-/// a known command other than the one expected is NOT_AUTHENTICATED
-/// whatever its fields (an unknown opcode stays BAD_COMMAND).
-/// `hello` is the service's OP_HELLO opcode.
-pub fn login_error_for(phase: Phase, e: &DecodeError, hello: u8) -> (ErrorCode, u8) {
-    let expected = match phase {
-        Phase::Auth => protocol::OP_AUTH,
-        Phase::Hello => hello,
-        // A second login is BAD_COMMAND whatever its bytes, a bad
-        // `token_len` included (docs/protocol.md, "A second login").
-        Phase::Ready | Phase::Closing if e.opcode() == protocol::OP_AUTH => {
-            return (ErrorCode::BadCommand, protocol::OP_AUTH)
-        }
-        Phase::Ready | Phase::Closing => return (e.error_code(), e.opcode()),
-    };
-    match e {
-        DecodeError::UnknownOpcode(_) => (e.error_code(), e.opcode()),
-        _ if e.opcode() == expected => (e.error_code(), e.opcode()),
-        _ => (ErrorCode::NotAuthenticated, e.opcode()),
-    }
-}
-
-/// OP_KEEPALIVE from a client, either service: answered with OP_KEEPALIVE
-/// (the same one byte on both).
-pub fn keepalive(shard: &Shard, st: &mut State, c: ConnRef) {
-    let Some(service) = get(st, c).map(|conn| conn.service) else {
-        return;
-    };
-    let frame = st.arena.frame(1, |b| b.put_u8(protocol::OP_KEEPALIVE));
-    shard
-        .metrics
-        .command_out(service, protocol::OP_KEEPALIVE, 1);
-    push_frame(shard, st, c, frame);
 }

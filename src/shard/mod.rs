@@ -12,45 +12,73 @@
 //! Shards share no mutable state; they talk through [`mesh`]. Work for
 //! the shard itself goes through a local queue instead of the channel, so a
 //! handler never re-enters the shard's state while it holds it.
+//!
+//! # Layers
+//!
+//! This file holds the shard's types ([`Shard`], [`State`], [`Conn`],
+//! [`Shared`]); each module below uses only the ones listed before it, so
+//! no module imports one that imports it back:
+//!
+//! - leaves: [`msg`], [`route`], [`mesh`], [`pool`], [`striped`],
+//!   [`client_ids`], [`user_conns`];
+//! - [`writer`]: writing a connection's queued frames (its writer task,
+//!   and the replies its read task writes);
+//! - [`conn`]: a connection's life on the shard (register, queue, close,
+//!   timeouts, login bookkeeping) and delivery to many connections;
+//! - [`chatd`], [`statusd`]: each service's own commands, and the rooms
+//!   and users this shard is home to; [`control`]: the admin thread's
+//!   messages;
+//! - [`input`]: the one input path both services share (decode errors,
+//!   login, keepalive, rate limit), generic over [`input::ServiceInput`],
+//!   which [`chatd`] and [`statusd`] implement;
+//! - [`dispatch`]: handling a [`msg::ShardMsg`], and [`dispatch::flush`];
+//! - [`driver`]: the connection driver (accept loop, read loop), over the
+//!   transport seam ([`crate::net::transport`]);
+//! - [`run`]: the shard thread, its runtime and its background tasks.
 
 pub mod chatd;
 pub mod client_ids;
 pub mod conn;
 pub mod control;
+pub mod dispatch;
+pub mod driver;
+pub mod input;
 pub mod mesh;
 pub mod msg;
 pub mod pool;
 pub mod route;
+pub mod run;
 pub mod statusd;
 pub mod striped;
 pub mod user_conns;
+pub mod writer;
 
-use crate::ids::FastMap;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use chatd_proto::Limits;
 use slab::Slab;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::core::presence::Presence;
+use crate::core::ratelimit::TokenBucket;
 use crate::core::room::Rooms;
-use crate::ids::Service;
+use crate::ids::{ChatId, ClientId, FastMap, Service, UserId};
 use crate::limits;
 use crate::metrics::ShardMetrics;
 use crate::net::arena::FrameArena;
-use crate::net::io::{Backend, Listener};
-use crate::net::outbuf::Flush;
-use crate::protocol::Limits;
-use crate::timer::TimerWheel;
+use crate::net::io::Stream;
+use crate::net::outbuf::{Flush, OutQueue};
+use crate::net::transport::Transport;
+use crate::timer::{TimerKey, TimerWheel};
 
 use self::client_ids::ClientIds;
-use self::conn::Conn;
-use self::mesh::{InboxRx, Mesh};
+use self::mesh::Mesh;
 use self::msg::{ConnRef, ShardMsg};
 
 /// What every shard (and the admin thread) shares: read-only after start,
@@ -100,7 +128,7 @@ pub struct State {
     /// Users homed here: presence and visibility.
     pub presence: Presence<ConnRef>,
     /// Login dumps in progress for statusd clients of users homed here.
-    pub dumps: FastMap<ConnRef, statusd::Dump>,
+    pub dumps: FastMap<ConnRef, Dump>,
     /// Login, idle and close deadlines of this shard's connections.
     pub timers: TimerWheel<ConnRef>,
     /// Small frames the server builds.
@@ -115,6 +143,78 @@ pub struct State {
     pub batched: Vec<ConnRef>,
 }
 
+impl State {
+    /// The connection `c` refers to, if it is still open on this shard.
+    pub fn conn(&mut self, c: ConnRef) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(c.slot as usize)
+            .filter(|conn| conn.gen == c.gen)
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for OP_AUTH.
+    Auth,
+    /// Authenticated, waiting for OP_HELLO.
+    Hello,
+    /// Logged in.
+    Ready,
+    /// Flushing its last bytes; reads are ignored.
+    Closing,
+}
+
+/// One connection's shard-side state.
+pub struct Conn {
+    /// Generation of the slot (see [`ConnRef`]).
+    pub gen: u16,
+    /// Which listener accepted it.
+    pub service: Service,
+    /// The socket, shared with the read and write tasks.
+    pub stream: Rc<Stream>,
+    /// What turns the socket's bytes into the command stream and back
+    /// (the transport seam; zero-sized for plain TCP).
+    pub transport: Transport,
+    /// Login phase.
+    pub phase: Phase,
+    /// Authenticated user (0 before OP_AUTH).
+    pub user: UserId,
+    /// chatd client id (0 before OP_HELLO, and on statusd).
+    pub client: ClientId,
+    /// Frames waiting to be written.
+    pub out: OutQueue,
+    /// Received bytes not handled yet (a partial command), kept here
+    /// between reads; the read task owns it while a read is pending.
+    pub read_buf: BytesMut,
+    /// When the last bytes arrived, for the idle timeout.
+    pub last_rx_ms: u64,
+    /// When the login timeout closes it if it is still logging in.
+    pub login_deadline_ms: u64,
+    /// Its entry on the shard's timer wheel.
+    pub timer: Option<TimerKey>,
+    /// chatd: rooms it has joined (as their home shards confirmed).
+    pub joined: Vec<ChatId>,
+    /// Logged in: counted in the user's connections, and the user's home
+    /// shard was told (both undone when it closes).
+    pub at_home: bool,
+    /// Rate limit of OP_RTMSG (chatd) or OP_SETPRES (statusd).
+    pub bucket: TokenBucket,
+}
+
+/// A login dump in progress, at the user's home shard (see
+/// [`statusd`]).
+#[derive(Debug, Default)]
+pub struct Dump {
+    /// Shards whose part has not arrived yet.
+    pub parts_left: usize,
+    /// Entries sent so far.
+    pub entries: u64,
+    /// OP_SETPRES values the client sent during the dump, applied (and
+    /// answered) once it ends.
+    pub held: Vec<u8>,
+}
+
 /// One shard: its state and its ways out.
 pub struct Shard {
     /// Index of this shard.
@@ -127,25 +227,26 @@ pub struct Shard {
     pub metrics: Arc<ShardMetrics>,
     /// The shard's own state.
     pub state: RefCell<State>,
-    /// Messages to this shard from itself, handled after the current one.
-    local: RefCell<VecDeque<ShardMsg>>,
+    /// Messages to this shard from itself, handled after the current one
+    /// ([`dispatch::flush`]).
+    pub(super) local: RefCell<VecDeque<ShardMsg>>,
     /// True while the local queue is being drained (no recursion).
-    draining_local: Cell<bool>,
+    pub(super) draining_local: Cell<bool>,
     /// Messages to other shards, batched until the current handler ends.
-    outbox: RefCell<Vec<(usize, ShardMsg)>>,
+    pub(super) outbox: RefCell<Vec<(usize, ShardMsg)>>,
     /// Notified when a drain has finished: the shard thread then ends.
     pub finished: tokio::sync::Notify,
     /// Notified when the batch list becomes non-empty: the batch flush
     /// then runs one window later.
     pub batch_due: tokio::sync::Notify,
     /// Per-shard recipient counts, reused by [`Shard::deliver`].
-    scratch_counts: RefCell<Vec<usize>>,
+    pub(super) scratch_counts: RefCell<Vec<usize>>,
     /// An empty connection list, reused for the recipients of a message.
     conn_list: RefCell<Vec<ConnRef>>,
     /// Empty write batches, reused by read tasks writing their replies.
     write_batches: RefCell<Vec<Vec<Bytes>>>,
     /// Per-shard recipient lists being built by [`Shard::deliver`].
-    scratch_groups: RefCell<Vec<(usize, Vec<ConnRef>)>>,
+    pub(super) scratch_groups: RefCell<Vec<(usize, Vec<ConnRef>)>>,
 }
 
 /// Connection slots a shard reserves up front: its share of
@@ -162,7 +263,9 @@ fn conn_slots(shared: &Shared) -> usize {
 }
 
 impl Shard {
-    fn new(id: usize, shared: Arc<Shared>, this: std::rc::Weak<Shard>) -> Self {
+    /// A shard's state before it accepts anything (`this` is the `Rc` it
+    /// will live in).
+    pub(super) fn new(id: usize, shared: Arc<Shared>, this: std::rc::Weak<Shard>) -> Self {
         let now = shared.now_ms();
         let state = State {
             conns: Slab::with_capacity(conn_slots(&shared)),
@@ -210,110 +313,6 @@ impl Shard {
         }
     }
 
-    /// Handles everything queued for this shard by itself, then sends what
-    /// handlers addressed to other shards. Call after every entry point.
-    pub fn flush(&self) {
-        if self.draining_local.replace(true) {
-            return;
-        }
-        loop {
-            let next = self.local.borrow_mut().pop_front();
-            match next {
-                Some(msg) => self.handle(msg),
-                None => break,
-            }
-        }
-        self.draining_local.set(false);
-        let out = std::mem::take(&mut *self.outbox.borrow_mut());
-        for (to, msg) in out {
-            self.shared.mesh.send(to, msg);
-        }
-    }
-
-    /// Handles one message addressed to this shard.
-    fn handle(&self, msg: ShardMsg) {
-        match msg {
-            ShardMsg::Nop => {}
-            ShardMsg::Join { .. }
-            | ShardMsg::Leave { .. }
-            | ShardMsg::RtMsg { .. }
-            | ShardMsg::InCall { .. }
-            | ShardMsg::ConnGone { .. } => chatd::handle_room_msg(self, msg),
-            ShardMsg::Deliver {
-                frame,
-                conns,
-                from,
-                flush,
-            } => {
-                self.deliver_local(&frame, &conns, flush);
-                // The list goes back to the shard that built it.
-                if let Some(pool) = self.shared.list_pools.get(from as usize) {
-                    pool.give(conns);
-                }
-            }
-            ShardMsg::Notice { conn, notice } => conn::apply_notice(self, conn, notice),
-            ShardMsg::PresHello { .. }
-            | ShardMsg::PresSet { .. }
-            | ShardMsg::PresGone { .. }
-            | ShardMsg::PresFanout { .. }
-            | ShardMsg::DumpQuery { .. }
-            | ShardMsg::PresPull { .. }
-            | ShardMsg::DumpPart { .. } => statusd::handle_user_msg(self, msg),
-            ShardMsg::Effects { .. } | ShardMsg::QueryRoom { .. } | ShardMsg::QueryUser { .. } => {
-                control::handle_admin_msg(self, msg)
-            }
-            ShardMsg::Shutdown { deadline_ms } => conn::start_drain(self, deadline_ms),
-        }
-    }
-
-    /// Queues `frame` on every listed connection, wherever it lives, to be
-    /// written as `flush` says: one reference-counted buffer for all, one
-    /// mesh message per other shard.
-    pub fn deliver(&self, frame: &Bytes, conns: &[ConnRef], flush: Flush) {
-        let me = self.id;
-        if self.shards() == 1 || conns.iter().all(|c| c.shard as usize == me) {
-            return self.deliver_local(frame, conns, flush);
-        }
-        // Count first, so each other shard's list is taken once at its exact
-        // size (from this shard's pool: the receiver gives it back); local
-        // ones are served without a list.
-        let mut counts = self.scratch_counts.borrow_mut();
-        counts.clear();
-        counts.resize(self.shards(), 0);
-        for c in conns {
-            counts[c.shard as usize] += 1;
-        }
-        let mut groups = self.scratch_groups.borrow_mut();
-        for (shard, &n) in counts.iter().enumerate() {
-            if n > 0 && shard != me {
-                groups.push((shard, self.shared.list_pools[me].take(n)));
-            }
-        }
-        drop(counts);
-        {
-            let mut st = self.state.borrow_mut();
-            for &c in conns {
-                let shard = c.shard as usize;
-                if shard == me {
-                    conn::queue_frame(self, &mut st, c, frame.clone(), flush);
-                } else if let Some((_, g)) = groups.iter_mut().find(|(s, _)| *s == shard) {
-                    g.push(c);
-                }
-            }
-        }
-        for (shard, conns) in groups.drain(..) {
-            let frame = frame.clone();
-            let from = me as u16;
-            let msg = ShardMsg::Deliver {
-                frame,
-                conns,
-                from,
-                flush,
-            };
-            self.send(shard, msg);
-        }
-    }
-
     /// An empty connection list (recycled; give it back when done).
     pub fn take_conn_list(&self) -> Vec<ConnRef> {
         std::mem::take(&mut *self.conn_list.borrow_mut())
@@ -341,14 +340,6 @@ impl Shard {
         // between awaits, and a stalled write holds its own.
         if pool.len() < 64 && batch.capacity() <= limits::WRITE_IOVECS_MAX {
             pool.push(batch);
-        }
-    }
-
-    /// Queues `frame` on connections of this shard.
-    pub fn deliver_local(&self, frame: &Bytes, conns: &[ConnRef], flush: Flush) {
-        let mut st = self.state.borrow_mut();
-        for &c in conns {
-            conn::queue_frame(self, &mut st, c, frame.clone(), flush);
         }
     }
 
@@ -392,107 +383,6 @@ pub struct ShardListeners {
     pub statusd: std::net::TcpListener,
 }
 
-/// Starts shard `id` on its own thread, pinned to `core` if given. The
-/// shard builds its runtime, then waits for `go` before accepting (so
-/// relations are in place first). Reports runtime set-up failure on `ready`.
-pub fn spawn_shard(
-    id: usize,
-    shared: Arc<Shared>,
-    inbox: InboxRx,
-    listeners: ShardListeners,
-    backend: Backend,
-    core: Option<core_affinity::CoreId>,
-    ready: std::sync::mpsc::Sender<Result<usize, StartError>>,
-) -> Result<ShardHandle, StartError> {
-    let thread = std::thread::Builder::new()
-        .name(format!("shard-{id}"))
-        .spawn(move || {
-            if let Some(core) = core {
-                if !core_affinity::set_for_current(core) {
-                    tracing::warn!(shard = id, "could not pin to core {}", core.id);
-                }
-            }
-            let shard = Rc::new_cyclic(|this| Shard::new(id, shared, this.clone()));
-            let run = run_shard(shard, inbox, listeners, backend);
-            match backend {
-                Backend::Uring => {
-                    let mut builder = tokio_uring::builder();
-                    let mut urb = tokio_uring::uring_builder();
-                    // COOP_TASKRUN avoids interrupting the thread for every
-                    // completion; SINGLE_ISSUER|DEFER_TASKRUN would hang
-                    // tokio-uring 0.5. The CQ is twice the SQ so a burst of
-                    // completions does not overflow.
-                    urb.setup_coop_taskrun()
-                        .setup_cqsize(limits::URING_ENTRIES * 2);
-                    builder.entries(limits::URING_ENTRIES).uring_builder(&urb);
-                    match tokio_uring::Runtime::new(&builder) {
-                        Ok(rt) => {
-                            let _ = ready.send(Ok(id));
-                            rt.block_on(run);
-                        }
-                        Err(source) => {
-                            let _ = ready.send(Err(StartError::Runtime {
-                                shard: id,
-                                backend: "io_uring",
-                                source,
-                            }));
-                        }
-                    }
-                }
-                Backend::Epoll => {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build();
-                    match rt {
-                        Ok(rt) => {
-                            let _ = ready.send(Ok(id));
-                            let local = tokio::task::LocalSet::new();
-                            local.block_on(&rt, run);
-                        }
-                        Err(source) => {
-                            let _ = ready.send(Err(StartError::Runtime {
-                                shard: id,
-                                backend: "epoll",
-                                source,
-                            }));
-                        }
-                    }
-                }
-            }
-        })
-        .map_err(StartError::Thread)?;
-    Ok(ShardHandle { thread })
-}
-
-/// The shard's life: inbox task, timer task, then (after `go`) accept
-/// loops; returns when a drain has finished.
-async fn run_shard(shard: Rc<Shard>, inbox: InboxRx, listeners: ShardListeners, backend: Backend) {
-    tokio::task::spawn_local(inbox_loop(shard.clone(), inbox));
-    tokio::task::spawn_local(timer_loop(shard.clone()));
-    let window = shard.shared.config.presence_batch_ms;
-    if window > 0 {
-        let window = Duration::from_millis(window);
-        tokio::task::spawn_local(batch_flush_loop(shard.clone(), window));
-    }
-    shard.shared.start_gate.wait().await;
-    for (service, std_listener) in [
-        (Service::Chatd, listeners.chatd),
-        (Service::Statusd, listeners.statusd),
-    ] {
-        match Listener::from_std(backend, std_listener) {
-            Ok(l) => {
-                tokio::task::spawn_local(crate::net::conn::accept_loop(shard.clone(), l, service));
-            }
-            Err(e) => tracing::error!(
-                shard = shard.id,
-                "cannot listen for {}: {e}",
-                service.name()
-            ),
-        }
-    }
-    shard.finished.notified().await;
-}
-
 /// The start signal every shard waits for before accepting: relations
 /// must be in place first.
 #[derive(Default)]
@@ -509,66 +399,13 @@ impl StartGate {
     }
 
     /// Resolves once the gate is open.
-    async fn wait(&self) {
+    pub async fn wait(&self) {
         loop {
             let opened = self.opened.notified();
             if self.open.load(std::sync::atomic::Ordering::Acquire) {
                 return;
             }
             opened.await;
-        }
-    }
-}
-
-/// Drains the shard's inbox, in batches so connections' I/O interleaves.
-async fn inbox_loop(shard: Rc<Shard>, inbox: InboxRx) {
-    /// Messages handled before yielding to the connections' tasks.
-    const BATCH: usize = 512;
-    loop {
-        let mut handled = 0;
-        while let Some(msg) = inbox.try_recv() {
-            shard.handle(msg);
-            handled += 1;
-            if handled == BATCH {
-                break;
-            }
-        }
-        shard.flush();
-        if handled == BATCH {
-            tokio::task::yield_now().await;
-        } else {
-            inbox.wait().await;
-        }
-    }
-}
-
-/// Flushes the batch list `window` after it became non-empty (so a
-/// batched frame waits at most `window`); sleeps while it stays empty.
-async fn batch_flush_loop(shard: Rc<Shard>, window: Duration) {
-    loop {
-        // `notify_one` leaves a permit when this task is not waiting yet,
-        // so a list that became non-empty meanwhile is not missed.
-        shard.batch_due.notified().await;
-        tokio::time::sleep(window).await;
-        conn::flush_batched(&shard);
-    }
-}
-
-/// Drives the shard's timer wheels every tick.
-async fn timer_loop(shard: Rc<Shard>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(limits::TIMER_TICK_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut fired = Vec::new();
-    loop {
-        tick.tick().await;
-        let now = shard.shared.now_ms();
-        conn::poll_timers(&shard, now, &mut fired);
-        conn::tick_writers(&shard);
-        chatd::poll_call_timeouts(&shard, now);
-        shard.flush();
-        if conn::drain_finished(&shard, now) {
-            shard.finished.notify_one();
-            return;
         }
     }
 }

@@ -8,8 +8,8 @@ use tokio::sync::oneshot;
 use crate::admin::control::{RoomLive, UserLive};
 use crate::ids::{ChatId, ClientId, UserId};
 use crate::net::outbuf::Flush;
-use crate::protocol::ErrorCode;
 use crate::store::effect::RelationEffect;
+use chatd_proto::ErrorCode;
 
 /// A connection, anywhere in the server: its shard, its slot in that
 /// shard's connection slab, and the slot's generation (so a message for a

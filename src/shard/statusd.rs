@@ -8,87 +8,108 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use chatd_proto::statusd::{self as wire, Request};
+use chatd_proto::{DecodeError, ErrorCode, Limits};
 
-use super::conn::{self, Phase};
+use super::input::{Consumed, Input, Sender, ServiceInput};
 use super::msg::{ConnRef, ShardMsg};
-use super::{route, Shard};
+use super::{route, Dump, Shard, State};
 use crate::core::presence::{Change, VisibilityChange};
 use crate::ids::{Service, UserId};
-use crate::limits;
 use crate::net::outbuf::Flush;
-use crate::protocol::statusd::{self as wire, Request};
-use crate::protocol::ErrorCode;
 
-/// Decodes and handles every complete command in `buf` from statusd
-/// connection `c`.
-pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
-    loop {
-        let mut st = shard.state.borrow_mut();
-        let st = &mut *st;
-        let Some(cn) = conn::get(st, c) else {
-            buf.clear();
-            return;
-        };
-        let (phase, user) = (cn.phase, cn.user);
-        if phase == Phase::Closing {
-            buf.clear();
-            return;
+/// statusd's side of the input path ([`super::input`]): a login announces
+/// the client's presence to its user's home shard, and `OP_SETPRES` goes
+/// there too.
+pub struct StatusdInput;
+
+/// statusd's own command, as the input path hands it over.
+#[derive(Clone, Copy, Debug)]
+pub enum Command {
+    /// `OP_SETPRES`, with the raw byte ([`wire::AUTO_FLAG`] included).
+    SetPres {
+        /// The presence.
+        presence: u8,
+    },
+}
+
+impl ServiceInput for StatusdInput {
+    const SERVICE: Service = Service::Statusd;
+    const OP_HELLO: u8 = wire::OP_HELLO;
+    type Request<'a> = Request<'a>;
+    /// The initial presence, raw.
+    type Hello = u8;
+    type Command = Command;
+
+    fn decode<'a>(
+        buf: &'a [u8],
+        _limits: &Limits,
+    ) -> Result<Option<(Request<'a>, usize)>, DecodeError> {
+        wire::decode_request(buf)
+    }
+
+    fn opcode(req: &Request<'_>) -> u8 {
+        req.opcode()
+    }
+
+    /// statusd has no rooms: its errors carry id 0.
+    fn chatid(_req: &Request<'_>) -> u64 {
+        0
+    }
+
+    fn input<'a>(req: Self::Request<'a>) -> Input<'a, u8, Command> {
+        match req {
+            Request::Keepalive => Input::Keepalive,
+            Request::Auth { token } => Input::Auth { token },
+            Request::Hello { version, presence } => Input::Hello {
+                version,
+                hello: presence,
+            },
+            Request::SetPres { presence } => Input::Command(Command::SetPres { presence }),
         }
-        let (req, used) = match wire::decode_request(buf) {
-            Ok(Some(x)) => x,
-            Ok(None) => return,
-            Err(e) => {
-                let (code, opcode) = conn::login_error_for(phase, &e, wire::OP_HELLO);
-                conn::send_error(shard, st, c, code, opcode, e.chatid());
-                buf.clear();
-                return;
-            }
+    }
+
+    fn rated(cmd: &Command) -> bool {
+        matches!(cmd, Command::SetPres { .. })
+    }
+
+    fn refuse(_cmd: &Command) -> Option<ErrorCode> {
+        None
+    }
+
+    /// Announces the new client, with its presence, to its user's home
+    /// shard, which answers with the login dump.
+    fn hello(shard: &Shard, _st: &mut State, c: ConnRef, from: Sender, presence: u8) {
+        let home = route::user_home(from.user, shard.shards());
+        shard.send(
+            home,
+            ShardMsg::PresHello {
+                user: from.user,
+                conn: c,
+                raw: presence,
+            },
+        );
+    }
+
+    fn command(
+        shard: &Shard,
+        _st: &mut State,
+        c: ConnRef,
+        from: Sender,
+        cmd: Command,
+        _buf: &mut BytesMut,
+        _used: usize,
+    ) -> Consumed {
+        let Command::SetPres { presence } = cmd;
+        let home = route::user_home(from.user, shard.shards());
+        let msg = ShardMsg::PresSet {
+            user: from.user,
+            conn: c,
+            raw: presence,
         };
-        let opcode = req.opcode();
-        shard.metrics.command_in(Service::Statusd, opcode);
-        let home = route::user_home(user, shard.shards());
-        match (phase, req) {
-            (Phase::Auth, Request::Auth { token }) => conn::on_auth(shard, st, c, token),
-            (Phase::Hello, Request::Hello { version, presence }) => {
-                if version == 0 || version > limits::PROTOCOL_VERSION {
-                    conn::send_error(shard, st, c, ErrorCode::BadVersion, opcode, 0);
-                } else if conn::admit(shard, st, c, opcode) {
-                    shard.send(
-                        home,
-                        ShardMsg::PresHello {
-                            user,
-                            conn: c,
-                            raw: presence,
-                        },
-                    );
-                }
-            }
-            (Phase::Auth | Phase::Hello, _) => {
-                conn::send_error(shard, st, c, ErrorCode::NotAuthenticated, opcode, 0);
-            }
-            (_, Request::Keepalive) => conn::keepalive(shard, st, c),
-            (_, Request::Auth { .. } | Request::Hello { .. }) => {
-                conn::send_error(shard, st, c, ErrorCode::BadCommand, opcode, 0);
-            }
-            (_, Request::SetPres { presence }) => {
-                let allowed = conn::get(st, c).is_some_and(|cn| {
-                    let now = cn.last_rx_ms;
-                    cn.bucket.allow(now)
-                });
-                if allowed {
-                    let msg = ShardMsg::PresSet {
-                        user,
-                        conn: c,
-                        raw: presence,
-                    };
-                    shard.send(home, msg);
-                } else {
-                    conn::send_error(shard, st, c, ErrorCode::RateLimited, opcode, 0);
-                }
-            }
-        }
-        buf.advance(used);
+        shard.send(home, msg);
+        Consumed::Left
     }
 }
 
@@ -189,18 +210,6 @@ fn set_presence(shard: &Shard, user: UserId, conn: ConnRef, raw: u8) {
     // changed this is also its copy of the broadcast.
     send_pres(shard, &[conn], 0, change.new);
     publish(shard, user, change, Some(conn));
-}
-
-/// A login dump in progress, at the user's home shard.
-#[derive(Debug, Default)]
-pub struct Dump {
-    /// Shards whose part has not arrived yet.
-    parts_left: usize,
-    /// Entries sent so far.
-    entries: u64,
-    /// OP_SETPRES values the client sent during the dump, applied (and
-    /// answered) once it ends.
-    held: Vec<u8>,
 }
 
 /// Applies a relation-count change for (`user`, `watcher`), `user` homed

@@ -1,5 +1,11 @@
 //! Test harness: starts the real `chatd` binary (port 0, temp data dir),
-//! talks to it over real loopback sockets, and speaks its admin API.
+//! talks to it over real loopback sockets, and speaks its admin API
+//! (through `chatd-client`'s admin client).
+//!
+//! The blocking chatd and statusd clients here are for tests that need
+//! each byte in their hands (bad input, exact order of answers); they
+//! frame with `chatd-proto` and log in with `chatd_client::login`. Tests
+//! of ordinary client behaviour use `chatd-client` itself (tests/client.rs).
 //!
 //! Every wait is bounded: a read that gets nothing within [`WAIT`] fails
 //! the test instead of hanging it.
@@ -12,9 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chatd::protocol::chatd::{self as cw, Request};
-use chatd::protocol::statusd as sw;
-use chatd::protocol::Limits;
+use chatd_client::admin::blocking::AdminClient;
+use chatd_client::login::{self, ChatdLogin, StatusdLogin};
+use chatd_proto::chatd::{self as cw, Request};
+use chatd_proto::statusd as sw;
+use chatd_proto::Limits;
 
 /// Longest wait for anything the server should send.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -33,17 +41,34 @@ pub struct Server {
     pub admin: SocketAddr,
     pub admin_token: String,
     pub data_dir: PathBuf,
+    shards: usize,
     _tmp: Option<tempfile::TempDir>,
     stderr_log: PathBuf,
+    /// The admin API with the admin token (kept-alive connections).
+    api: AdminClient,
+    /// The admin API without a token.
+    api_anonymous: AdminClient,
 }
+
+/// Listen addresses: chatd, statusd, admin.
+type Listen = [SocketAddr; 3];
+
+/// Every listener on a free loopback port.
+const ANY_PORT: Listen =
+    [SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0); 3];
 
 /// The command line of a test server: every listener on a free loopback
 /// port, `shards` unpinned shards, the backend under test, `data_dir`.
 pub fn chatd_command(data_dir: &Path, shards: usize) -> Command {
+    command_on(data_dir, shards, ANY_PORT)
+}
+
+/// [`chatd_command`] with the listeners on `listen`.
+fn command_on(data_dir: &Path, shards: usize, listen: Listen) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatd"));
-    cmd.args(["--chatd-listen", "127.0.0.1:0"])
-        .args(["--statusd-listen", "127.0.0.1:0"])
-        .args(["--admin-listen", "127.0.0.1:0"])
+    cmd.args(["--chatd-listen", &listen[0].to_string()])
+        .args(["--statusd-listen", &listen[1].to_string()])
+        .args(["--admin-listen", &listen[2].to_string()])
         .args(["--shards", &shards.to_string(), "--no-pin"])
         .args(["--io-backend", &backend()])
         .arg("--data-dir")
@@ -64,10 +89,35 @@ impl Server {
 
     /// Starts a server on `data_dir` (kept by the caller).
     pub fn start_in(data_dir: &Path, shards: usize, args: &[&str]) -> Result<Server, String> {
-        let stderr_log = data_dir.with_extension(format!("stderr.{}", std::process::id()));
+        Server::start_on(data_dir, shards, ANY_PORT, args)
+    }
+
+    /// Stops the server (SIGTERM, which drains it) and starts it again on
+    /// the same data dir and the same ports, with `args`.
+    pub fn restart(&mut self, args: &[&str]) {
+        assert_eq!(self.terminate(), Some(0), "server exit status");
+        let listen = [self.chatd, self.statusd, self.admin];
+        let mut new =
+            Server::start_on(&self.data_dir, self.shards, listen, args).expect("server restarts");
+        new._tmp = self._tmp.take();
+        *self = new;
+    }
+
+    /// Starts a server on `data_dir` with its listeners on `listen`.
+    fn start_on(
+        data_dir: &Path,
+        shards: usize,
+        listen: Listen,
+        args: &[&str],
+    ) -> Result<Server, String> {
+        // One log per start (a restart's must not be the one its
+        // predecessor's drop removes).
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stderr_log = data_dir.with_extension(format!("stderr.{}.{n}", std::process::id()));
         let _ = std::fs::create_dir_all(data_dir.parent().unwrap_or(Path::new("/tmp")));
         let err_file = std::fs::File::create(&stderr_log).map_err(|e| e.to_string())?;
-        let mut cmd = chatd_command(data_dir, shards);
+        let mut cmd = command_on(data_dir, shards, listen);
         cmd.args(args)
             .env_remove("CHATD_JWT_SECRET")
             .env_remove("CHATD_ADMIN_TOKEN")
@@ -81,8 +131,11 @@ impl Server {
                 chatd,
                 statusd,
                 admin,
+                api: AdminClient::new(admin, admin_token.clone()).map_err(|e| e.to_string())?,
+                api_anonymous: AdminClient::anonymous(admin).map_err(|e| e.to_string())?,
                 admin_token,
                 data_dir: data_dir.to_path_buf(),
+                shards,
                 _tmp: None,
                 stderr_log,
             }),
@@ -160,15 +213,14 @@ impl Server {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
 
-    /// One admin HTTP request; returns (status, body).
+    /// One admin HTTP request, with the admin token when `auth`;
+    /// returns (status, body).
     pub fn http(&self, method: &str, path: &str, body: Option<&str>, auth: bool) -> (u16, String) {
-        http(
-            self.admin,
-            method,
-            path,
-            body,
-            auth.then_some(self.admin_token.as_str()),
-        )
+        let api = if auth { &self.api } else { &self.api_anonymous };
+        let resp = api
+            .request(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        (resp.status, resp.body)
     }
 
     /// Authorized admin request that must answer `want`.
@@ -180,44 +232,29 @@ impl Server {
 
     /// Makes `user` a member of `chat`.
     pub fn add_member(&self, chat: u64, user: u64) {
-        self.admin_ok(
-            "PUT",
-            &format!("/v1/rooms/{chat}/members/{user}"),
-            None,
-            204,
-        );
+        self.api.add_member(chat, user).expect("add member");
     }
 
     /// Removes `user` from `chat`.
     pub fn remove_member(&self, chat: u64, user: u64) {
-        self.admin_ok(
-            "DELETE",
-            &format!("/v1/rooms/{chat}/members/{user}"),
-            None,
-            204,
-        );
+        self.api.remove_member(chat, user).expect("remove member");
     }
 
     /// Makes `a` and `b` contacts.
     pub fn add_contact(&self, a: u64, b: u64) {
-        self.admin_ok("PUT", &format!("/v1/users/{a}/contacts/{b}"), None, 204);
+        self.api.add_contact(a, b).expect("add contact");
     }
 
     /// Removes the contact between `a` and `b`.
     pub fn remove_contact(&self, a: u64, b: u64) {
-        self.admin_ok("DELETE", &format!("/v1/users/{a}/contacts/{b}"), None, 204);
+        self.api.remove_contact(a, b).expect("remove contact");
     }
 
-    /// A token for `user` from the admin API.
+    /// A token for `user` from the admin API (valid for an hour).
     pub fn token(&self, user: u64) -> String {
-        let body = self.admin_ok(
-            "POST",
-            "/v1/tokens",
-            Some(&format!(r#"{{"userid":"{user}","ttl_secs":3600}}"#)),
-            200,
-        );
-        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-        v["token"].as_str().expect("token").to_string()
+        self.api
+            .token(user, Duration::from_secs(3600))
+            .expect("token")
     }
 
     /// The secret tokens are signed with.
@@ -247,13 +284,9 @@ impl Server {
     pub fn statusd(&self, user: u64, raw: u8) -> StatusdClient {
         let mut c = StatusdClient::connect(self.statusd);
         c.user = user;
-        c.send(&sw::Request::Auth {
-            token: self.token(user).as_bytes(),
-        });
-        c.send(&sw::Request::Hello {
-            version: 1,
-            presence: raw,
-        });
+        let mut out = Vec::new();
+        login::encode_statusd(self.token(user).as_bytes(), raw, &mut out);
+        c.send_raw(&out);
         c.read_dump();
         c
     }
@@ -269,7 +302,9 @@ impl Drop for Server {
     }
 }
 
-/// One HTTP/1.1 request with `Connection: close`.
+/// One admin HTTP request on a connection of its own, with `token` as
+/// the bearer token when given; returns (status, body). Panics when the
+/// server cannot be reached.
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -277,29 +312,15 @@ pub fn http(
     body: Option<&str>,
     token: Option<&str>,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect admin");
-    s.set_read_timeout(Some(WAIT)).expect("timeout");
-    let body = body.unwrap_or("");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("write");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read response");
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let api = match token {
+        Some(t) => AdminClient::new(addr, t),
+        None => AdminClient::anonymous(addr),
+    }
+    .expect("admin client");
+    let resp = api
+        .request(method, path, body)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    (resp.status, resp.body)
 }
 
 /// A chatd event, owned.
@@ -375,12 +396,16 @@ impl ChatdClient {
 
     /// OP_AUTH + OP_HELLO; expects OP_HELLO client_id back.
     pub fn login(&mut self, token: &str) {
-        self.send(&Request::Auth {
-            token: token.as_bytes(),
+        let mut out = Vec::new();
+        login::encode_chatd(token.as_bytes(), &mut out);
+        self.send_raw(&out);
+        let answer = read_until(&mut self.stream, &mut self.buf, |b| {
+            let (ev, used) =
+                cw::decode_event(b, &Limits::ANY).expect("server sent a malformed command")?;
+            Some((login::chatd(&ev), used))
         });
-        self.send(&Request::Hello { version: 1 });
-        match self.recv() {
-            Ev::Hello(id) => self.client_id = id,
+        match answer {
+            Some(ChatdLogin::Done { client_id }) => self.client_id = client_id,
             other => panic!("expected OP_HELLO, got {other:?}"),
         }
     }
@@ -399,12 +424,9 @@ impl ChatdClient {
 
     /// The next command, or `None` when the server closed the connection.
     pub fn try_recv(&mut self) -> Option<Ev> {
-        let limits = Limits {
-            max_rtmsg_len: chatd::limits::MSGLEN_FIELD_MAX,
-        };
         read_until(&mut self.stream, &mut self.buf, |b| {
             let (ev, used) =
-                cw::decode_event(b, &limits).expect("server sent a malformed command")?;
+                cw::decode_event(b, &Limits::ANY).expect("server sent a malformed command")?;
             let ev = match ev {
                 cw::Event::Keepalive => Ev::Keepalive,
                 cw::Event::Error { code, opcode, id } => Ev::Error { code, opcode, id },
@@ -536,19 +558,17 @@ impl StatusdClient {
             .expect("connection closed while waiting for a command")
     }
 
-    /// Reads OP_PRES until the final `OP_PRES 0 own`.
+    /// Reads the login dump until its final `OP_PRES 0 own`.
     pub fn read_dump(&mut self) {
         loop {
-            match self.recv() {
-                SEv::Pres {
-                    userid: 0,
-                    presence,
-                } => {
-                    self.own = presence;
+            let ev = self.recv();
+            match login::statusd(&ev) {
+                StatusdLogin::Done { own } => {
+                    self.own = own;
                     return;
                 }
-                SEv::Pres { userid, presence } => self.dump.push((userid, presence)),
-                other => panic!("expected OP_PRES in the login dump, got {other:?}"),
+                StatusdLogin::Entry { user, presence } => self.dump.push((user, presence)),
+                _ => panic!("expected OP_PRES in the login dump, got {ev:?}"),
             }
         }
     }

@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use chatd::protocol::chatd as cw;
+use chatd_proto::chatd as cw;
 
 use super::{
     hold, keepalive, load_window, login_and_start, merged, on_threads, provision_rooms,

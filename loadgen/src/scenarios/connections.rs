@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatd::protocol::chatd as cw;
+use chatd_proto::chatd as cw;
 
 use super::keepalive;
 use super::{on_threads, Env, ScenarioError, Shared};

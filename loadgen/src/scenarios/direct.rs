@@ -16,7 +16,7 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use chatd::protocol::chatd as cw;
+use chatd_proto::chatd as cw;
 
 use super::{
     hold, load_window, login_and_start, merged, on_threads, paced, provision_rooms, Env,

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use chatd::protocol::statusd as sw;
+use chatd_proto::statusd as sw;
 
 use super::{
     connect_many, drain, on_threads, progress_until_end, start_after, Env, ScenarioError, Shared,

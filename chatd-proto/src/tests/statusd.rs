@@ -6,8 +6,8 @@ use super::{
     assert_every_split, assert_truncations_need_more, auth_header, check_arbitrary_bytes,
     decode_chunked, token_len_cases,
 };
-use crate::protocol::statusd::*;
-use crate::protocol::{DecodeError, ErrorCode, OP_AUTH, OP_ERROR, OP_KEEPALIVE};
+use crate::statusd::*;
+use crate::{DecodeError, ErrorCode, OP_AUTH, OP_ERROR, OP_KEEPALIVE};
 
 fn enc_req(r: &Request<'_>) -> Vec<u8> {
     let mut b = Vec::new();

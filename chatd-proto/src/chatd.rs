@@ -1,7 +1,7 @@
 //! The chatd command set (protocol section 4): rooms, real-time messages and
 //! the in-call flag, in both directions, plus the common `OP_KEEPALIVE`,
 //! `OP_AUTH` and `OP_ERROR`. Layouts only; what the server does with a
-//! command is `core`'s business. No I/O.
+//! command is the server's business. No I/O.
 //!
 //! The hot path avoids building values where it can: [`encode_join`] and
 //! friends write fixed-size replies directly, and
@@ -10,9 +10,9 @@
 
 use bytes::BufMut;
 
-use super::wire::{self, need, Reader};
-use super::{DecodeError, Limits, ERROR_LEN, OP_AUTH, OP_ERROR, OP_KEEPALIVE};
 use crate::limits::MSGLEN_FIELD_MAX;
+use crate::wire::{self, need, Reader};
+use crate::{DecodeError, Limits, ERROR_LEN, KEEPALIVE_LEN, OP_AUTH, OP_ERROR, OP_KEEPALIVE};
 
 /// `OP_JOIN`, both directions: `chatid(8)`.
 pub const OP_JOIN: u8 = 0x01;
@@ -95,7 +95,7 @@ pub enum Event<'a> {
     /// `OP_KEEPALIVE`: the answer to a client's keepalive.
     Keepalive,
     /// `OP_ERROR`, with the raw code byte so that clients can report codes
-    /// they do not know ([`super::ErrorCode::from_u8`] types it).
+    /// they do not know ([`crate::ErrorCode::from_u8`] types it).
     Error {
         /// Raw error code.
         code: u8,
@@ -170,8 +170,8 @@ impl Request<'_> {
     /// Bytes [`encode_request`] writes for it.
     pub fn encoded_len(&self) -> usize {
         match self {
-            Request::Keepalive => 1,
-            Request::Auth { token } => wire::auth_len(token),
+            Request::Keepalive => KEEPALIVE_LEN,
+            Request::Auth { token } => crate::auth_len(token),
             Request::Hello { .. } => HELLO_REQUEST_LEN,
             Request::Join { .. } | Request::Leave { .. } => JOIN_LEN,
             Request::RtMsg { data, .. } => RTMSG_HEADER_LEN + data.len(),
@@ -197,7 +197,7 @@ impl Event<'_> {
     /// Bytes [`encode_event`] writes for it.
     pub fn encoded_len(&self) -> usize {
         match self {
-            Event::Keepalive => 1,
+            Event::Keepalive => KEEPALIVE_LEN,
             Event::Error { .. } => ERROR_LEN,
             Event::Hello { .. } => HELLO_REPLY_LEN,
             Event::Join { .. } | Event::Leave { .. } => JOIN_LEN,
@@ -231,7 +231,12 @@ fn decode_rtmsg_header(
     let len = need!(r.u24());
     let max = limits.max_rtmsg_len.min(MSGLEN_FIELD_MAX);
     if len > max {
-        return Err(DecodeError::TooLarge { chatid, len, max });
+        return Err(DecodeError::TooLarge {
+            opcode: OP_RTMSG,
+            chatid,
+            len,
+            max,
+        });
     }
     Ok(Some(RtMsgHeader {
         chatid,
@@ -260,7 +265,7 @@ fn decode_in_call_body(r: &mut Reader<'_>) -> Result<Option<(u64, bool)>, Decode
 }
 
 /// Decodes the first client command in `buf` (see the module docs of
-/// [`super`] for the three outcomes).
+/// the crate root for the three outcomes).
 pub fn decode_request<'a>(
     buf: &'a [u8],
     limits: &Limits,
@@ -269,7 +274,7 @@ pub fn decode_request<'a>(
     let req = match need!(r.u8()) {
         OP_KEEPALIVE => Request::Keepalive,
         OP_AUTH => Request::Auth {
-            token: need!(wire::decode_auth_body(&mut r)?),
+            token: need!(crate::decode_auth_body(&mut r)?),
         },
         OP_HELLO => {
             let version = need!(r.u16());
@@ -311,7 +316,7 @@ pub fn decode_event<'a>(
     let ev = match need!(r.u8()) {
         OP_KEEPALIVE => Event::Keepalive,
         OP_ERROR => {
-            let (code, opcode, id) = need!(wire::decode_error_body(&mut r));
+            let (code, opcode, id) = need!(crate::decode_error_body(&mut r));
             Event::Error { code, opcode, id }
         }
         OP_HELLO => Event::Hello {
@@ -372,7 +377,7 @@ fn encode_rtmsg(
 pub fn encode_request(req: &Request<'_>, buf: &mut impl BufMut) {
     match *req {
         Request::Keepalive => buf.put_u8(OP_KEEPALIVE),
-        Request::Auth { token } => wire::encode_auth(token, buf),
+        Request::Auth { token } => crate::encode_auth(token, buf),
         Request::Hello { version } => {
             buf.put_u8(OP_HELLO);
             buf.put_u16_le(version);
@@ -405,7 +410,7 @@ pub fn encode_request(req: &Request<'_>, buf: &mut impl BufMut) {
 pub fn encode_event(ev: &Event<'_>, buf: &mut impl BufMut) {
     match *ev {
         Event::Keepalive => buf.put_u8(OP_KEEPALIVE),
-        Event::Error { code, opcode, id } => wire::encode_error_raw(code, opcode, id, buf),
+        Event::Error { code, opcode, id } => crate::encode_error_raw(code, opcode, id, buf),
         Event::Hello { client_id } => encode_hello_reply(client_id, buf),
         Event::Join { chatid } => encode_join(chatid, buf),
         Event::Leave { chatid } => encode_leave(chatid, buf),

@@ -181,12 +181,13 @@ fn decode_errors_map_to_the_op_error_the_server_sends() {
         ),
         (
             DecodeError::TooLarge {
+                opcode: crate::chatd::OP_RTMSG,
                 chatid: 7,
                 len: 10,
                 max: 9,
             },
             ErrorCode::TooLarge,
-            super::chatd::OP_RTMSG,
+            crate::chatd::OP_RTMSG,
             7,
         ),
     ];

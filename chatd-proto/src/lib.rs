@@ -1,8 +1,14 @@
-//! The wire codec of both services (protocol sections 1-5), sans-IO.
+//! The chatd wire protocol (sections 1-5 of `docs/protocol.md`), sans-IO:
+//! the codec of both services (**chatd**: rooms, real-time messages, the
+//! in-call flag; **statusd**: presence), the [`ids`] and the wire
+//! [`limits`]. The server, the client library (`chatd-client`), the load
+//! generator and the fuzz targets all speak the protocol through this
+//! crate, so each layout is written once.
 //!
 //! It owns the byte layouts and nothing else: decoders are plain functions
 //! over the bytes received so far, encoders write into a [`bytes::BufMut`].
-//! No sockets, no clock, no allocation, no state between calls.
+//! No sockets, no clock, no allocation, no state between calls, and no
+//! dependency beyond `bytes` and `thiserror`.
 //!
 //! Every decoder returns one of three things:
 //! - `Ok(Some((command, used)))`: a complete command that took the first
@@ -16,10 +22,27 @@
 //!   is present, never after waiting for bytes that follow it.
 //!
 //! [`chatd`] and [`statusd`] hold each service's command set; what both
-//! share (`OP_KEEPALIVE`, `OP_AUTH`, `OP_ERROR`, error codes) lives here
-//! and in the private `wire` helpers, so each layout is parsed in one place.
+//! share (`OP_KEEPALIVE`, `OP_AUTH`, `OP_ERROR`, error codes) lives here,
+//! and the bounds-checked reader in the private `wire` module, so each
+//! layout is parsed in one place.
+//!
+//! ```
+//! use chatd_proto::chatd::{decode_request, encode_request, Request};
+//! use chatd_proto::Limits;
+//!
+//! let mut buf = Vec::new();
+//! encode_request(&Request::Join { chatid: 7 }, &mut buf);
+//! // A prefix needs more bytes; the whole command decodes.
+//! assert_eq!(decode_request(&buf[..4], &Limits::default()), Ok(None));
+//! let (req, used) = decode_request(&buf, &Limits::default()).unwrap().unwrap();
+//! assert_eq!((req, used), (Request::Join { chatid: 7 }, buf.len()));
+//! ```
+
+#![deny(missing_docs)]
 
 pub mod chatd;
+pub mod ids;
+pub mod limits;
 pub mod statusd;
 mod wire;
 
@@ -28,7 +51,8 @@ mod tests;
 
 use bytes::BufMut;
 
-use crate::limits::DEFAULT_MAX_RTMSG_LEN;
+use crate::limits::{DEFAULT_MAX_RTMSG_LEN, MAX_TOKEN_LEN};
+use crate::wire::{need, Reader};
 
 /// `OP_KEEPALIVE`, both services, both directions; no body.
 pub const OP_KEEPALIVE: u8 = 0x00;
@@ -39,6 +63,8 @@ pub const OP_ERROR: u8 = 0x07;
 
 /// Bytes of an `OP_ERROR` command, opcode included.
 pub const ERROR_LEN: usize = 11;
+/// Bytes of an `OP_KEEPALIVE` command: the opcode alone.
+pub const KEEPALIVE_LEN: usize = 1;
 
 /// `OP_ERROR` codes (protocol section 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -159,15 +185,18 @@ pub enum DecodeError {
         field: &'static str,
     },
     /// `OP_AUTH` `token_len` of 0 or above
-    /// [`MAX_TOKEN_LEN`](crate::limits::MAX_TOKEN_LEN) (`AUTH_FAILED`).
+    /// [`MAX_TOKEN_LEN`] (`AUTH_FAILED`).
     #[error("token_len {len} out of range")]
     BadTokenLen {
         /// The `token_len` received.
         len: u16,
     },
-    /// `OP_RTMSG` `msglen` above [`Limits::max_rtmsg_len`] (`TOO_LARGE`).
-    #[error("msglen {len} above limit {max} (chatid {chatid})")]
+    /// A length field above its limit: `OP_RTMSG` `msglen` above
+    /// [`Limits::max_rtmsg_len`] (`TOO_LARGE`).
+    #[error("length {len} above limit {max} in opcode {opcode:#04x} (chatid {chatid})")]
     TooLarge {
+        /// Opcode of the command (`OP_RTMSG`).
+        opcode: u8,
         /// The message's room.
         chatid: u64,
         /// The `msglen` received.
@@ -191,9 +220,8 @@ impl DecodeError {
     pub fn opcode(&self) -> u8 {
         match self {
             DecodeError::UnknownOpcode(op) => *op,
-            DecodeError::BadField { opcode, .. } => *opcode,
+            DecodeError::BadField { opcode, .. } | DecodeError::TooLarge { opcode, .. } => *opcode,
             DecodeError::BadTokenLen { .. } => OP_AUTH,
-            DecodeError::TooLarge { .. } => chatd::OP_RTMSG,
         }
     }
 
@@ -214,9 +242,10 @@ impl DecodeError {
 /// The configurable decoder limits (set from the command line).
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Largest `OP_RTMSG` `msglen` accepted (`--max-rtmsg-len`). Values
-    /// above [`MSGLEN_FIELD_MAX`](crate::limits::MSGLEN_FIELD_MAX) act as
-    /// that, since the field cannot carry more.
+    /// Largest `OP_RTMSG` `msglen` accepted (the server's
+    /// `--max-rtmsg-len`). Values above
+    /// [`MSGLEN_FIELD_MAX`](crate::limits::MSGLEN_FIELD_MAX) act as that,
+    /// since the field cannot carry more.
     pub max_rtmsg_len: u32,
 }
 
@@ -228,8 +257,59 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Limits that accept anything the fields can carry: what a client
+    /// decoding the server's commands uses.
+    pub const ANY: Limits = Limits {
+        max_rtmsg_len: crate::limits::MSGLEN_FIELD_MAX,
+    };
+}
+
 /// Writes `OP_ERROR` (same layout on both services): `code(1) opcode(1)
 /// id(8)`, [`ERROR_LEN`] bytes.
 pub fn encode_error(code: ErrorCode, opcode: u8, id: u64, buf: &mut impl BufMut) {
-    wire::encode_error_raw(code as u8, opcode, id, buf);
+    encode_error_raw(code as u8, opcode, id, buf);
+}
+
+/// Body of `OP_AUTH` (after the opcode): `token_len(2) token`. Shared by
+/// both services. A bad `token_len` is reported as soon as its two bytes
+/// are present, without waiting for a token that may never be valid.
+fn decode_auth_body<'a>(r: &mut Reader<'a>) -> Result<Option<&'a [u8]>, DecodeError> {
+    let len = need!(r.u16());
+    if len == 0 || usize::from(len) > MAX_TOKEN_LEN {
+        return Err(DecodeError::BadTokenLen { len });
+    }
+    Ok(r.bytes(usize::from(len)))
+}
+
+/// Bytes `OP_AUTH` with this token takes on the wire.
+fn auth_len(token: &[u8]) -> usize {
+    1 + 2 + token.len()
+}
+
+/// Writes `OP_AUTH`.
+///
+/// # Panics
+/// If the token is longer than `u16::MAX` (no server accepts more than
+/// [`MAX_TOKEN_LEN`]; a client encoding that much has a bug).
+fn encode_auth(token: &[u8], buf: &mut impl BufMut) {
+    let len = u16::try_from(token.len()).expect("token longer than u16::MAX");
+    buf.put_u8(OP_AUTH);
+    buf.put_u16_le(len);
+    buf.put_slice(token);
+}
+
+/// Body of `OP_ERROR` (after the opcode): `code(1) opcode(1) id(8)`, with the
+/// code kept raw so a client can report codes it does not know.
+fn decode_error_body(r: &mut Reader<'_>) -> Option<(u8, u8, u64)> {
+    Some((r.u8()?, r.u8()?, r.u64()?))
+}
+
+/// Writes `OP_ERROR` with a raw code byte (the typed entry point is
+/// [`encode_error`]).
+fn encode_error_raw(code: u8, opcode: u8, id: u64, buf: &mut impl BufMut) {
+    buf.put_u8(OP_ERROR);
+    buf.put_u8(code);
+    buf.put_u8(opcode);
+    buf.put_u64_le(id);
 }

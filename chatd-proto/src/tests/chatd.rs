@@ -6,9 +6,9 @@ use super::{
     assert_every_split, assert_truncations_need_more, auth_header, check_arbitrary_bytes,
     decode_chunked, token_len_cases,
 };
+use crate::chatd::*;
 use crate::limits::{DEFAULT_MAX_RTMSG_LEN, MSGLEN_FIELD_MAX};
-use crate::protocol::chatd::*;
-use crate::protocol::{DecodeError, ErrorCode, Limits, OP_ERROR};
+use crate::{DecodeError, ErrorCode, Limits, OP_ERROR};
 
 const LIMITS: Limits = Limits {
     max_rtmsg_len: DEFAULT_MAX_RTMSG_LEN,
@@ -200,7 +200,7 @@ fn unknown_opcodes_are_refused_at_the_first_byte() {
         assert_eq!(dec_req(&[op]), Err(DecodeError::UnknownOpcode(op)));
     }
     // OP_AUTH is client-only, so a client refuses it from the server.
-    for op in [crate::protocol::OP_AUTH, 0x08, 0xff] {
+    for op in [crate::OP_AUTH, 0x08, 0xff] {
         assert_eq!(dec_ev(&[op]), Err(DecodeError::UnknownOpcode(op)));
     }
 }
@@ -259,6 +259,7 @@ fn too_large_is_refused_from_the_header_alone_naming_the_room() {
     for len in [max + 1, MSGLEN_FIELD_MAX] {
         let h = rtmsg_header(99, len);
         let want = DecodeError::TooLarge {
+            opcode: OP_RTMSG,
             chatid: 99,
             len,
             max,
@@ -279,6 +280,7 @@ fn the_rtmsg_limit_is_configurable_and_capped_by_the_field() {
     let small = Limits { max_rtmsg_len: 3 };
     let h = rtmsg_header(5, 4);
     let want = Err(DecodeError::TooLarge {
+        opcode: OP_RTMSG,
         chatid: 5,
         len: 4,
         max: 3,

@@ -1,15 +1,15 @@
 //! The statusd command set (protocol section 5): login with an initial
 //! presence, presence changes from clients, presence updates to clients,
 //! plus the common `OP_KEEPALIVE`, `OP_AUTH` and `OP_ERROR`. Layouts only;
-//! combining and distributing presence is `core`'s business. No I/O.
+//! combining and distributing presence is the server's business. No I/O.
 //!
 //! Presence bytes are kept raw: the meaning of the low 7 bits belongs to the
-//! application, and the [`AUTO_FLAG`] bit is interpreted by `core`.
+//! application, and the [`AUTO_FLAG`] bit is interpreted by the server.
 
 use bytes::BufMut;
 
-use super::wire::{self, need, Reader};
-use super::{DecodeError, ERROR_LEN, OP_AUTH, OP_ERROR, OP_KEEPALIVE};
+use crate::wire::{need, Reader};
+use crate::{DecodeError, ERROR_LEN, KEEPALIVE_LEN, OP_AUTH, OP_ERROR, OP_KEEPALIVE};
 
 /// `OP_HELLO`, C->S: `version(2) user_presence(1) reserved(1)`.
 pub const OP_HELLO: u8 = 0x01;
@@ -92,8 +92,8 @@ impl Request<'_> {
     /// Bytes [`encode_request`] writes for it.
     pub fn encoded_len(&self) -> usize {
         match self {
-            Request::Keepalive => 1,
-            Request::Auth { token } => wire::auth_len(token),
+            Request::Keepalive => KEEPALIVE_LEN,
+            Request::Auth { token } => crate::auth_len(token),
             Request::Hello { .. } => HELLO_LEN,
             Request::SetPres { .. } => SETPRES_LEN,
         }
@@ -113,7 +113,7 @@ impl Event {
     /// Bytes [`encode_event`] writes for it.
     pub fn encoded_len(&self) -> usize {
         match self {
-            Event::Keepalive => 1,
+            Event::Keepalive => KEEPALIVE_LEN,
             Event::Error { .. } => ERROR_LEN,
             Event::Pres { .. } => PRES_LEN,
         }
@@ -121,13 +121,13 @@ impl Event {
 }
 
 /// Decodes the first client command in `buf` (see the module docs of
-/// [`super`] for the three outcomes).
+/// the crate root for the three outcomes).
 pub fn decode_request(buf: &[u8]) -> Result<Option<(Request<'_>, usize)>, DecodeError> {
     let mut r = Reader::new(buf);
     let req = match need!(r.u8()) {
         OP_KEEPALIVE => Request::Keepalive,
         OP_AUTH => Request::Auth {
-            token: need!(wire::decode_auth_body(&mut r)?),
+            token: need!(crate::decode_auth_body(&mut r)?),
         },
         OP_HELLO => {
             let version = need!(r.u16());
@@ -150,7 +150,7 @@ pub fn decode_event(buf: &[u8]) -> Result<Option<(Event, usize)>, DecodeError> {
     let ev = match need!(r.u8()) {
         OP_KEEPALIVE => Event::Keepalive,
         OP_ERROR => {
-            let (code, opcode, id) = need!(wire::decode_error_body(&mut r));
+            let (code, opcode, id) = need!(crate::decode_error_body(&mut r));
             Event::Error { code, opcode, id }
         }
         OP_PRES => Event::Pres {
@@ -169,7 +169,7 @@ pub fn decode_event(buf: &[u8]) -> Result<Option<(Event, usize)>, DecodeError> {
 pub fn encode_request(req: &Request<'_>, buf: &mut impl BufMut) {
     match *req {
         Request::Keepalive => buf.put_u8(OP_KEEPALIVE),
-        Request::Auth { token } => wire::encode_auth(token, buf),
+        Request::Auth { token } => crate::encode_auth(token, buf),
         Request::Hello { version, presence } => {
             buf.put_u8(OP_HELLO);
             buf.put_u16_le(version);
@@ -187,7 +187,7 @@ pub fn encode_request(req: &Request<'_>, buf: &mut impl BufMut) {
 pub fn encode_event(ev: &Event, buf: &mut impl BufMut) {
     match *ev {
         Event::Keepalive => buf.put_u8(OP_KEEPALIVE),
-        Event::Error { code, opcode, id } => wire::encode_error_raw(code, opcode, id, buf),
+        Event::Error { code, opcode, id } => crate::encode_error_raw(code, opcode, id, buf),
         Event::Pres { userid, presence } => encode_pres(userid, presence, buf),
     }
 }

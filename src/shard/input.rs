@@ -1,0 +1,283 @@
+//! The one input path: every byte a client sends, on either service,
+//! passes through [`on_bytes`], which does what both services do alike and
+//! hands each service only its own commands.
+//!
+//! Written once here, for both services:
+//! - a closing connection's input is dropped;
+//! - a decode error is answered with its `OP_ERROR` (named by the login
+//!   phase: [`login_error_for`]) and the rest of the input dropped;
+//! - the login phase (`login`): `OP_AUTH` (token check), then `OP_HELLO`
+//!   (version check, per-user limit, idle timer), anything else
+//!   `NOT_AUTHENTICATED`;
+//! - after login: `OP_KEEPALIVE` is answered, a second `OP_AUTH` or
+//!   `OP_HELLO` is `BAD_COMMAND`, and the commands a service marks as rated
+//!   (`OP_RTMSG`, `OP_SETPRES`) are charged to the connection's token
+//!   bucket (`RATE_LIMITED` when empty).
+//!
+//! A service plugs in by implementing [`ServiceInput`]: its decoder, how
+//! its requests split into the shared ones and its own, what completes its
+//! login, and its own commands ([`crate::shard::chatd`],
+//! [`crate::shard::statusd`]). The driver picks the implementation by the
+//! listener that accepted the connection.
+
+use bytes::{Buf, BufMut, BytesMut};
+use chatd_proto::{DecodeError, ErrorCode, Limits, KEEPALIVE_LEN, OP_AUTH, OP_KEEPALIVE};
+
+use super::conn;
+use super::msg::ConnRef;
+use super::{Phase, Shard, State};
+use crate::ids::{ClientId, Service, UserId};
+use crate::limits;
+
+/// A request as the input path sees it: the commands both services share,
+/// and the service's own.
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'a, H, C> {
+    /// `OP_KEEPALIVE`.
+    Keepalive,
+    /// `OP_AUTH`.
+    Auth {
+        /// The token, as received.
+        token: &'a [u8],
+    },
+    /// `OP_HELLO`: the version, and what else the service's hello carries.
+    Hello {
+        /// The protocol version asked for.
+        version: u16,
+        /// The service's part (statusd: the initial presence).
+        hello: H,
+    },
+    /// One of the service's own commands.
+    Command(C),
+}
+
+/// Whether a service's command handler took the command's bytes off the
+/// read buffer itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Consumed {
+    /// It did not: the input path drops them.
+    Left,
+    /// It took exactly the command's bytes with `split_to` (an `OP_RTMSG`
+    /// turned into its delivery in place).
+    Taken,
+}
+
+/// Who sent a command: the connection's user and client id, read once per
+/// command with its phase.
+#[derive(Clone, Copy, Debug)]
+pub struct Sender {
+    /// The authenticated user (0 before `OP_AUTH`).
+    pub user: UserId,
+    /// The chatd client id (0 before `OP_HELLO`, and on statusd).
+    pub client: ClientId,
+}
+
+/// One service's side of the input path.
+pub trait ServiceInput {
+    /// Which service (metrics, per-user limits).
+    const SERVICE: Service;
+    /// The service's `OP_HELLO` opcode (login-order errors name it).
+    const OP_HELLO: u8;
+    /// A decoded request, possibly borrowing the read buffer.
+    type Request<'a>: Copy;
+    /// What the service's `OP_HELLO` carries besides the version.
+    type Hello: Copy;
+    /// The service's own commands, without borrowed bytes (a handler may
+    /// then take the command's bytes off the read buffer).
+    type Command: Copy;
+
+    /// Decodes the first command in `buf` (the codec's three outcomes).
+    fn decode<'a>(
+        buf: &'a [u8],
+        limits: &Limits,
+    ) -> Result<Option<(Self::Request<'a>, usize)>, DecodeError>;
+    /// The request's opcode.
+    fn opcode(req: &Self::Request<'_>) -> u8;
+    /// The room a request concerns (the `id` of an `OP_ERROR` it causes),
+    /// 0 when none.
+    fn chatid(req: &Self::Request<'_>) -> u64;
+    /// Splits a request into the shared ones and the service's own.
+    fn input<'a>(req: Self::Request<'a>) -> Input<'a, Self::Hello, Self::Command>;
+    /// Whether a command is charged to the connection's rate limit.
+    fn rated(cmd: &Self::Command) -> bool;
+    /// A refusal that needs no state (chatd: `BAD_ADDRESS`), checked after
+    /// the rate limit was charged and before its verdict.
+    fn refuse(cmd: &Self::Command) -> Option<ErrorCode>;
+    /// Completes a login whose `OP_HELLO` was accepted (version checked,
+    /// connection counted against its user, idle timer started).
+    fn hello(shard: &Shard, st: &mut State, c: ConnRef, from: Sender, hello: Self::Hello);
+    /// Handles one of the service's own commands from a logged-in
+    /// connection; the command's bytes are the first `used` of `buf`.
+    fn command(
+        shard: &Shard,
+        st: &mut State,
+        c: ConnRef,
+        from: Sender,
+        cmd: Self::Command,
+        buf: &mut BytesMut,
+        used: usize,
+    ) -> Consumed;
+}
+
+/// Decodes and handles every complete command in `buf` from connection
+/// `c` of service `S`, leaving a partial one in place.
+pub fn on_bytes<S: ServiceInput>(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
+    loop {
+        let mut st = shard.state.borrow_mut();
+        let st = &mut *st;
+        let Some(cn) = st.conn(c) else {
+            buf.clear();
+            return;
+        };
+        let phase = cn.phase;
+        let from = Sender {
+            user: cn.user,
+            client: cn.client,
+        };
+        if phase == Phase::Closing {
+            buf.clear();
+            return;
+        }
+        let (req, used) = match S::decode(buf, &shard.shared.limits) {
+            Ok(Some(x)) => x,
+            Ok(None) => return,
+            Err(e) => {
+                let (code, opcode) = login_error_for(phase, &e, S::OP_HELLO);
+                conn::send_error(shard, st, c, code, opcode, e.chatid());
+                buf.clear();
+                return;
+            }
+        };
+        let opcode = S::opcode(&req);
+        let chatid = S::chatid(&req);
+        shard.metrics.command_in(S::SERVICE, opcode);
+        let consumed = match (phase, S::input(req)) {
+            (Phase::Auth | Phase::Hello, input) => {
+                login::<S>(shard, st, c, phase, from, opcode, chatid, input);
+                Consumed::Left
+            }
+            (_, Input::Keepalive) => {
+                keepalive(shard, st, c, S::SERVICE);
+                Consumed::Left
+            }
+            // A second login on a logged-in connection is a protocol error.
+            (_, Input::Auth { .. } | Input::Hello { .. }) => {
+                conn::send_error(shard, st, c, ErrorCode::BadCommand, opcode, 0);
+                Consumed::Left
+            }
+            (_, Input::Command(cmd)) => {
+                let allowed = !S::rated(&cmd)
+                    || st.conn(c).is_some_and(|cn| {
+                        let now = cn.last_rx_ms;
+                        cn.bucket.allow(now)
+                    });
+                if let Some(code) = S::refuse(&cmd) {
+                    conn::send_error(shard, st, c, code, opcode, chatid);
+                    Consumed::Left
+                } else if !allowed {
+                    conn::send_error(shard, st, c, ErrorCode::RateLimited, opcode, chatid);
+                    Consumed::Left
+                } else {
+                    S::command(shard, st, c, from, cmd, buf, used)
+                }
+            }
+        };
+        if consumed == Consumed::Left {
+            buf.advance(used);
+        }
+    }
+}
+
+/// The login phase, both services: `OP_AUTH` first, `OP_HELLO` second
+/// (protocol section 2); any other command is `NOT_AUTHENTICATED`.
+#[allow(clippy::too_many_arguments)]
+fn login<S: ServiceInput>(
+    shard: &Shard,
+    st: &mut State,
+    c: ConnRef,
+    phase: Phase,
+    from: Sender,
+    opcode: u8,
+    chatid: u64,
+    input: Input<'_, S::Hello, S::Command>,
+) {
+    match (phase, input) {
+        (Phase::Auth, Input::Auth { token }) => on_auth(shard, st, c, token),
+        (Phase::Hello, Input::Hello { version, hello }) => {
+            if version == 0 || version > limits::PROTOCOL_VERSION {
+                conn::send_error(shard, st, c, ErrorCode::BadVersion, opcode, 0);
+            } else if admit(shard, st, c, opcode) {
+                S::hello(shard, st, c, from, hello);
+            }
+        }
+        _ => conn::send_error(shard, st, c, ErrorCode::NotAuthenticated, opcode, chatid),
+    }
+}
+
+/// `OP_AUTH`: verifies the token; on failure `AUTH_FAILED` and close.
+fn on_auth(shard: &Shard, st: &mut State, c: ConnRef, token: &[u8]) {
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let Some(conn) = st.conn(c) else { return };
+    let service = conn.service;
+    match shard.shared.auth.verify(token, now_secs) {
+        Ok(user) => {
+            conn.user = user;
+            conn.phase = Phase::Hello;
+        }
+        Err(e) => {
+            tracing::debug!(?c, "auth failed: {e}");
+            shard.metrics.auth_failures[service.index()]
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            conn::send_error(shard, st, c, ErrorCode::AuthFailed, OP_AUTH, 0);
+        }
+    }
+}
+
+/// Completes a login (`OP_HELLO` accepted): counts the connection against
+/// the user's limit (`TOO_MANY_CONNECTIONS` and close when over it), starts
+/// its idle timer. Returns false when refused.
+fn admit(shard: &Shard, st: &mut State, c: ConnRef, opcode: u8) -> bool {
+    let Some(conn) = st.conn(c) else { return false };
+    let (user, service) = (conn.user, conn.service);
+    let max = shard.shared.config.max_connections_per_user;
+    if !shard.shared.user_conns.try_acquire(user, service, max) {
+        conn::send_error(shard, st, c, ErrorCode::TooManyConnections, opcode, 0);
+        return false;
+    }
+    conn.at_home = true;
+    conn::logged_in(shard, st, c);
+    true
+}
+
+/// The `OP_ERROR` for a decode error, given the login phase: before login,
+/// a known command other than the one expected is `NOT_AUTHENTICATED`
+/// whatever its fields (an unknown opcode stays `BAD_COMMAND`).
+/// `hello` is the service's `OP_HELLO` opcode.
+pub fn login_error_for(phase: Phase, e: &DecodeError, hello: u8) -> (ErrorCode, u8) {
+    let expected = match phase {
+        Phase::Auth => OP_AUTH,
+        Phase::Hello => hello,
+        // A second login is BAD_COMMAND whatever its bytes, a bad
+        // `token_len` included (docs/protocol.md, "A second login").
+        Phase::Ready | Phase::Closing if e.opcode() == OP_AUTH => {
+            return (ErrorCode::BadCommand, OP_AUTH)
+        }
+        Phase::Ready | Phase::Closing => return (e.error_code(), e.opcode()),
+    };
+    match e {
+        DecodeError::UnknownOpcode(_) => (e.error_code(), e.opcode()),
+        _ if e.opcode() == expected => (e.error_code(), e.opcode()),
+        _ => (ErrorCode::NotAuthenticated, e.opcode()),
+    }
+}
+
+/// `OP_KEEPALIVE` from a client, either service: answered with
+/// `OP_KEEPALIVE` (the same one byte on both).
+fn keepalive(shard: &Shard, st: &mut State, c: ConnRef, service: Service) {
+    let frame = st.arena.frame(KEEPALIVE_LEN, |b| b.put_u8(OP_KEEPALIVE));
+    shard.metrics.command_out(service, OP_KEEPALIVE, 1);
+    conn::push_frame(shard, st, c, frame);
+}

@@ -186,8 +186,10 @@ pub struct FanoutParams {
     pub window: usize,
 
     /// The server: chatd (OP_RTMSG to the room), redis (RESP SUBSCRIBE /
-    /// PUBLISH on channel room.N, at --redis) or nats (SUB / PUB on subject
-    /// room.N, at --nats). Same workload, I/O loop and verification for all.
+    /// PUBLISH on channel room.N, at --redis), nats (SUB / PUB on subject
+    /// room.N, at --nats) or floor (bench/floor.c at --chatd: chatd's wire,
+    /// no admin API, so nothing is provisioned). Same workload, I/O loop and
+    /// verification for all.
     #[arg(long, value_enum, default_value_t = PubSubTarget::Chatd)]
     pub target: PubSubTarget,
 
@@ -218,6 +220,9 @@ pub enum PubSubTarget {
     Redis,
     /// NATS core pub/sub.
     Nats,
+    /// The performance floor (bench/floor.c): chatd's fan-out wire
+    /// protocol with no token, membership or admin API.
+    Floor,
 }
 
 impl PubSubTarget {
@@ -227,7 +232,14 @@ impl PubSubTarget {
             PubSubTarget::Chatd => "chatd",
             PubSubTarget::Redis => "redis",
             PubSubTarget::Nats => "nats",
+            PubSubTarget::Floor => "floor",
         }
+    }
+
+    /// Whether it speaks chatd's wire protocol (rooms joined with OP_JOIN,
+    /// every member receives, the sender never gets its own message).
+    pub fn chatd_wire(self) -> bool {
+        matches!(self, PubSubTarget::Chatd | PubSubTarget::Floor)
     }
 }
 

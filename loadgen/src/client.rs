@@ -9,12 +9,14 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chatd::protocol::chatd as cw;
 use chatd::protocol::statusd as sw;
 use chatd::protocol::{DecodeError, ErrorCode, Limits};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -215,6 +217,9 @@ impl Reader {
             if !self.fill().await? {
                 return Err(ClientError::Closed);
             }
+            // Sends that fell due while this thread was busy leave now,
+            // not after every other ready reader had its turn.
+            crate::pacer::poll_due(self.read_ns);
         }
     }
 
@@ -295,6 +300,46 @@ impl Writer {
             self.out.clear();
         }
         Ok(())
+    }
+
+    /// Writes what the socket takes now, without waiting: `Ok(true)` when
+    /// nothing is left pending. (The pacer writes from whichever task is
+    /// running when a send is due.)
+    pub fn try_flush(&mut self) -> Result<bool, ClientError> {
+        while !self.out.is_empty() {
+            match self.wr.try_write(&self.out) {
+                Ok(0) => return Err(ClientError::Io(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.consume(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(ClientError::Io(e)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes everything pending, registering for writability when the
+    /// socket is full.
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
+        while !self.out.is_empty() {
+            match Pin::new(&mut self.wr).poll_write(cx, &self.out) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(ClientError::Io(std::io::ErrorKind::WriteZero.into())))
+                }
+                Poll::Ready(Ok(n)) => self.consume(n),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(ClientError::Io(e))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Drops the first `n` pending bytes (written).
+    fn consume(&mut self, n: usize) {
+        if n >= self.out.len() {
+            self.out.clear();
+        } else {
+            self.out.drain(..n);
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use super::{
 use crate::cli::PresenceParams;
 use crate::client::{login_statusd, Reader, Statusd, Writer};
 use crate::measure::{now_ns, sleep_until_ns, Latency, Rng, Verify, Window};
+use crate::pacer;
 use crate::report::Report;
 
 /// Presence every user logs in with in a login storm.
@@ -216,6 +217,7 @@ pub fn run(env: &Env<'_>, p: &PresenceParams) -> Result<Report, ScenarioError> {
         );
     } else {
         report.set_measured(run.duration, sent, lat.intended.clone(), Some(&lat.sent));
+        report.set_send_lag(&lat.lag);
         shared.fill_resources(&mut report, threads);
     }
     report.verify = v;
@@ -600,7 +602,7 @@ async fn change(
             if t >= w.end_ns {
                 break;
             }
-            sleep_until_ns(t).await;
+            pacer::sleep_until(t).await;
             let now = now_ns();
             cur = cur % 4 + 1;
             let auto = rng.unit() < s.auto_share;
@@ -616,6 +618,7 @@ async fn change(
                 a.v.sent += 1;
                 if w.measured(t) {
                     a.sent_measured += 1;
+                    a.lat.record_lag(t, now);
                 }
             }
             if wr.flush().await.is_err() {

@@ -346,6 +346,9 @@ async fn drive(p: Rc<Pacer>) {
             Ok(Ok(())) => {
                 p.armed.set(0);
                 p.fire(Arm::Expired);
+                // A thread that is behind re-arms for "now" and would loop
+                // here; the readers get their turn first.
+                tokio::task::yield_now().await;
             }
             Ok(Err(_)) => return,
             // Re-armed since it became readable: nothing expired.

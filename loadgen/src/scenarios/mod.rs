@@ -167,6 +167,9 @@ pub struct Shared {
     pub failure: Mutex<Option<String>>,
     /// Resource snapshots at load start, measure start and load end.
     pub snaps: Mutex<[Option<Snap>; 3]>,
+    /// The window whose snapshots 1 and 2 the monitor thread is to take,
+    /// and the server's pid ([`Shared::snap_window`]).
+    planned: Mutex<Option<(Window, Option<u32>)>>,
     done: AtomicBool,
 }
 
@@ -202,13 +205,32 @@ impl Shared {
         }
     }
 
-    /// Takes the three snapshots at the window's times (run on one thread).
-    pub async fn snap_window(&self, w: Window, pid: Option<u32>) {
+    /// Takes snapshot 0 now and has the monitor thread take 1 and 2 at the
+    /// window's measure start and end: an OS thread of its own, so that a
+    /// worker that is saturated (or starved of CPU) cannot take them late
+    /// and skew the CPU figures of exactly the runs that need them most.
+    pub fn snap_window(&self, w: Window, pid: Option<u32>) {
         self.snap(0, pid);
-        measure::sleep_until_ns(w.measure_ns).await;
-        self.snap(1, pid);
-        measure::sleep_until_ns(w.end_ns).await;
-        self.snap(2, pid);
+        if let Ok(mut p) = self.planned.lock() {
+            *p = Some((w, pid));
+        }
+    }
+
+    /// The monitor's part of [`Shared::snap_window`]: takes the planned
+    /// snapshots due by `now`; returns when the next one is due.
+    fn take_planned(&self, now: u64) -> Option<u64> {
+        let (w, pid) = (*self.planned.lock().ok()?)?;
+        let have = |i: usize| self.snaps.lock().map_or(true, |s| s[i].is_some());
+        for (i, at) in [(1, w.measure_ns), (2, w.end_ns)] {
+            if have(i) {
+                continue;
+            }
+            if now < at {
+                return Some(at);
+            }
+            self.snap(i, pid);
+        }
+        None
     }
 
     /// Fills the report's CPU and server fields from the snapshots, then
@@ -372,8 +394,13 @@ fn monitor(name: &str, shared: &Shared, quiet: bool) {
     let mut last = (0u64, 0u64, measure::self_cpu_secs(), t0);
     let mut next = t0 + 1_000_000_000;
     while !shared.done.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(50));
+        // Wakes for the next snapshot on time, else every 50 ms.
+        let wake = shared
+            .take_planned(now_ns())
+            .map_or(50_000_000, |at| at.saturating_sub(now_ns()).min(50_000_000));
+        std::thread::sleep(Duration::from_nanos(wake));
         let now = now_ns();
+        shared.take_planned(now);
         if now < next {
             continue;
         }
@@ -396,6 +423,8 @@ fn monitor(name: &str, shared: &Shared, quiet: bool) {
         }
         last = (sent, del, cpu, now);
     }
+    // The workers drain past the window's end: whatever is planned is due.
+    shared.take_planned(now_ns());
 }
 
 /// Publishes a thread's running totals into the progress counters: call
@@ -641,8 +670,8 @@ pub async fn progress_until_end(shared: &Shared, w: Window, v: impl Fn() -> Veri
 }
 
 /// The load window of one thread: progress until the window's end, then
-/// up to `--drain-ms` for `complete()`; thread 0 takes the resource
-/// snapshots meanwhile. Sets `stop` at the end, after which connection
+/// up to `--drain-ms` for `complete()`; thread 0 plans the resource
+/// snapshots ([`Shared::snap_window`]). Sets `stop` at the end, after which connection
 /// failures no longer count.
 pub async fn load_window(
     env: &Env<'_>,
@@ -653,16 +682,11 @@ pub async fn load_window(
     stop: &Cell<bool>,
     complete: impl FnMut() -> bool,
 ) {
-    let main = async {
-        progress_until_end(shared, w, || tally.borrow().v).await;
-        drain(w.end_ns + env.run.drain_ms * 1_000_000, complete).await;
-    };
-    let snaps = async {
-        if t == 0 {
-            shared.snap_window(w, env.target.pid).await;
-        }
-    };
-    tokio::join!(main, snaps);
+    if t == 0 {
+        shared.snap_window(w, env.target.pid);
+    }
+    progress_until_end(shared, w, || tally.borrow().v).await;
+    drain(w.end_ns + env.run.drain_ms * 1_000_000, complete).await;
     stop.set(true);
 }
 

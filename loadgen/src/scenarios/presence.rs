@@ -386,13 +386,10 @@ async fn thread(
                 .all(|(a, &u)| a.get() >= ctx.state(u).changes.load(Ordering::Acquire));
         views_done && acks_done
     };
-    let main = progress_until_end(shared, w, || acc.borrow().v);
-    let snaps = async {
-        if t == 0 && !p.login_storm {
-            shared.snap_window(w, env.target.pid).await;
-        }
-    };
-    tokio::join!(main, snaps);
+    if t == 0 && !p.login_storm {
+        shared.snap_window(w, env.target.pid);
+    }
+    progress_until_end(shared, w, || acc.borrow().v).await;
     // Other threads' changes may still be under way: settle, then drain.
     shared.end_gate.wait(threads).await;
     if t == 0 && p.login_storm {

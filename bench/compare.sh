@@ -24,7 +24,9 @@
 #
 # Settings (environment): ROOMS (100) MEMBERS (10) PUBLISHERS (1) SIZE (128)
 # WINDOWS ("16 64 256 1024") SAT_DURATION (5) RATE_PCTS ("10 25 50")
-# DURATION (5) WARMUP (1) THREADS (1 loadgen thread) CHATD2 (1).
+# DURATION (5) WARMUP (1) THREADS (1 loadgen thread) CHATD2 (1)
+# CHATD_ARGS ("--no-pin": the clients share the cores, where tuning.md
+# measured pinned shards 23% slower).
 # QUICK=1: a smoke check in about two minutes (windows 64 256, 2 s runs,
 # paced at 25% only, no chatd2). Takes about 8 minutes by default.
 set -euo pipefail
@@ -46,6 +48,7 @@ DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 THREADS=${THREADS:-1}
 CHATD2=${CHATD2:-1}
+CHATD_ARGS=${CHATD_ARGS:---no-pin}
 # Agreement required between loadgen and fanclient (issue 12: 15%).
 AGREE_PCT=15
 
@@ -151,8 +154,9 @@ start_chatd() {
     local name=$1 dir
     dir=$(mktemp -d /tmp/compare-chatd.XXXXXX)
     dirs+=("$dir")
+    # shellcheck disable=SC2086
     target/release/chatd --data-dir "$dir" --shards "$2" --chatd-listen 127.0.0.1:0 \
-        --statusd-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$raw/$name.log" 2>&1 &
+        --statusd-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 $CHATD_ARGS >"$raw/$name.log" 2>&1 &
     chatd_pid[$name]=$!; pids+=("$!")
     chatd_port[$name]=$(listening_port "$raw/$name.log" chatd)
     admin_port[$name]=$(listening_port "$raw/$name.log" admin)
@@ -341,6 +345,7 @@ cell_trust() {
     echo "Servers: chatd $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty'), floor (bench/floor.c), redis-server $("$REDIS" --version | awk '{print $3}' | sed 's/v=//'), nats-server $("$NATS" --version | awk '{print $2}')."
     echo "Workload: $ROOMS rooms x $MEMBERS receivers, $PUBLISHERS publisher(s) per room on its own connection (in chatd and the floor a room member), $SIZE-byte payloads: $MEMBERS deliveries per message; $THREADS loadgen thread(s)."
     echo "Saturation: \`loadgen fanout --max --window W\` for W in $WINDOWS, ${SAT_DURATION} s each after ${WARMUP} s warm-up; each target's figure is its best window. Paced: ${DURATION} s at ${RATE_PCTS// /, } % of chatd 1 shard's saturation rate (${rates[*]} msg/s)."
+    echo "chatd runs with: ${CHATD_ARGS:-(defaults)}."
     echo "Command: \`bench/compare.sh\` (ROOMS=$ROOMS MEMBERS=$MEMBERS PUBLISHERS=$PUBLISHERS SIZE=$SIZE WINDOWS=\"$WINDOWS\" RATE_PCTS=\"$RATE_PCTS\" SAT_DURATION=$SAT_DURATION DURATION=$DURATION THREADS=$THREADS QUICK=$QUICK)"
     echo
     printf '| |'; for t in "${targets[@]}"; do printf ' %s |' "${label[$t]}"; done; echo ' chatd/redis | chatd/nats | chatd/floor |'

@@ -317,7 +317,8 @@ cell_window() { echo "${best_w[$1]}"; }
 cell_limit() {
     jq -r '[(if .trust.client_bound then "client-bound" else empty end),
             (if .trust.server_bound then "server-bound" else empty end),
-            (if .trust.box_bound then "box-bound" else empty end)] | if length == 0 then "neither" else join(", ") end' \
+            (if .trust.box_bound then "box-bound" else empty end),
+            (if .trust.box_busy then "busy box" else empty end)] | if length == 0 then "neither" else join(", ") end' \
         "$raw/$1-max.json" 2>/dev/null || echo -
 }
 cell_sweep() {
@@ -334,7 +335,8 @@ cell_floor_pct() {
 }
 cell_trust() {
     jq -r 'if .exit_code != 0 then "FAIL" elif .trust.trustworthy then "yes" else
-        ([(if .trust.send_lag_high then "send lag" else empty end), (if .trust.client_bound then "client-bound" else empty end)] | "NO: " + join(", ")) end' \
+        ([(if .trust.send_lag_high then "send lag" else empty end), (if .trust.client_bound then "client-bound" else empty end),
+          (if .trust.box_busy then "busy box" else empty end)] | "NO: " + join(", ")) end' \
         "$raw/$1-rate-$cur_rate.json" 2>/dev/null || echo -
 }
 
@@ -359,6 +361,7 @@ cell_trust() {
     row "saturation: loadgen busiest thread" max '.loadgen.busiest_thread' pct
     row "saturation: server busiest thread" max '.server.busiest_thread' pct
     text_row "saturation: limit (thread >= 90% of a core)" cell_limit
+    row "saturation: other processes on the box (cores)" max '.others_cores' 2
     row "saturation: p50 ms" max '.latency_ms.p50' 2
     row "saturation: p99 ms" max '.latency_ms.p99' 2
     row "fanclient, same window: deliveries/s" fc-max '.deliveries_per_sec' k yes
@@ -371,6 +374,7 @@ cell_trust() {
         row "paced $cur_rate msg/s: p99 ms" "rate-$cur_rate" '.latency_ms.p99' 3 yes
         row "paced $cur_rate msg/s: loadgen send lag p99 ms" "rate-$cur_rate" '.send_lag_ms.p99' 3
         text_row "paced $cur_rate msg/s: trustworthy (send lag, loadgen cpu)" cell_trust
+        row "paced $cur_rate msg/s: other processes on the box (cores)" "rate-$cur_rate" '.others_cores' 2
         row "paced $cur_rate msg/s: deliveries/s" "rate-$cur_rate" '.deliveries_per_sec' k
         row "paced $cur_rate msg/s: server cpu (cores)" "rate-$cur_rate" '.server.cores_used' 2 yes
     done
@@ -380,7 +384,7 @@ cell_trust() {
     echo
     echo "Ratios compare chatd with 1 shard: above 1 is better for chatd in throughput rows, worse in latency and CPU rows."
     echo "Per server cpu-second: deliveries over the server's utime+stime in the measured window (all its threads), the fairest figure across thread models."
-    echo "limit: a loadgen thread at >= 90% of a core makes a run client-bound (its figure is a lower bound for the server); server-bound: a server thread >= 90%; box-bound: the two together use >= 90% of all cores."
+    echo "limit: a loadgen thread at >= 90% of a core makes a run client-bound (its figure is a lower bound for the server); server-bound: a server thread >= 90%; box-bound: the two together use >= 90% of all cores; busy box: other processes used >= 0.25 cores (from /proc/stat), which moves every figure but the per-CPU ones."
     echo "fanclient (bench/fanclient.c) is the independent check: a \"!\" marks a difference above $AGREE_PCT%. FAIL: the run did not verify (see its .txt). Raw reports: $raw/."
     echo "Took $(( $(date +%s) - t_begin )) s."
 } | tee "$table"

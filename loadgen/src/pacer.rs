@@ -211,6 +211,16 @@ thread_local! {
     static NEXT_DUE: Cell<u64> = const { Cell::new(u64::MAX) };
 }
 
+/// Drops this thread's pacer and the senders it still holds; a worker calls
+/// it before its runtime goes, so that their sockets and the timerfd leave
+/// the reactor while it still exists.
+pub fn reset() {
+    NEXT_DUE.set(u64::MAX);
+    if let Some(p) = PACER.with(|p| p.borrow_mut().take()) {
+        *p.timers.borrow_mut() = Timers::default();
+    }
+}
+
 /// Serves whatever is due on this thread's pacer; receive loops call it
 /// after each read with the read's time.
 pub fn poll_due(now: u64) {

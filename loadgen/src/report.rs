@@ -16,6 +16,11 @@ use crate::measure::{ThreadBusy, Verify};
 /// loopback is 100-200 us, so more lag than that swamps it).
 pub const SEND_LAG_WARN_MS: f64 = 0.2;
 
+/// Other processes using this much of the host (cores) during a run make
+/// its figures the busy box's: they move every latency and, with client and
+/// server sharing the cores, the throughput. A quiet box shows ~0.02.
+pub const OTHERS_BUSY_CORES: f64 = 0.25;
+
 /// A thread this busy (share of one core over the measured window) is
 /// treated as saturated: the process it belongs to is the limit. Not 1.0:
 /// /proc's CPU times tick at 100 Hz and a saturated thread still loses
@@ -117,6 +122,10 @@ pub struct Trust {
     /// Loadgen and the server together used at least [`BOUND_BUSY`] of
     /// every core of this host: they were taking turns on the cores.
     pub box_bound: bool,
+    /// Other processes used at least [`OTHERS_BUSY_CORES`] of the host.
+    pub box_busy: bool,
+    /// Cores other processes used (`None`: unknown without the server's pid).
+    pub others_cores: Option<f64>,
     /// Cores of this host.
     pub cpus: usize,
     /// One line: which one was the limit and whether to believe the figures.
@@ -136,6 +145,8 @@ pub struct TrustInputs {
     pub server_busiest: Option<f64>,
     /// The server's cores in use, when the pid is known.
     pub server_cores: Option<f64>,
+    /// Cores the host's other processes used, when known.
+    pub others_cores: Option<f64>,
     /// Cores of this host.
     pub cpus: usize,
 }
@@ -149,6 +160,7 @@ impl Trust {
         let together = i.client_cores + i.server_cores.unwrap_or(0.0);
         let box_bound =
             i.server_cores.is_some() && i.cpus > 0 && together >= BOUND_BUSY * i.cpus as f64;
+        let box_busy = i.others_cores.is_some_and(|o| o >= OTHERS_BUSY_CORES);
         let pct = |v: f64| format!("{:.0}%", v * 100.0);
         let mut why = Vec::new();
         if send_lag_high {
@@ -161,6 +173,13 @@ impl Trust {
             why.push(format!(
                 "loadgen thread {name} at {} of a core (client-bound)",
                 pct(*b)
+            ));
+        }
+        if box_busy {
+            why.push(format!(
+                "other processes used {:.2} of the box's {} cores (a busy box)",
+                i.others_cores.unwrap_or(0.0),
+                i.cpus
             ));
         }
         let trustworthy = why.is_empty();
@@ -195,6 +214,8 @@ impl Trust {
             client_bound,
             server_bound,
             box_bound,
+            box_busy,
+            others_cores: i.others_cores,
             cpus: i.cpus,
             verdict,
         }
@@ -230,6 +251,9 @@ pub struct Report {
     pub send_lag_ms: Option<Percentiles>,
     /// Whose limit these figures show ([`Trust::judge`]).
     pub trust: Trust,
+    /// Cores this host's other processes used over the measured window
+    /// (`None`: unknown, e.g. without the server's pid).
+    pub others_cores: Option<f64>,
     /// Delivery verification over the whole run.
     pub verify: Verify,
     /// Loadgen's CPU.
@@ -261,6 +285,7 @@ impl Report {
             latency_from_write_ms: None,
             send_lag_ms: None,
             trust: Trust::default(),
+            others_cores: None,
             verify: Verify::default(),
             loadgen: LoadgenCpu::default(),
             server: None,
@@ -307,6 +332,7 @@ impl Report {
             client_cores: l.cores_used,
             server_busiest: self.server.as_ref().map(|s| s.busiest_thread),
             server_cores: self.server.as_ref().map(|s| s.cores_used),
+            others_cores: self.others_cores,
             cpus,
         };
         self.trust = Trust::judge(&inputs);
@@ -396,12 +422,22 @@ impl Report {
                 );
             }
         }
+        if let Some(o) = self.others_cores {
+            let _ = writeln!(s, "other processes on this host: {o:.2} cores");
+        }
         let _ = writeln!(s, "limit: {}", self.trust.verdict);
         if self.trust.send_lag_high {
             let _ = writeln!(
                 s,
                 "!!!!!!!! SEND LAG p99 {:.3} ms > {SEND_LAG_WARN_MS} ms: loadgen sent late; the latency figures are loadgen's, not the server's !!!!!!!!",
                 self.trust.send_lag_p99_ms.unwrap_or(0.0)
+            );
+        }
+        if self.trust.box_busy {
+            let _ = writeln!(
+                s,
+                "!!!!!!!! BUSY BOX: other processes used {:.2} cores during the run: latency and throughput are this box's, not the server's !!!!!!!!",
+                self.others_cores.unwrap_or(0.0)
             );
         }
         if self.trust.client_bound {
@@ -520,6 +556,7 @@ mod tests {
             client_cores: 0.5,
             server_busiest: Some(0.6),
             server_cores: Some(0.6),
+            others_cores: Some(0.02),
             cpus: 2,
         }
     }
@@ -562,6 +599,23 @@ mod tests {
         let t = Trust::judge(&i);
         assert!(t.server_bound && t.trustworthy);
         assert!(t.verdict.contains("server was the limit"), "{}", t.verdict);
+    }
+
+    #[test]
+    fn other_processes_on_the_box_make_the_figures_untrustworthy() {
+        let mut i = inputs();
+        i.others_cores = Some(1.2);
+        let t = Trust::judge(&i);
+        assert!(t.box_busy && !t.trustworthy);
+        assert!(
+            t.verdict.contains("other processes used 1.20"),
+            "{}",
+            t.verdict
+        );
+        i.others_cores = Some(0.2);
+        assert!(Trust::judge(&i).trustworthy, "below the bound");
+        i.others_cores = None;
+        assert!(Trust::judge(&i).trustworthy, "unknown: no verdict on it");
     }
 
     #[test]

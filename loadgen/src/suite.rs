@@ -154,6 +154,9 @@ fn trust_line(r: &Report) -> String {
         if t.client_bound { ">=" } else { "<" },
         BOUND_BUSY * 100.0
     );
+    let others = t
+        .others_cores
+        .map_or(String::new(), |o| format!(", other processes {o:.2} cores"));
     let verdict = if t.trustworthy {
         "trustworthy"
     } else {
@@ -162,7 +165,7 @@ fn trust_line(r: &Report) -> String {
     let good = good_p99_ms(&r.scenario).map_or(String::new(), |g| {
         format!("; good on a quiet 2-core box: p99 <= {g} ms")
     });
-    format!("{verdict}: {lag}, {cpu}{good}")
+    format!("{verdict}: {lag}, {cpu}{others}{good}")
 }
 
 #[cfg(test)]

@@ -254,6 +254,15 @@ impl Shared {
             busiest_thread: threads_busy.first().map_or(0.0, |t| t.busy),
             threads_busy,
         };
+        // What the rest of the box used: only known with the server's pid
+        // (else the server's own CPU would count as others').
+        r.others_cores = match (b.host_busy, c.host_busy, c.pid) {
+            (Some(h0), Some(h1), Some(_)) if wall > 0.0 => {
+                let scpu = c.srv_cpu.unwrap_or(0.0) - b.srv_cpu.unwrap_or(0.0);
+                Some(((h1 - h0 - cpu - scpu) / wall).max(0.0))
+            }
+            _ => None,
+        };
         if let (Some(before), Some(after)) = (a.listen_overflows, c.listen_overflows) {
             let dropped = after.saturating_sub(before);
             r.extra.insert("listen_overflows".into(), dropped as f64);
@@ -306,6 +315,8 @@ pub struct Snap {
     pub srv_rss: Option<u64>,
     /// This host's listen overflows so far ([`measure::listen_overflows`]).
     pub listen_overflows: Option<u64>,
+    /// This host's busy CPU seconds so far ([`measure::host_busy_secs`]).
+    pub host_busy: Option<f64>,
 }
 
 impl Snap {
@@ -320,6 +331,7 @@ impl Snap {
             srv_threads: pid.map_or_else(Vec::new, |p| measure::threads_cpu(Some(p))),
             srv_rss: pid.and_then(measure::rss_kib),
             listen_overflows: measure::listen_overflows(),
+            host_busy: measure::host_busy_secs(),
         }
     }
 }
@@ -359,7 +371,9 @@ where
                             .build()
                             .map_err(ScenarioError::Runtime)?;
                         let local = tokio::task::LocalSet::new();
-                        Ok(local.block_on(&rt, f(i, shared.clone())))
+                        let out = local.block_on(&rt, f(i, shared.clone()));
+                        crate::pacer::reset();
+                        Ok(out)
                     })
             })
             .collect();

@@ -166,8 +166,9 @@ pub struct FanoutParams {
     #[arg(long, default_value_t = 0.1)]
     pub sender_share: f64,
 
-    /// Total OP_RTMSG per second over all senders (ignored with --max).
-    /// Deliveries per second are about rate x (members - 1).
+    /// Total OP_RTMSG per second over all senders (ignored with --max), on
+    /// staggered fixed schedules kept to the microsecond (the report's send
+    /// lag says how well). Deliveries per second are about rate x (members - 1).
     #[arg(long, default_value_t = 10000.0)]
     pub rate: f64,
 
@@ -181,7 +182,10 @@ pub struct FanoutParams {
     #[arg(long)]
     pub max: bool,
 
-    /// With --max: messages in flight per sender.
+    /// With --max: messages in flight per sender. The throughput is bounded
+    /// by window / latency, which favours servers with a short pipeline:
+    /// sweep it (bench/compare.sh runs 16, 64, 256, 1024) and take each
+    /// server at its best.
     #[arg(long, default_value_t = 4)]
     pub window: usize,
 

@@ -160,7 +160,7 @@ fn trust_line(r: &Report) -> String {
     let verdict = if t.trustworthy {
         "trustworthy"
     } else {
-        "NOT trustworthy (loadgen's figure, not the server's)"
+        "NOT trustworthy (not the server's figure)"
     };
     let good = good_p99_ms(&r.scenario).map_or(String::new(), |g| {
         format!("; good on a quiet 2-core box: p99 <= {g} ms")

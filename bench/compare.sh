@@ -234,7 +234,11 @@ fc() {
     fc_seq=$((fc_seq + 1))
     local base=$((2000000000000000 + fc_seq * 100000))
     if [ "$tgt" = chatd1 ] || [ "$tgt" = chatd2 ]; then
-        provision_fc "$tgt" "$base" "$raw/tokens.txt"
+        if ! provision_fc "$tgt" "$base" "$raw/tokens.txt"; then
+            log "$tgt fanclient $name: provisioning through the admin API failed"
+            echo '{"exit_code": 1}' >"$raw/$tgt-fc-$name.json"
+            return 0
+        fi
         extra=(--tokens "$raw/tokens.txt")
     fi
     # shellcheck disable=SC2086

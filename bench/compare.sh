@@ -223,8 +223,10 @@ header = \"Content-Type: application/json\""
                 "$hdr" "$url" $((base + u))
         done
     } >"$cfg"
-    curl -sf -K "$cfg" | jq -r .token >"$file"
+    local rc=0
+    curl -sf -K "$cfg" | jq -r .token >"$file" || rc=1
     rm -f "$cfg"
+    [ "$rc" = 0 ] && [ "$(wc -l <"$file")" -eq $((ROOMS * slots)) ]
 }
 
 # fc TARGET NAME ARGS...: one fanclient run into $raw/TARGET-fc-NAME.json

@@ -1,40 +1,56 @@
 #!/usr/bin/env bash
-# Peer comparison: the same fanout workload against chatd, Redis pub/sub and
-# NATS on loopback, with the same loadgen I/O loop and verification for all.
+# chatd beside its peers and its floor, one command: bench/compare.sh
 #
-#   bench/compare.sh                        # everything, about 4 minutes
-#   RATES="10000 20000" DURATION=3 bench/compare.sh
+# One fan-out workload (ROOMS rooms x MEMBERS receivers, PUBLISHERS
+# publishers per room on connections of their own, SIZE-byte payloads)
+# against five servers on this host, loopback:
+#   floor   bench/floor.c: a single-threaded epoll server speaking chatd's
+#           fan-out subset with no checks (the performance floor)
+#   chatd1  chatd --shards 1      chatd2  chatd --shards 2 (CHATD2=1)
+#   redis   redis-server pub/sub  nats    nats-server core pub/sub
+# and, for each:
+#   (a) saturation: `loadgen fanout --max --window W` for every W of WINDOWS;
+#       the target's best window (highest deliveries/s) is its figure, with
+#       deliveries per server CPU-second (utime+stime from /proc over the
+#       measured window) and whether loadgen itself was the limit;
+#   (b) the independent check: bench/fanclient.c (C, one epoll loop, none of
+#       loadgen's code) at the same window; loadgen must agree within 15%;
+#   (c) paced runs at RATE_PCTS percent of chatd1's saturation rate:
+#       latency from the intended send time, loadgen's send lag (actual -
+#       intended) and whether the run is trustworthy; plus fanclient at the
+#       first of those rates.
+# Prints a side-by-side table and writes it, with every raw JSON report and
+# log, to bench/results/compare-<date>.md and bench/results/compare-<date>/.
 #
-# Installs redis-server and nats-server from the distribution's packages
-# when missing (apt-get; needs root), starts each on loopback on a free port,
-# builds chatd and loadgen in release, and for every target runs
-#   (a) a paced sweep: RATES messages/s, DURATION s each (p50/p99 from the
-#       intended send time, deliveries/s, CPU of the server and of loadgen);
-#   (b) a saturation run (--max --window WINDOW), deliveries/s.
-# Targets: chatd --shards 1, redis, nats and (CHATD2=1, the default) chatd
-# --shards 2. Prints a side-by-side table and writes it, with the raw JSON
-# reports, to bench/results/compare-<date>.md and bench/results/compare-<date>/.
-#
-# Settings (environment): ROOMS (100) MEMBERS (10 subscribers per room)
-# PUBLISHERS (1 per room, a separate connection) SIZE (128 payload bytes)
-# RATES ("10000 20000 40000 80000") DURATION (5) WARMUP (1) SAT_DURATION (5)
-# WINDOW (16) THREADS (1 loadgen thread) CHATD2 (1) P99_MS (5: the latency
-# bound of the "highest paced rate" rows, which also show 2x and 4x it).
+# Settings (environment): ROOMS (100) MEMBERS (10) PUBLISHERS (1) SIZE (128)
+# WINDOWS ("16 64 256 1024") SAT_DURATION (5) RATE_PCTS ("10 25 50")
+# DURATION (5) WARMUP (1) THREADS (1 loadgen thread) CHATD2 (1)
+# CHATD_ARGS ("--no-pin": the clients share the cores, where tuning.md
+# measured pinned shards 23% slower).
+# QUICK=1: a smoke check in about two minutes (windows 64 256, 2 s runs,
+# paced at 25% only, no chatd2). Takes about 8 minutes by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+    WINDOWS=${WINDOWS:-"64 256"}; SAT_DURATION=${SAT_DURATION:-2}; DURATION=${DURATION:-2}
+    RATE_PCTS=${RATE_PCTS:-"25"}; CHATD2=${CHATD2:-0}; WARMUP=${WARMUP:-0.5}
+fi
 ROOMS=${ROOMS:-100}
 MEMBERS=${MEMBERS:-10}
 PUBLISHERS=${PUBLISHERS:-1}
 SIZE=${SIZE:-128}
-RATES=${RATES:-"10000 20000 40000 80000"}
+WINDOWS=${WINDOWS:-"16 64 256 1024"}
+SAT_DURATION=${SAT_DURATION:-5}
+RATE_PCTS=${RATE_PCTS:-"10 25 50"}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
-SAT_DURATION=${SAT_DURATION:-5}
-WINDOW=${WINDOW:-16}
 THREADS=${THREADS:-1}
 CHATD2=${CHATD2:-1}
-P99_MS=${P99_MS:-5}
+CHATD_ARGS=${CHATD_ARGS:---no-pin}
+# Agreement required between loadgen and fanclient (issue 12: 15%).
+AGREE_PCT=15
 
 stamp=$(date +%Y%m%d-%H%M%S)
 results=bench/results
@@ -42,15 +58,18 @@ raw=$results/compare-$stamp
 table=$results/compare-$stamp.md
 mkdir -p "$raw"
 t_begin=$(date +%s)
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 log() { echo "compare: $*" >&2; }
 
-# --- servers -------------------------------------------------------------
+# --- tools and servers ---------------------------------------------------
 find_bin() { command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; } || true; }
 missing=()
 [ -n "$(find_bin redis-server)" ] || missing+=(redis-server)
 [ -n "$(find_bin nats-server)" ] || missing+=(nats-server)
 command -v jq >/dev/null || missing+=(jq)
+command -v curl >/dev/null || missing+=(curl)
+command -v gcc >/dev/null || missing+=(gcc)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         log "missing ${missing[*]}: run as root (apt-get) or install them"; exit 1
@@ -61,6 +80,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 REDIS=$(find_bin redis-server)
 NATS=$(find_bin nats-server)
+
+log "building chatd and loadgen (release), floor and fanclient (gcc -O2)"
+cargo build --release -q -p chatd --bin chatd
+cargo build --release -q -p loadgen
+LG=target/release/loadgen
+mkdir -p target/bench
+gcc -O2 -Wall -o target/bench/floor bench/floor.c
+gcc -O2 -Wall -o target/bench/fanclient bench/fanclient.c
+FC=target/bench/fanclient
 
 free_port() {
     local p
@@ -80,9 +108,24 @@ wait_port() {
     done
     log "nothing listens on port $1"; exit 1
 }
+# listening_port LOG NAME: the port of the "NAME listening on ADDR" line.
+listening_port() {
+    for _ in $(seq 1 200); do
+        local l
+        l=$(grep -m1 "^$2 listening on " "$1" 2>/dev/null || true)
+        [ -n "$l" ] && { echo "${l##*:}"; return 0; }
+        sleep 0.05
+    done
+    log "$2 did not start (see $1)"; exit 1
+}
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+dirs=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    for d in "${dirs[@]}"; do rm -rf "$d"; done
+}
 trap cleanup EXIT
 
 redis_port=$(free_port)
@@ -99,37 +142,54 @@ write_deadline: "10s"
 EOF
 "$NATS" -c "$raw/nats.conf" -a 127.0.0.1 -p "$nats_port" >"$raw/nats.log" 2>&1 &
 nats_pid=$!; pids+=("$nats_pid")
+target/bench/floor >"$raw/floor.log" 2>&1 &
+floor_pid=$!; pids+=("$floor_pid")
+floor_port=$(listening_port "$raw/floor.log" floor)
 wait_port "$redis_port"
 wait_port "$nats_port"
-log "redis-server $("$REDIS" --version | awk '{print $3}') pid $redis_pid port $redis_port;" \
-    "nats-server $("$NATS" --version | awk '{print $2}') pid $nats_pid port $nats_port"
 
-# --- build ---------------------------------------------------------------
-log "building chatd and loadgen (release)"
-cargo build --release -q -p chatd --bin chatd
-cargo build --release -q -p loadgen
-LG=target/release/loadgen
+# start_chatd NAME SHARDS: a chatd on free ports with a temp data dir.
+declare -A chatd_port admin_port admin_token chatd_pid
+start_chatd() {
+    local name=$1 dir
+    dir=$(mktemp -d /tmp/compare-chatd.XXXXXX)
+    dirs+=("$dir")
+    # shellcheck disable=SC2086
+    target/release/chatd --data-dir "$dir" --shards "$2" --chatd-listen 127.0.0.1:0 \
+        --statusd-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 $CHATD_ARGS >"$raw/$name.log" 2>&1 &
+    chatd_pid[$name]=$!; pids+=("$!")
+    chatd_port[$name]=$(listening_port "$raw/$name.log" chatd)
+    admin_port[$name]=$(listening_port "$raw/$name.log" admin)
+    admin_token[$name]=$(cat "$dir/admin.token")
+}
+start_chatd chatd1 1
+targets=(floor chatd1)
+if [ "$CHATD2" = 1 ]; then start_chatd chatd2 2; targets+=(chatd2); fi
+targets+=(redis nats)
+log "floor pid $floor_pid; chatd1 pid ${chatd_pid[chatd1]}; redis-server $("$REDIS" --version | awk '{print $3}') pid $redis_pid;" \
+    "nats-server $("$NATS" --version | awk '{print $2}') pid $nats_pid"
 
-# --- runs ----------------------------------------------------------------
-targets=(chatd1 redis nats)
-[ "$CHATD2" = 1 ] && targets=(chatd1 chatd2 redis nats)
-declare -A args=(
-    [chatd1]="--spawn target/release/chatd --server-shards 1"
-    [chatd2]="--spawn target/release/chatd --server-shards 2"
-    [redis]="--target redis --redis 127.0.0.1:$redis_port --server-pid $redis_pid"
-    [nats]="--target nats --nats 127.0.0.1:$nats_port --server-pid $nats_pid"
-)
-common="--rooms $ROOMS --members $MEMBERS --publishers $PUBLISHERS --size $SIZE \
---threads $THREADS --warmup $WARMUP --quiet"
+declare -A lg_args fc_args
+for t in chatd1 chatd2; do
+    [ -n "${chatd_pid[$t]:-}" ] || continue
+    lg_args[$t]="--chatd 127.0.0.1:${chatd_port[$t]} --admin 127.0.0.1:${admin_port[$t]} --admin-token ${admin_token[$t]} --server-pid ${chatd_pid[$t]}"
+    fc_args[$t]="--proto chatd --port ${chatd_port[$t]} --server-pid ${chatd_pid[$t]}"
+done
+lg_args[floor]="--target floor --chatd 127.0.0.1:$floor_port --server-pid $floor_pid"
+fc_args[floor]="--proto chatd --port $floor_port --server-pid $floor_pid"
+lg_args[redis]="--target redis --redis 127.0.0.1:$redis_port --server-pid $redis_pid"
+fc_args[redis]="--proto redis --port $redis_port --server-pid $redis_pid"
+lg_args[nats]="--target nats --nats 127.0.0.1:$nats_port --server-pid $nats_pid"
+fc_args[nats]="--proto nats --port $nats_port --server-pid $nats_pid"
+common="--rooms $ROOMS --members $MEMBERS --publishers $PUBLISHERS --size $SIZE --threads $THREADS --warmup $WARMUP --quiet"
+fc_common="--rooms $ROOMS --members $MEMBERS --publishers $PUBLISHERS --size $SIZE --warmup $WARMUP"
 
 # run TARGET NAME EXTRA...: one loadgen run; its report lands in $raw/TARGET-NAME.json
 run() {
     local tgt=$1 name=$2; shift 2
-    local dir="$raw/$tgt-$name.d"
-    local rc=0
+    local dir="$raw/$tgt-$name.d" rc=0 json
     # shellcheck disable=SC2086
-    $LG fanout ${args[$tgt]} $common --report-dir "$dir" "$@" >"$raw/$tgt-$name.txt" 2>&1 || rc=$?
-    local json
+    $LG fanout ${lg_args[$tgt]} $common --report-dir "$dir" "$@" >"$raw/$tgt-$name.txt" 2>&1 || rc=$?
     json=$(ls "$dir"/*.json 2>/dev/null | head -1 || true)
     if [ -n "$json" ]; then
         jq --argjson rc "$rc" '. + {exit_code: $rc}' "$json" >"$raw/$tgt-$name.json"
@@ -137,81 +197,201 @@ run() {
         echo "{\"exit_code\": $rc}" >"$raw/$tgt-$name.json"
     fi
     rm -rf "$dir"
-    log "$tgt $name: exit $rc, $(jq -r '"\(.deliveries_per_sec // 0 | floor) deliveries/s, p99 \(.latency_ms.p99 // "-") ms"' "$raw/$tgt-$name.json")"
+    log "$tgt $name: exit $rc, $(jq -r '"\(.deliveries_per_sec // 0 | floor) deliveries/s, p99 \(.latency_ms.p99 // "-") ms, send lag p99 \(.send_lag_ms.p99 // "-") ms, \(.trust.verdict // "-")"' "$raw/$tgt-$name.json")"
 }
 
+# Users, rooms and tokens for fanclient on a chatd (one curl process, the
+# admin API's PUT /v1/rooms/{id} and POST /v1/tokens): writes the tokens,
+# one per line in fanclient's user order, to FILE.
+fc_seq=0
+provision_fc() {
+    local tgt=$1 base=$2 file=$3 cfg="$raw/curl.cfg" slots=$((PUBLISHERS + MEMBERS))
+    local url="http://127.0.0.1:${admin_port[$tgt]}"
+    # Options reset at each "next": every transfer names its headers.
+    local hdr="header = \"Authorization: Bearer ${admin_token[$tgt]}\"
+header = \"Content-Type: application/json\""
+    {
+        for r in $(seq 0 $((ROOMS - 1))); do
+            local ms="" s
+            for s in $(seq 0 $((slots - 1))); do ms="$ms\\\"$((base + r * slots + s))\\\","; done
+            [ "$r" = 0 ] || echo next
+            printf '%s\nurl = "%s/v1/rooms/%s"\nrequest = "PUT"\ndata = "{\\"members\\":[%s]}"\noutput = "/dev/null"\n' \
+                "$hdr" "$url" $((base + r)) "${ms%,}"
+        done
+        for u in $(seq 0 $((ROOMS * slots - 1))); do
+            printf 'next\n%s\nurl = "%s/v1/tokens"\ndata = "{\\"userid\\":\\"%s\\",\\"ttl_secs\\":86400}"\nwrite-out = "\\n"\n' \
+                "$hdr" "$url" $((base + u))
+        done
+    } >"$cfg"
+    local rc=0
+    curl -sf -K "$cfg" | jq -r .token >"$file" || rc=1
+    rm -f "$cfg"
+    [ "$rc" = 0 ] && [ "$(wc -l <"$file")" -eq $((ROOMS * slots)) ]
+}
+
+# fc TARGET NAME ARGS...: one fanclient run into $raw/TARGET-fc-NAME.json
+fc() {
+    local tgt=$1 name=$2; shift 2
+    local extra=() rc=0
+    fc_seq=$((fc_seq + 1))
+    local base=$((2000000000000000 + fc_seq * 100000))
+    if [ "$tgt" = chatd1 ] || [ "$tgt" = chatd2 ]; then
+        if ! provision_fc "$tgt" "$base" "$raw/tokens.txt"; then
+            log "$tgt fanclient $name: provisioning through the admin API failed"
+            echo '{"exit_code": 1}' >"$raw/$tgt-fc-$name.json"
+            return 0
+        fi
+        extra=(--tokens "$raw/tokens.txt")
+    fi
+    # shellcheck disable=SC2086
+    $FC ${fc_args[$tgt]} $fc_common --id-base "$base" "${extra[@]}" "$@" \
+        >"$raw/$tgt-fc-$name.json" 2>"$raw/$tgt-fc-$name.txt" || rc=$?
+    rm -f "$raw/tokens.txt"
+    [ -s "$raw/$tgt-fc-$name.json" ] || echo '{}' >"$raw/$tgt-fc-$name.json"
+    jq --argjson rc "$rc" '. + {exit_code: $rc}' "$raw/$tgt-fc-$name.json" >"$raw/tmp.json" \
+        && mv "$raw/tmp.json" "$raw/$tgt-fc-$name.json"
+    log "$tgt fanclient $name: exit $rc, $(jq -r '"\(.deliveries_per_sec // 0) deliveries/s, p50 \(.latency_us.p50 // "-") us, p99 \(.latency_us.p99 // "-") us"' "$raw/$tgt-fc-$name.json")"
+}
+
+# jv FILE EXPR: a value of a JSON file, "-" where missing or failed.
+jv() { jq -r "if (.exit_code // 0) == 1 then \"-\" else ($2) // \"-\" end" "$1" 2>/dev/null || echo -; }
+
+# --- (a) saturation, window sweep -----------------------------------------
+declare -A best_w
 for tgt in "${targets[@]}"; do
-    for r in $RATES; do
+    best=0
+    for w in $WINDOWS; do
+        run "$tgt" "max-w$w" --max --window "$w" --duration "$SAT_DURATION"
+        d=$(jq -r 'if .exit_code == 0 then (.deliveries_per_sec // 0) else 0 end' "$raw/$tgt-max-w$w.json")
+        if awk -v d="$d" -v b="$best" 'BEGIN { exit !(d > b) }'; then best=$d; best_w[$tgt]=$w; fi
+    done
+    [ -n "${best_w[$tgt]:-}" ] || best_w[$tgt]=$(echo "$WINDOWS" | awk '{print $1}')
+    cp "$raw/$tgt-max-w${best_w[$tgt]}.json" "$raw/$tgt-max.json"
+    # --- (b) the independent client at the same window
+    fc "$tgt" "max" --window "${best_w[$tgt]}" --duration "$SAT_DURATION"
+done
+
+# --- (c) paced, at shares of chatd1's saturation rate --------------------
+sat_msgs=$(jv "$raw/chatd1-max.json" '.sent_per_sec')
+[ "$sat_msgs" = - ] && sat_msgs=100000
+rates=()
+for pct in $RATE_PCTS; do
+    rates+=("$(awk -v s="$sat_msgs" -v p="$pct" 'BEGIN { r = int(s * p / 100 / 1000) * 1000; if (r < 1000) r = 1000; print r }')")
+done
+for tgt in "${targets[@]}"; do
+    for r in "${rates[@]}"; do
         run "$tgt" "rate-$r" --rate "$r" --duration "$DURATION"
     done
-    run "$tgt" max --max --window "$WINDOW" --duration "$SAT_DURATION"
+    fc "$tgt" "rate-${rates[0]}" --rate "${rates[0]}" --duration "$DURATION"
 done
 
 # --- table ---------------------------------------------------------------
-# j TARGET RUN JQ-EXPR: a value of a report, "-" where missing.
-j() { jq -r "if .exit_code == 1 then \"-\" else ($3) // \"-\" end" "$raw/$1-$2.json"; }
-ok() { [ "$(jq -r '.exit_code' "$raw/$1-$2.json")" = 0 ] || printf ' FAIL'; }
-fmt_k() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0fk", v / 1000 }'; }
-fmt_2() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
-# best TARGET MS: the highest rate of the sweep up to which every rate
-# verified, sent >= 95% of its target and had p99 < MS (0: not even the first)
-best() {
-    local b=0 r s p
-    for r in $RATES; do
-        p=$(j "$1" "rate-$r" '.latency_ms.p99')
-        s=$(j "$1" "rate-$r" '.sent_per_sec')
-        [ "$(jq -r '.exit_code' "$raw/$1-rate-$r.json")" = 0 ] || break
-        awk -v p="$p" -v s="$s" -v r="$r" -v m="$2" 'BEGIN { exit !(p != "-" && p < m && s >= 0.95 * r) }' || break
-        b=$r
+fmt_k() { awk -v v="$1" 'BEGIN { if (v == "-" || v == "") print "-"; else if (v >= 1e6) printf "%.2fM", v / 1e6; else printf "%.0fk", v / 1000 }'; }
+fmt_2() { awk -v v="$1" 'BEGIN { if (v == "-" || v == "") print "-"; else printf "%.2f", v }'; }
+fmt_3() { awk -v v="$1" 'BEGIN { if (v == "-" || v == "") print "-"; else printf "%.3f", v }'; }
+fmt_pct() { awk -v v="$1" 'BEGIN { if (v == "-" || v == "") print "-"; else printf "%.0f%%", v * 100 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a == "" || b == "" || b + 0 <= 0) print "-"; else printf "%.2f", a / b }'; }
+# agree A B: "+x%" difference of loadgen's A from fanclient's B, and "!" past AGREE_PCT
+agree() { awk -v a="$1" -v b="$2" -v m="$AGREE_PCT" 'BEGIN { if (a == "-" || b == "-" || a == "" || b == "" || b + 0 <= 0) { print "-"; exit } d = (a - b) / b * 100; printf "%+.0f%%%s", d, (d > m || d < -m) ? " !" : "" }'; }
+failmark() { [ "$(jq -r '.exit_code // 1' "$1")" = 0 ] || printf ' FAIL'; }
+
+declare -A label=([floor]="floor" [chatd1]="chatd 1 shard" [chatd2]="chatd 2 shards" [redis]="redis" [nats]="nats")
+# row TITLE FILE-SUFFIX EXPR FORMAT [RATIOS]: one value per target; RATIOS
+# yes adds chatd1/redis, chatd1/nats and chatd1/floor.
+row() {
+    local title=$1 suf=$2 expr=$3 f=$4 ratios=${5:-no} t v
+    printf '| %s |' "$title"
+    for t in "${targets[@]}"; do
+        v=$(jv "$raw/$t-$suf.json" "$expr")
+        printf ' %s%s |' "$("fmt_$f" "$v")" "$(failmark "$raw/$t-$suf.json")"
     done
-    echo "$b"
+    if [ "$ratios" = yes ]; then
+        local c r n fl
+        c=$(jv "$raw/chatd1-$suf.json" "$expr"); r=$(jv "$raw/redis-$suf.json" "$expr")
+        n=$(jv "$raw/nats-$suf.json" "$expr"); fl=$(jv "$raw/floor-$suf.json" "$expr")
+        echo " $(ratio "$c" "$r") | $(ratio "$c" "$n") | $(ratio "$c" "$fl") |"
+    else
+        echo ' | | |'
+    fi
+}
+text_row() {  # text_row TITLE FUNC: FUNC TARGET prints the cell
+    printf '| %s |' "$1"
+    for t in "${targets[@]}"; do printf ' %s |' "$("$2" "$t")"; done
+    echo ' | | |'
+}
+cell_window() { echo "${best_w[$1]}"; }
+cell_limit() {
+    jq -r '[(if .trust.client_bound then "client-bound" else empty end),
+            (if .trust.server_bound then "server-bound" else empty end),
+            (if .trust.box_bound then "box-bound" else empty end),
+            (if .trust.box_busy then "busy box" else empty end)] | if length == 0 then "neither" else join(", ") end' \
+        "$raw/$1-max.json" 2>/dev/null || echo -
+}
+cell_sweep() {
+    local w out=""
+    for w in $WINDOWS; do out="$out$w: $(fmt_k "$(jv "$raw/$1-max-w$w.json" '.deliveries_per_sec')")$(failmark "$raw/$1-max-w$w.json"), "; done
+    echo "${out%, }"
+}
+cell_agree_sat() { agree "$(jv "$raw/$1-max.json" '.deliveries_per_sec')" "$(jv "$raw/$1-fc-max.json" '.deliveries_per_sec')"; }
+cell_agree_cpu() { agree "$(jv "$raw/$1-max.json" '.server.deliveries_per_cpu_sec')" "$(jv "$raw/$1-fc-max.json" '.deliveries_per_server_cpu_sec')"; }
+cell_floor_pct() {
+    local a b
+    a=$(jv "$raw/$1-max.json" '.server.deliveries_per_cpu_sec'); b=$(jv "$raw/floor-max.json" '.server.deliveries_per_cpu_sec')
+    awk -v a="$a" -v b="$b" 'BEGIN { if (a == "-" || b == "-" || b + 0 <= 0) print "-"; else printf "%.0f%%", a / b * 100 }'
+}
+cell_trust() {
+    jq -r 'if .exit_code != 0 then "FAIL" elif .trust.trustworthy then "yes" else
+        ([(if .trust.send_lag_high then "send lag" else empty end), (if .trust.client_bound then "client-bound" else empty end),
+          (if .trust.box_busy then "busy box" else empty end)] | "NO: " + join(", ")) end' \
+        "$raw/$1-rate-$cur_rate.json" 2>/dev/null || echo -
 }
 
-declare -A label=([chatd1]="chatd 1 shard" [chatd2]="chatd 2 shards" [redis]="redis" [nats]="nats")
 {
-    echo "# chatd vs Redis vs NATS: fanout, $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "# chatd vs its floor, Redis and NATS: fan-out, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
-    echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg). Client and servers on the same box, loopback."
-    echo "Servers: chatd $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty'), redis-server $("$REDIS" --version | awk '{print $3}' | sed 's/v=//'), nats-server $("$NATS" --version | awk '{print $2}')."
-    echo "Workload: $ROOMS rooms x $MEMBERS subscribers, $PUBLISHERS publisher(s) per room (own connection; in chatd a room member), $SIZE-byte payloads, $THREADS loadgen thread(s); paced runs ${DURATION} s after ${WARMUP} s warm-up, saturation --max --window $WINDOW for ${SAT_DURATION} s. Latency from the intended send time. CPU in cores over the measured window (utime+stime from /proc; nats-server and chatd --shards 2 are multi-threaded, redis-server runs pub/sub on one thread)."
-    echo "Command: \`bench/compare.sh\` (ROOMS=$ROOMS MEMBERS=$MEMBERS PUBLISHERS=$PUBLISHERS SIZE=$SIZE RATES=\"$RATES\" DURATION=$DURATION WINDOW=$WINDOW THREADS=$THREADS)"
+    echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load average before the runs: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg). Clients and servers on the same box, loopback."
+    echo "Servers: chatd $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty'), floor (bench/floor.c), redis-server $("$REDIS" --version | awk '{print $3}' | sed 's/v=//'), nats-server $("$NATS" --version | awk '{print $2}')."
+    echo "Workload: $ROOMS rooms x $MEMBERS receivers, $PUBLISHERS publisher(s) per room on its own connection (in chatd and the floor a room member), $SIZE-byte payloads: $MEMBERS deliveries per message; $THREADS loadgen thread(s)."
+    echo "Saturation: \`loadgen fanout --max --window W\` for W in $WINDOWS, ${SAT_DURATION} s each after ${WARMUP} s warm-up; each target's figure is its best window. Paced: ${DURATION} s at ${RATE_PCTS// /, } % of chatd 1 shard's saturation rate (${rates[*]} msg/s)."
+    echo "chatd runs with: ${CHATD_ARGS:-(defaults)}."
+    echo "Command: \`bench/compare.sh\` (ROOMS=$ROOMS MEMBERS=$MEMBERS PUBLISHERS=$PUBLISHERS SIZE=$SIZE WINDOWS=\"$WINDOWS\" RATE_PCTS=\"$RATE_PCTS\" SAT_DURATION=$SAT_DURATION DURATION=$DURATION THREADS=$THREADS QUICK=$QUICK)"
     echo
-    printf '| |'; for t in "${targets[@]}"; do printf ' %s |' "${label[$t]}"; done; echo ' chatd/redis | chatd/nats |'
-    printf '|---|'; for _ in "${targets[@]}"; do printf -- '---|'; done; echo '---|---|'
-    # saturation rows
-    row() {  # row TITLE RUN EXPR FORMAT(k|2) RATIO(yes|no)
-        local vals=() t v
-        printf '| %s |' "$1"
-        for t in "${targets[@]}"; do
-            v=$(j "$t" "$2" "$3"); vals+=("$v")
-            if [ "$4" = k ]; then printf ' %s%s |' "$(fmt_k "$v")" "$(ok "$t" "$2")"; else printf ' %s%s |' "$(fmt_2 "$v")" "$(ok "$t" "$2")"; fi
-        done
-        local c r n
-        c=$(j chatd1 "$2" "$3"); r=$(j redis "$2" "$3"); n=$(j nats "$2" "$3")
-        if [ "$5" = yes ]; then echo " $(ratio "$c" "$r") | $(ratio "$c" "$n") |"; else echo ' | |'; fi
-    }
-    row "saturation: deliveries/s" max '.deliveries_per_sec' k yes
-    row "saturation: messages/s" max '.sent_per_sec' k yes
-    row "saturation: p50 ms" max '.latency_ms.p50' 2 no
-    row "saturation: p99 ms" max '.latency_ms.p99' 2 yes
+    printf '| |'; for t in "${targets[@]}"; do printf ' %s |' "${label[$t]}"; done; echo ' chatd/redis | chatd/nats | chatd/floor |'
+    printf '|---|'; for _ in "${targets[@]}"; do printf -- '---|'; done; echo '---|---|---|'
+    text_row "saturation: deliveries/s by window" cell_sweep
+    text_row "saturation: best window" cell_window
+    row "saturation: deliveries/s (best window)" max '.deliveries_per_sec' k yes
     row "saturation: server cpu (cores)" max '.server.cores_used' 2 yes
-    row "saturation: loadgen cpu (cores)" max '.loadgen.cores_used' 2 no
-    row "saturation: deliveries/s per server core" max 'if (.server.cores_used // 0) > 0 then .deliveries_per_sec / .server.cores_used else null end' k yes
-    for r in $RATES; do
-        row "paced $r msg/s: p50 ms" "rate-$r" '.latency_ms.p50' 2 yes
-        row "paced $r msg/s: p99 ms" "rate-$r" '.latency_ms.p99' 2 yes
-        row "paced $r msg/s: deliveries/s" "rate-$r" '.deliveries_per_sec' k no
-        row "paced $r msg/s: server cpu" "rate-$r" '.server.cores_used' 2 yes
-        row "paced $r msg/s: loadgen cpu" "rate-$r" '.loadgen.cores_used' 2 no
+    row "saturation: deliveries per server cpu-second" max '.server.deliveries_per_cpu_sec' k yes
+    text_row "saturation: per cpu-second, % of the floor" cell_floor_pct
+    row "saturation: loadgen busiest thread" max '.loadgen.busiest_thread' pct
+    row "saturation: server busiest thread" max '.server.busiest_thread' pct
+    text_row "saturation: limit (thread >= 90% of a core)" cell_limit
+    row "saturation: other processes on the box (cores)" max '.others_cores' 2
+    row "saturation: p50 ms" max '.latency_ms.p50' 2
+    row "saturation: p99 ms" max '.latency_ms.p99' 2
+    row "fanclient, same window: deliveries/s" fc-max '.deliveries_per_sec' k yes
+    row "fanclient, same window: deliveries per server cpu-second" fc-max '.deliveries_per_server_cpu_sec' k yes
+    row "fanclient, same window: its own cpu (cores)" fc-max '.client_cores' 2
+    text_row "loadgen vs fanclient: deliveries/s" cell_agree_sat
+    text_row "loadgen vs fanclient: per server cpu-second" cell_agree_cpu
+    for cur_rate in "${rates[@]}"; do
+        row "paced $cur_rate msg/s: p50 ms" "rate-$cur_rate" '.latency_ms.p50' 3 yes
+        row "paced $cur_rate msg/s: p99 ms" "rate-$cur_rate" '.latency_ms.p99' 3 yes
+        row "paced $cur_rate msg/s: loadgen send lag p99 ms" "rate-$cur_rate" '.send_lag_ms.p99' 3
+        text_row "paced $cur_rate msg/s: trustworthy (send lag, loadgen cpu)" cell_trust
+        row "paced $cur_rate msg/s: other processes on the box (cores)" "rate-$cur_rate" '.others_cores' 2
+        row "paced $cur_rate msg/s: deliveries/s" "rate-$cur_rate" '.deliveries_per_sec' k
+        row "paced $cur_rate msg/s: server cpu (cores)" "rate-$cur_rate" '.server.cores_used' 2 yes
     done
-    for ms in $P99_MS $((P99_MS * 2)) $((P99_MS * 4)); do
-        printf '| highest paced rate with p99 < %s ms (msg/s) |' "$ms"
-        for t in "${targets[@]}"; do printf ' %s |' "$(best "$t" "$ms")"; done
-        echo " $(ratio "$(best chatd1 "$ms")" "$(best redis "$ms")") | $(ratio "$(best chatd1 "$ms")" "$(best nats "$ms")") |"
-    done
+    row "fanclient paced ${rates[0]} msg/s: p50 ms" "fc-rate-${rates[0]}" '(.latency_us.p50 // null) / 1000' 3 yes
+    row "fanclient paced ${rates[0]} msg/s: p99 ms" "fc-rate-${rates[0]}" '(.latency_us.p99 // null) / 1000' 3 yes
+    row "fanclient paced ${rates[0]} msg/s: send lag p99 ms" "fc-rate-${rates[0]}" '(.send_lag_us.p99 // null) / 1000' 3
     echo
-    echo "Ratios compare chatd with 1 shard. Above 1 is better for chatd in throughput rows, worse in latency and CPU rows. FAIL: the run did not verify (see its .txt). Raw reports: $raw/."
+    echo "Ratios compare chatd with 1 shard: above 1 is better for chatd in throughput rows, worse in latency and CPU rows."
+    echo "Per server cpu-second: deliveries over the server's utime+stime in the measured window (all its threads), the fairest figure across thread models."
+    echo "limit: a loadgen thread at >= 90% of a core makes a run client-bound (its figure is a lower bound for the server); server-bound: a server thread >= 90%; box-bound: the two together use >= 90% of all cores; busy box: other processes used >= 0.25 cores (from /proc/stat), which moves every figure but the per-CPU ones."
+    echo "fanclient (bench/fanclient.c) is the independent check: a \"!\" marks a difference above $AGREE_PCT%. FAIL: the run did not verify (see its .txt). Raw reports: $raw/."
     echo "Took $(( $(date +%s) - t_begin )) s."
 } | tee "$table"
 log "table written to $table"

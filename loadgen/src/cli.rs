@@ -166,8 +166,9 @@ pub struct FanoutParams {
     #[arg(long, default_value_t = 0.1)]
     pub sender_share: f64,
 
-    /// Total OP_RTMSG per second over all senders (ignored with --max).
-    /// Deliveries per second are about rate x (members - 1).
+    /// Total OP_RTMSG per second over all senders (ignored with --max), on
+    /// staggered fixed schedules kept to the microsecond (the report's send
+    /// lag says how well). Deliveries per second are about rate x (members - 1).
     #[arg(long, default_value_t = 10000.0)]
     pub rate: f64,
 
@@ -181,13 +182,18 @@ pub struct FanoutParams {
     #[arg(long)]
     pub max: bool,
 
-    /// With --max: messages in flight per sender.
+    /// With --max: messages in flight per sender. The throughput is bounded
+    /// by window / latency, which favours servers with a short pipeline:
+    /// sweep it (bench/compare.sh runs 16, 64, 256, 1024) and take each
+    /// server at its best.
     #[arg(long, default_value_t = 4)]
     pub window: usize,
 
     /// The server: chatd (OP_RTMSG to the room), redis (RESP SUBSCRIBE /
-    /// PUBLISH on channel room.N, at --redis) or nats (SUB / PUB on subject
-    /// room.N, at --nats). Same workload, I/O loop and verification for all.
+    /// PUBLISH on channel room.N, at --redis), nats (SUB / PUB on subject
+    /// room.N, at --nats) or floor (bench/floor.c at --chatd: chatd's wire,
+    /// no admin API, so nothing is provisioned). Same workload, I/O loop and
+    /// verification for all.
     #[arg(long, value_enum, default_value_t = PubSubTarget::Chatd)]
     pub target: PubSubTarget,
 
@@ -218,6 +224,9 @@ pub enum PubSubTarget {
     Redis,
     /// NATS core pub/sub.
     Nats,
+    /// The performance floor (bench/floor.c): chatd's fan-out wire
+    /// protocol with no token, membership or admin API.
+    Floor,
 }
 
 impl PubSubTarget {
@@ -227,7 +236,14 @@ impl PubSubTarget {
             PubSubTarget::Chatd => "chatd",
             PubSubTarget::Redis => "redis",
             PubSubTarget::Nats => "nats",
+            PubSubTarget::Floor => "floor",
         }
+    }
+
+    /// Whether it speaks chatd's wire protocol (rooms joined with OP_JOIN,
+    /// every member receives, the sender never gets its own message).
+    pub fn chatd_wire(self) -> bool {
+        matches!(self, PubSubTarget::Chatd | PubSubTarget::Floor)
     }
 }
 

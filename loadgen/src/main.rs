@@ -9,6 +9,7 @@
 mod cli;
 mod client;
 mod measure;
+mod pacer;
 mod provision;
 mod report;
 mod scenarios;
@@ -94,8 +95,8 @@ fn single(
     with_target(server, |target| one(target, run, f))
 }
 
-/// Runs one scenario against a Redis or NATS server that is already up
-/// (no admin API, no --spawn); `--server-pid` adds its CPU to the report.
+/// Runs one scenario against a Redis, NATS or floor server that is already
+/// up (no admin API, no --spawn); `--server-pid` adds its CPU to the report.
 fn peer(
     server: &ServerOpts,
     run: &RunOpts,
@@ -103,7 +104,7 @@ fn peer(
 ) -> Result<bool, MainError> {
     if server.spawn.is_some() {
         return Err(MainError::Usage(
-            "--spawn starts chatd only: start redis-server / nats-server yourself \
+            "--spawn starts chatd only: start redis-server / nats-server / bench/floor yourself \
              (bench/compare.sh does) and pass --server-pid"
                 .into(),
         ));

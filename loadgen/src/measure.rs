@@ -115,6 +115,11 @@ pub struct Latency {
     /// From the time the message was actually written: shows how much of
     /// the above is loadgen's own scheduling delay.
     pub sent: Histogram<u64>,
+    /// Send lag of each scheduled event sent in the measured window: when
+    /// it was handed to the socket minus when it was due. Loadgen's own
+    /// lateness, which every latency "from intended" includes; a large one
+    /// means those figures describe loadgen, not the server.
+    pub lag: Histogram<u64>,
 }
 
 /// A fresh histogram with the bounds every run uses.
@@ -128,6 +133,7 @@ impl Default for Latency {
         Latency {
             intended: new_histogram(),
             sent: new_histogram(),
+            lag: new_histogram(),
         }
     }
 }
@@ -142,11 +148,19 @@ impl Latency {
             .saturating_record((now.saturating_sub(sent) / 1000).max(1));
     }
 
+    /// Records the send lag of an event due at `intended` and handed to
+    /// the socket at `actual` (both [`now_ns`]).
+    pub fn record_lag(&mut self, intended: u64, actual: u64) {
+        self.lag
+            .saturating_record(actual.saturating_sub(intended) / 1000);
+    }
+
     /// Adds another thread's histograms.
     pub fn merge(&mut self, other: &Latency) {
         // Same bounds everywhere: adding cannot fail.
         let _ = self.intended.add(&other.intended);
         let _ = self.sent.add(&other.sent);
+        let _ = self.lag.add(&other.lag);
     }
 }
 
@@ -312,16 +326,130 @@ fn netstat_value(text: &str, prefix: &str, name: &str) -> Option<u64> {
 /// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
 pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = s.rsplit_once(')')?.1;
+    Some(stat_cpu(&s)?.1 / clock_ticks())
+}
+
+/// Clock ticks per second of /proc's CPU times.
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as f64
+    } else {
+        100.0
+    }
+}
+
+/// The command name and utime + stime (in clock ticks) of a
+/// /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat line.
+pub fn stat_cpu(line: &str) -> Option<(&str, f64)> {
+    // The command name is in parentheses and may hold spaces and ')'.
+    let (head, rest) = line.rsplit_once(')')?;
+    let name = head.split_once('(')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
     let ut: f64 = f.get(11)?.parse().ok()?;
     let st: f64 = f.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = if hz > 0 { hz as f64 } else { 100.0 };
-    Some((ut + st) / hz)
+    Some((name, ut + st))
+}
+
+/// Busy CPU seconds of the whole host so far (all cores, all processes:
+/// user, nice, system and steal from /proc/stat), so that a report can tell
+/// how much of the box other processes took.
+pub fn host_busy_secs() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    Some(host_busy_ticks(s.lines().next()?)? / clock_ticks())
+}
+
+/// Busy ticks of the aggregate `cpu` line of /proc/stat: user, nice,
+/// system and steal (another VM's share). Not irq and softirq: with IRQ
+/// time accounting the loopback traffic of the run itself lands there, not
+/// in the client's or server's system time. Guest time is inside user.
+fn host_busy_ticks(line: &str) -> Option<f64> {
+    let mut f = line.split_whitespace();
+    if f.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<f64> = f.take(8).map(|x| x.parse().unwrap_or(0.0)).collect();
+    let [user, nice, system, _idle, _iowait, _irq, _softirq, steal] = v[..] else {
+        return None;
+    };
+    Some(user + nice + system + steal)
+}
+
+/// CPU time of one thread so far.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ThreadCpu {
+    /// Thread id.
+    pub tid: u32,
+    /// Its name (/proc's `comm`).
+    pub name: String,
+    /// User + system seconds.
+    pub secs: f64,
+}
+
+/// Every thread of process `pid` (`None`: this process) and its CPU time,
+/// from /proc/<pid>/task/*/stat; empty when /proc cannot be read.
+pub fn threads_cpu(pid: Option<u32>) -> Vec<ThreadCpu> {
+    let dir = match pid {
+        Some(p) => format!("/proc/{p}/task"),
+        None => "/proc/self/task".to_string(),
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let hz = clock_ticks();
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        if let Some((name, ticks)) = stat_cpu(&text) {
+            out.push(ThreadCpu {
+                tid,
+                name: name.to_string(),
+                secs: ticks / hz,
+            });
+        }
+    }
+    out.sort_by_key(|t| t.tid);
+    out
+}
+
+/// How busy one thread was over an interval.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ThreadBusy {
+    /// Its name.
+    pub name: String,
+    /// CPU seconds over the interval / wall seconds: 1.0 is a whole core.
+    pub busy: f64,
+}
+
+/// Each thread's busy share over `wall_secs` between two readings of
+/// [`threads_cpu`] (a thread that started in between counts from 0), the
+/// busiest first.
+pub fn threads_busy(before: &[ThreadCpu], after: &[ThreadCpu], wall_secs: f64) -> Vec<ThreadBusy> {
+    if wall_secs <= 0.0 {
+        return Vec::new();
+    }
+    let mut out: Vec<ThreadBusy> = after
+        .iter()
+        .map(|a| {
+            let b = before
+                .iter()
+                .find(|b| b.tid == a.tid)
+                .map_or(0.0, |b| b.secs);
+            ThreadBusy {
+                name: a.name.clone(),
+                busy: (a.secs - b).max(0.0) / wall_secs,
+            }
+        })
+        .collect();
+    out.sort_by(|x, y| y.busy.total_cmp(&x.busy));
+    out
 }
 
 /// A small xorshift generator for jitter (no need for a crate).
@@ -375,6 +503,61 @@ mod tests {
             netstat_value("TcpExt: ListenOverflows\n", "TcpExt:", "ListenOverflows"),
             None
         );
+    }
+
+    #[test]
+    fn stat_cpu_reads_name_and_ticks_past_a_name_with_spaces_and_parens() {
+        let line = "4242 (lg w(0) x) R 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 1 0\n";
+        assert_eq!(stat_cpu(line), Some(("lg w(0) x", 175.0)));
+        assert_eq!(stat_cpu("4242 (x) R 1 2"), None, "too few fields");
+    }
+
+    #[test]
+    fn threads_busy_divides_each_threads_cpu_by_the_wall_time() {
+        let t = |tid, name: &str, secs| ThreadCpu {
+            tid,
+            name: name.into(),
+            secs,
+        };
+        let before = [t(1, "main", 1.0), t(2, "lg-worker-0", 10.0)];
+        let after = [
+            t(1, "main", 1.1),
+            t(2, "lg-worker-0", 14.6),
+            t(3, "lg-worker-1", 2.0),
+        ];
+        let b = threads_busy(&before, &after, 5.0);
+        let names: Vec<&str> = b.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["lg-worker-0", "lg-worker-1", "main"],
+            "busiest first"
+        );
+        assert!((b[0].busy - 0.92).abs() < 1e-9);
+        assert!((b[1].busy - 0.4).abs() < 1e-9, "a new thread counts from 0");
+        assert!((b[2].busy - 0.02).abs() < 1e-9);
+        assert!(threads_busy(&before, &after, 0.0).is_empty());
+    }
+
+    #[test]
+    fn host_busy_counts_user_nice_system_and_steal() {
+        let line = "cpu  100 2 30 5000 7 1 4 3 0 0";
+        assert_eq!(host_busy_ticks(line), Some(135.0));
+        assert_eq!(
+            host_busy_ticks("cpu0 1 2 3 4 5 6 7 8"),
+            None,
+            "a single core"
+        );
+        assert_eq!(host_busy_ticks("cpu 1 2 3"), None, "too short");
+    }
+
+    #[test]
+    fn lag_records_actual_minus_intended_in_microseconds() {
+        let mut l = Latency::default();
+        l.record_lag(1_000_000, 1_050_000);
+        l.record_lag(2_000_000, 1_999_000);
+        assert_eq!(l.lag.len(), 2);
+        assert_eq!(l.lag.max(), 50);
+        assert_eq!(l.lag.min(), 0, "an early send counts as no lag");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use crate::cli::{
     CallsParams, ConnectionsParams, DirectParams, FanoutParams, PresenceParams, RunOpts,
 };
+use crate::report::{Report, BOUND_BUSY, SEND_LAG_WARN_MS};
 use crate::scenarios::{self, calls, connections, direct, fanout, presence, Env, Target};
 use crate::MainError;
 
@@ -66,7 +67,7 @@ pub fn run(target: &Target, run: &RunOpts, smoke: bool) -> Result<bool, MainErro
     };
     type Step<'a> = (
         &'a str,
-        Box<dyn Fn(&Env<'_>) -> Result<crate::report::Report, scenarios::ScenarioError> + 'a>,
+        Box<dyn Fn(&Env<'_>) -> Result<Report, scenarios::ScenarioError> + 'a>,
     );
     let mut steps: Vec<Step<'_>> = vec![
         ("fanout", Box::new(|e| fanout::run(e, &fan))),
@@ -105,6 +106,7 @@ pub fn run(target: &Target, run: &RunOpts, smoke: bool) -> Result<bool, MainErro
                         .as_ref()
                         .map_or("-".to_string(), |p| format!("{:.3} ms", p.p99))
                 ));
+                summary.push(format!("    {}", trust_line(&report)));
             }
             Err(e) => {
                 ok = false;
@@ -113,10 +115,91 @@ pub fn run(target: &Target, run: &RunOpts, smoke: bool) -> Result<bool, MainErro
             }
         }
     }
-    println!("=== suite summary ===");
+    println!("=== suite summary (a figure is the server's only where its second line says trustworthy) ===");
     for l in &summary {
         println!("{l}");
     }
     println!("reports in {}", opts.report_dir.display());
     Ok(ok)
+}
+
+/// What good looks like for a trustworthy run of a suite scenario: the p99
+/// to hold a figure against. The suite never fails on it.
+fn good_p99_ms(scenario: &str) -> Option<f64> {
+    match scenario {
+        "fanout" | "calls" | "presence" | "direct" => Some(GOOD_P99_MS),
+        _ => None,
+    }
+}
+
+/// The project's target for a paced p99 on a quiet 2-core box: 1 ms at a
+/// quarter of chatd's saturation rate (issue 12). The suite's loads are far
+/// below that rate, so a trustworthy run above it is worth a look.
+const GOOD_P99_MS: f64 = 1.0;
+
+/// One line: whether the report's figures are the server's (send lag,
+/// loadgen's busiest thread) and what good looks like.
+fn trust_line(r: &Report) -> String {
+    let t = &r.trust;
+    let lag = t.send_lag_p99_ms.map_or("no schedule".to_string(), |p| {
+        format!(
+            "send lag p99 {p:.3} ms ({} {SEND_LAG_WARN_MS})",
+            if t.send_lag_high { ">" } else { "<=" }
+        )
+    });
+    let cpu = format!(
+        "loadgen busiest thread {:.0}% ({} {:.0}%)",
+        r.loadgen.busiest_thread * 100.0,
+        if t.client_bound { ">=" } else { "<" },
+        BOUND_BUSY * 100.0
+    );
+    let others = t
+        .others_cores
+        .map_or(String::new(), |o| format!(", other processes {o:.2} cores"));
+    let verdict = if t.trustworthy {
+        "trustworthy"
+    } else {
+        "NOT trustworthy (not the server's figure)"
+    };
+    let good = good_p99_ms(&r.scenario).map_or(String::new(), |g| {
+        format!("; good (the target on a quiet 2-core box): p99 <= {g} ms")
+    });
+    format!("{verdict}: {lag}, {cpu}{others}{good}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::ThreadBusy;
+
+    #[test]
+    fn the_trust_line_names_send_lag_cpu_and_what_good_looks_like() {
+        let mut r = Report::new("fanout", "messages", serde_json::json!({}));
+        r.loadgen.busiest_thread = 0.31;
+        r.loadgen.threads_busy = vec![ThreadBusy {
+            name: "lg-worker-0".into(),
+            busy: 0.31,
+        }];
+        let mut lag = crate::measure::new_histogram();
+        lag.record(40).unwrap_or_default();
+        r.set_send_lag(&lag);
+        r.judge();
+        let l = trust_line(&r);
+        assert!(
+            l.starts_with("trustworthy: send lag p99 0.040 ms (<= 0.2)"),
+            "{l}"
+        );
+        assert!(l.contains("loadgen busiest thread 31% (< 90%)"), "{l}");
+        assert!(
+            l.ends_with("good (the target on a quiet 2-core box): p99 <= 1 ms"),
+            "{l}"
+        );
+
+        r.loadgen.busiest_thread = 0.95;
+        r.loadgen.threads_busy[0].busy = 0.95;
+        r.judge();
+        let l = trust_line(&r);
+        assert!(l.starts_with("NOT trustworthy"), "{l}");
+        assert!(l.contains("95% (>= 90%)"), "{l}");
+    }
 }

@@ -20,7 +20,8 @@ use super::{
 };
 use crate::cli::CallsParams;
 use crate::client::{Reader, Writer};
-use crate::measure::{now_ns, sleep_until_ns, Rng, Window};
+use crate::measure::{now_ns, Rng, Window};
+use crate::pacer;
 use crate::report::Report;
 
 /// First flips come this long after the start, after member 0's first
@@ -241,7 +242,7 @@ async fn participant(
         if next == u64::MAX {
             break Ok(());
         }
-        sleep_until_ns(next).await;
+        pacer::sleep_until(next).await;
         let now = now_ns();
         {
             let mut a = acc.borrow_mut();
@@ -254,6 +255,8 @@ async fn participant(
                 room.flip_at.set((intended, now));
                 a.v.sent += 1;
                 if w.measured(intended) {
+                    // The flips are the timed events: their lag is the send lag.
+                    a.lat.record_lag(intended, now);
                     flips.set(flips.get() + 1);
                     if in_call {
                         a.sent_measured += 1;

@@ -94,7 +94,7 @@ pub fn run(env: &Env<'_>, p: &ConnectionsParams) -> Result<Report, ScenarioError
         if secs > 0.0 { ok as f64 / secs } else { 0.0 },
     );
     if let Ok(s) = shared.snaps.lock() {
-        if let (Some(a), Some(b)) = (s[0], s[2]) {
+        if let (Some(a), Some(b)) = (&s[0], &s[2]) {
             if let (Some(r0), Some(r1)) = (a.srv_rss, b.srv_rss) {
                 report
                     .extra

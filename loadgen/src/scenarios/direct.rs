@@ -19,12 +19,13 @@ use std::sync::Arc;
 use chatd_proto::chatd as cw;
 
 use super::{
-    hold, load_window, login_and_start, merged, on_threads, paced, provision_rooms, Env,
-    ScenarioError, Shared, Tally,
+    hold, load_window, login_and_start, merged, on_threads, provision_rooms, Env, ScenarioError,
+    Shared, Tally,
 };
 use crate::cli::DirectParams;
 use crate::client::{Reader, Writer};
 use crate::measure::{now_ns, Arrival, Stamp, Track, Window, STAMP_LEN};
+use crate::pacer::{paced, Schedule};
 use crate::report::Report;
 
 /// Tag bit of stream 1 (client-addressed); the low bits name the target.
@@ -266,7 +267,7 @@ async fn receive(
 }
 
 async fn send(
-    mut wr: Writer,
+    wr: Writer,
     pair: Rc<Pair>,
     local: usize,
     plan: Plan,
@@ -282,9 +283,10 @@ async fn send(
     let target_conn = plan.conn(pair.index, other, d) as u32;
     let target_client = pair.client_ids[other * devices + d];
     let mut payload = vec![0u8; plan.size];
-    let phase = me as f64 / plan.total as f64 * plan.interval_ns;
-    let at = |k: u64| w.start_ns + (phase + k as f64 * plan.interval_ns) as u64;
-    let res = paced(&mut wr, w, at, |k, t, now, out| {
+    let sched = Schedule::staggered(w, me, plan.total, plan.interval_ns);
+    let (p, a) = (pair.clone(), acc.clone());
+    let (wr, res) = paced(wr, sched, move |k, t, now, out| {
+        let pair = &p;
         let stream = (k % 2) as usize;
         let cell = &pair.seq[local][stream];
         let seq = cell.get();
@@ -316,7 +318,7 @@ async fn send(
             },
             out,
         );
-        acc.borrow_mut().sent(&w, t);
+        a.borrow_mut().sent_paced(&w, t, now);
     })
     .await;
     acc.borrow_mut().closed_unless(&res, &stop);

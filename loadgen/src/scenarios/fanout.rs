@@ -24,12 +24,13 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::{
-    connect_many, load_window, merged, on_threads, paced, provision_rooms, start_after, Env,
+    connect_many, load_window, merged, on_threads, provision_rooms, start_after, Env,
     ScenarioError, Shared, Tally,
 };
 use crate::cli::{FanoutParams, PubSubTarget};
 use crate::client::{ClientError, Reader, Writer};
 use crate::measure::{now_ns, sleep_until_ns, Arrival, Stamp, Track, Window, STAMP_LEN};
+use crate::pacer::{paced, Schedule};
 use crate::report::Report;
 use crate::wire::{self, Frame, Frames, Open, Pongs, PubSub};
 
@@ -117,7 +118,7 @@ impl Plan {
 
 /// Runs the scenario.
 pub fn run(env: &Env<'_>, p: &FanoutParams) -> Result<Report, ScenarioError> {
-    if p.members == 0 || p.rooms == 0 || (p.target == PubSubTarget::Chatd && p.members < 2) {
+    if p.members == 0 || p.rooms == 0 || (p.target.chatd_wire() && p.members < 2) {
         return Err(ScenarioError::Params(
             "fanout needs --rooms >= 1 and --members >= 2 (1 with --target redis/nats)".into(),
         ));
@@ -134,7 +135,7 @@ pub fn run(env: &Env<'_>, p: &FanoutParams) -> Result<Report, ScenarioError> {
         return Err(ScenarioError::Params("--publishers must be >= 1".into()));
     }
     let share = ((p.members as f64 * p.sender_share).round() as usize).clamp(1, p.members);
-    let chatd = p.target == PubSubTarget::Chatd;
+    let chatd = p.target.chatd_wire();
     let (slots, senders) = match p.publishers {
         Some(n) => (p.members + n, n),
         None if chatd => (p.members, share),
@@ -151,10 +152,14 @@ pub fn run(env: &Env<'_>, p: &FanoutParams) -> Result<Report, ScenarioError> {
         interval_ns: total_senders as f64 / p.rate.max(1e-9) * 1e9,
         total_senders,
     };
-    let tokens = if chatd {
-        provision_rooms(env, p.rooms, slots)?
-    } else {
-        HashMap::new()
+    let tokens = match p.target {
+        PubSubTarget::Chatd => provision_rooms(env, p.rooms, slots)?,
+        // The floor has no admin API and checks no token: it takes the
+        // token's text as the user id, so senders are still named right.
+        PubSubTarget::Floor => (0..(p.rooms * slots) as u64)
+            .map(|i| (env.id_base + i, (env.id_base + i).to_string()))
+            .collect(),
+        PubSubTarget::Redis | PubSubTarget::Nats => HashMap::new(),
     };
     let run = env.run;
     let threads = env.threads();
@@ -168,7 +173,7 @@ pub fn run(env: &Env<'_>, p: &FanoutParams) -> Result<Report, ScenarioError> {
         let tokens = &tokens;
         async move {
             match p.target {
-                PubSubTarget::Chatd => {
+                PubSubTarget::Chatd | PubSubTarget::Floor => {
                     let addr = env.target.chatd;
                     thread(wire::Chatd, addr, env, p, plan, tokens, t, shared).await
                 }
@@ -400,14 +405,16 @@ async fn send<P: PubSub>(mut wr: Writer, c: Conn<P>) {
         let (plan, w) = (c.plan, c.w);
         // This sender's place among all senders staggers the schedules.
         let g = c.room.index * plan.senders + c.slot;
-        let phase = g as f64 / plan.total_senders as f64 * plan.interval_ns;
-        let at = |k: u64| w.start_ns + (phase + k as f64 * plan.interval_ns) as u64;
-        paced(&mut wr, w, at, |_, t, now, out| {
-            c.pongs.pay(c.wire, out);
-            encode(&c, &mut payload, t, now, out);
-            c.acc.borrow_mut().sent(&w, t);
+        let sched = Schedule::staggered(w, g, plan.total_senders, plan.interval_ns);
+        let cc = c.clone();
+        let res;
+        (wr, res) = paced(wr, sched, move |_, t, now, out| {
+            cc.pongs.pay(cc.wire, out);
+            encode(&cc, &mut payload, t, now, out);
+            cc.acc.borrow_mut().sent_paced(&w, t, now);
         })
-        .await
+        .await;
+        res
     };
     c.acc.borrow_mut().closed_unless(&res, &c.stop);
     wire::idle(c.wire, wr, c.pongs).await;

@@ -20,13 +20,10 @@ use std::time::Duration;
 
 use crate::cli::RunOpts;
 use crate::client::{login_chatd, Chatd, ClientError, Writer};
-use crate::measure::{self, now_ns, Latency, Verify, Window};
+use crate::measure::{self, now_ns, Latency, ThreadCpu, Verify, Window};
 use crate::provision::ProvisionError;
 use crate::report::{LoadgenCpu, Report, ServerStats};
 use crate::wire;
-
-/// Events encoded into one write at most when a paced sender catches up.
-pub const MAX_BATCH: usize = 256;
 
 /// Delay between the last thread finishing setup and the load starting.
 const START_LEAD_NS: u64 = 100_000_000;
@@ -170,6 +167,9 @@ pub struct Shared {
     pub failure: Mutex<Option<String>>,
     /// Resource snapshots at load start, measure start and load end.
     pub snaps: Mutex<[Option<Snap>; 3]>,
+    /// The window whose snapshots 1 and 2 the monitor thread is to take,
+    /// and the server's pid ([`Shared::snap_window`]).
+    planned: Mutex<Option<(Window, Option<u32>)>>,
     done: AtomicBool,
 }
 
@@ -205,38 +205,64 @@ impl Shared {
         }
     }
 
-    /// Takes the three snapshots at the window's times (run on one thread).
-    pub async fn snap_window(&self, w: Window, pid: Option<u32>) {
+    /// Takes snapshot 0 now and has the monitor thread take 1 and 2 at the
+    /// window's measure start and end: an OS thread of its own, so that a
+    /// worker that is saturated (or starved of CPU) cannot take them late
+    /// and skew the CPU figures of exactly the runs that need them most.
+    pub fn snap_window(&self, w: Window, pid: Option<u32>) {
         self.snap(0, pid);
-        measure::sleep_until_ns(w.measure_ns).await;
-        self.snap(1, pid);
-        measure::sleep_until_ns(w.end_ns).await;
-        self.snap(2, pid);
+        if let Ok(mut p) = self.planned.lock() {
+            *p = Some((w, pid));
+        }
     }
 
-    /// Fills the report's CPU and server fields from the snapshots.
+    /// The monitor's part of [`Shared::snap_window`]: takes the planned
+    /// snapshots due by `now`; returns when the next one is due.
+    fn take_planned(&self, now: u64) -> Option<u64> {
+        let (w, pid) = (*self.planned.lock().ok()?)?;
+        let have = |i: usize| self.snaps.lock().map_or(true, |s| s[i].is_some());
+        for (i, at) in [(1, w.measure_ns), (2, w.end_ns)] {
+            if have(i) {
+                continue;
+            }
+            if now < at {
+                return Some(at);
+            }
+            self.snap(i, pid);
+        }
+        None
+    }
+
+    /// Fills the report's CPU and server fields from the snapshots, then
+    /// judges whose limit the figures show ([`Report::judge`]; call it after
+    /// the latency and send-lag fields are set).
     pub fn fill_resources(&self, r: &mut Report, threads: usize) {
         let Ok(s) = self.snaps.lock() else { return };
-        let (Some(a), Some(b), Some(c)) = (s[0], s[1], s[2]) else {
+        let (Some(a), Some(b), Some(c)) = (&s[0], &s[1], &s[2]) else {
             return;
         };
         let wall = (c.wall_ns.saturating_sub(b.wall_ns)) as f64 / 1e9;
         let cpu = c.cpu - b.cpu;
         let cores = if wall > 0.0 { cpu / wall } else { 0.0 };
+        let threads_busy = measure::threads_busy(&b.threads, &c.threads, wall);
         r.loadgen = LoadgenCpu {
             threads,
             cpu_secs: cpu,
             wall_secs: wall,
             cores_used: cores,
             per_thread_busy: cores / threads.max(1) as f64,
+            busiest_thread: threads_busy.first().map_or(0.0, |t| t.busy),
+            threads_busy,
         };
-        if r.loadgen.per_thread_busy > 0.85 {
-            r.notes.push(format!(
-                "loadgen used {:.0}% of its {} thread(s): it may be the bottleneck; add --threads",
-                r.loadgen.per_thread_busy * 100.0,
-                threads
-            ));
-        }
+        // What the rest of the box used: only known with the server's pid
+        // (else the server's own CPU would count as others').
+        r.others_cores = match (b.host_busy, c.host_busy, c.pid) {
+            (Some(h0), Some(h1), Some(_)) if wall > 0.0 => {
+                let scpu = c.srv_cpu.unwrap_or(0.0) - b.srv_cpu.unwrap_or(0.0);
+                Some(((h1 - h0 - cpu - scpu) / wall).max(0.0))
+            }
+            _ => None,
+        };
         if let (Some(before), Some(after)) = (a.listen_overflows, c.listen_overflows) {
             let dropped = after.saturating_sub(before);
             r.extra.insert("listen_overflows".into(), dropped as f64);
@@ -249,32 +275,48 @@ impl Shared {
         }
         if let (Some(pid), Some(rb), Some(rc)) = (c.pid, a.srv_rss, c.srv_rss) {
             let scpu = c.srv_cpu.unwrap_or(0.0) - b.srv_cpu.unwrap_or(0.0);
+            let busiest = measure::threads_busy(&b.srv_threads, &c.srv_threads, wall)
+                .first()
+                .map_or(0.0, |t| t.busy);
             r.server = Some(ServerStats {
                 pid,
                 rss_kib_before: rb,
                 rss_kib_after: rc,
                 cpu_secs: scpu,
                 cores_used: if wall > 0.0 { scpu / wall } else { 0.0 },
+                busiest_thread: busiest,
+                deliveries_per_cpu_sec: if scpu > 0.0 {
+                    r.deliveries as f64 / scpu
+                } else {
+                    0.0
+                },
             });
         }
+        r.judge();
     }
 }
 
 /// Process resources at one moment.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Snap {
     /// [`now_ns`].
     pub wall_ns: u64,
     /// Loadgen CPU seconds.
     pub cpu: f64,
+    /// Loadgen's threads and their CPU seconds.
+    pub threads: Vec<ThreadCpu>,
     /// Server pid.
     pub pid: Option<u32>,
     /// Server CPU seconds.
     pub srv_cpu: Option<f64>,
+    /// The server's threads and their CPU seconds (empty: pid unknown).
+    pub srv_threads: Vec<ThreadCpu>,
     /// Server VmRSS KiB.
     pub srv_rss: Option<u64>,
     /// This host's listen overflows so far ([`measure::listen_overflows`]).
     pub listen_overflows: Option<u64>,
+    /// This host's busy CPU seconds so far ([`measure::host_busy_secs`]).
+    pub host_busy: Option<f64>,
 }
 
 impl Snap {
@@ -283,10 +325,13 @@ impl Snap {
         Snap {
             wall_ns: now_ns(),
             cpu: measure::self_cpu_secs(),
+            threads: measure::threads_cpu(None),
             pid,
             srv_cpu: pid.and_then(measure::proc_cpu_secs),
+            srv_threads: pid.map_or_else(Vec::new, |p| measure::threads_cpu(Some(p))),
             srv_rss: pid.and_then(measure::rss_kib),
             listen_overflows: measure::listen_overflows(),
+            host_busy: measure::host_busy_secs(),
         }
     }
 }
@@ -312,30 +357,40 @@ where
     let out = std::thread::scope(|scope| {
         let shared = &shared;
         let f = &f;
-        let monitor = scope.spawn(move || monitor(name, shared, quiet));
+        // Named, so that the per-thread CPU in the report says which one.
+        let monitor = std::thread::Builder::new()
+            .name("lg-monitor".into())
+            .spawn_scoped(scope, move || monitor(name, shared, quiet));
         let handles: Vec<_> = (0..threads)
             .map(|i| {
-                scope.spawn(move || -> Result<R, ScenarioError> {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .map_err(ScenarioError::Runtime)?;
-                    let local = tokio::task::LocalSet::new();
-                    Ok(local.block_on(&rt, f(i, shared.clone())))
-                })
+                std::thread::Builder::new()
+                    .name(format!("lg-worker-{i}"))
+                    .spawn_scoped(scope, move || -> Result<R, ScenarioError> {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .map_err(ScenarioError::Runtime)?;
+                        let local = tokio::task::LocalSet::new();
+                        let out = local.block_on(&rt, f(i, shared.clone()));
+                        crate::pacer::reset();
+                        Ok(out)
+                    })
             })
             .collect();
         let mut out = Vec::with_capacity(threads);
         let mut err = None;
         for h in handles {
-            match h.join() {
-                Ok(Ok(r)) => out.push(r),
-                Ok(Err(e)) => err = Some(e),
-                Err(_) => err = Some(ScenarioError::Setup("worker thread panicked".into())),
+            match h.map(|h| h.join()) {
+                Ok(Ok(Ok(r))) => out.push(r),
+                Ok(Ok(Err(e))) => err = Some(e),
+                Ok(Err(_)) => err = Some(ScenarioError::Setup("worker thread panicked".into())),
+                Err(e) => err = Some(ScenarioError::Runtime(e)),
             }
         }
         shared.done.store(true, Ordering::Release);
-        let _ = monitor.join();
+        if let Ok(m) = monitor {
+            let _ = m.join();
+        }
         match err {
             Some(e) => Err(e),
             None => Ok(out),
@@ -353,8 +408,13 @@ fn monitor(name: &str, shared: &Shared, quiet: bool) {
     let mut last = (0u64, 0u64, measure::self_cpu_secs(), t0);
     let mut next = t0 + 1_000_000_000;
     while !shared.done.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(50));
+        // Wakes for the next snapshot on time, else every 50 ms.
+        let wake = shared
+            .take_planned(now_ns())
+            .map_or(50_000_000, |at| at.saturating_sub(now_ns()).min(50_000_000));
+        std::thread::sleep(Duration::from_nanos(wake));
         let now = now_ns();
+        shared.take_planned(now);
         if now < next {
             continue;
         }
@@ -377,6 +437,8 @@ fn monitor(name: &str, shared: &Shared, quiet: bool) {
         }
         last = (sent, del, cpu, now);
     }
+    // The workers drain past the window's end: whatever is planned is due.
+    shared.take_planned(now_ns());
 }
 
 /// Publishes a thread's running totals into the progress counters: call
@@ -557,6 +619,15 @@ impl Tally {
         }
     }
 
+    /// Counts one event of a schedule, due at `intended` and sent at
+    /// `now`, with its send lag.
+    pub fn sent_paced(&mut self, w: &Window, intended: u64, now: u64) {
+        self.sent(w, intended);
+        if w.measured(intended) {
+            self.lat.record_lag(intended, now);
+        }
+    }
+
     /// Adds another thread's tally.
     pub fn merge(&mut self, o: &Tally) {
         self.lat.merge(&o.lat);
@@ -585,6 +656,7 @@ impl Tally {
             self.lat.intended.clone(),
             Some(&self.lat.sent),
         );
+        report.set_send_lag(&self.lat.lag);
         report.verify = self.v;
         shared.fill_resources(report, threads);
     }
@@ -612,8 +684,8 @@ pub async fn progress_until_end(shared: &Shared, w: Window, v: impl Fn() -> Veri
 }
 
 /// The load window of one thread: progress until the window's end, then
-/// up to `--drain-ms` for `complete()`; thread 0 takes the resource
-/// snapshots meanwhile. Sets `stop` at the end, after which connection
+/// up to `--drain-ms` for `complete()`; thread 0 plans the resource
+/// snapshots ([`Shared::snap_window`]). Sets `stop` at the end, after which connection
 /// failures no longer count.
 pub async fn load_window(
     env: &Env<'_>,
@@ -624,51 +696,12 @@ pub async fn load_window(
     stop: &Cell<bool>,
     complete: impl FnMut() -> bool,
 ) {
-    let main = async {
-        progress_until_end(shared, w, || tally.borrow().v).await;
-        drain(w.end_ns + env.run.drain_ms * 1_000_000, complete).await;
-    };
-    let snaps = async {
-        if t == 0 {
-            shared.snap_window(w, env.target.pid).await;
-        }
-    };
-    tokio::join!(main, snaps);
-    stop.set(true);
-}
-
-/// Sends on a fixed schedule: event k is due at `at(k)`. Sleeps until the
-/// next one is due, hands every event due by then (at most [`MAX_BATCH`])
-/// to `encode(k, intended, now, out)` and writes them in one go, so that a
-/// sender that fell behind catches up in one write but each event keeps
-/// its intended time. Returns once the next event is due at or after the
-/// window's end.
-pub async fn paced(
-    wr: &mut Writer,
-    w: Window,
-    at: impl Fn(u64) -> u64,
-    mut encode: impl FnMut(u64, u64, u64, &mut Vec<u8>),
-) -> Result<(), ClientError> {
-    let mut k = 0u64;
-    loop {
-        let t0 = at(k);
-        if t0 >= w.end_ns {
-            return Ok(());
-        }
-        measure::sleep_until_ns(t0).await;
-        let now = now_ns();
-        let mut n = 0;
-        while n < MAX_BATCH {
-            let t = at(k);
-            if t > now || t >= w.end_ns {
-                break;
-            }
-            encode(k, t, now, &mut wr.out);
-            k += 1;
-            n += 1;
-        }
-        wr.flush().await?;
+    if t == 0 {
+        shared.snap_window(w, env.target.pid);
     }
+    progress_until_end(shared, w, || tally.borrow().v).await;
+    drain(w.end_ns + env.run.drain_ms * 1_000_000, complete).await;
+    stop.set(true);
 }
 
 /// Keeps a chatd connection that never sends alive past the server's idle

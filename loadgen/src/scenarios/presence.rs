@@ -27,6 +27,7 @@ use super::{
 use crate::cli::PresenceParams;
 use crate::client::{login_statusd, Reader, Statusd, Writer};
 use crate::measure::{now_ns, sleep_until_ns, Latency, Rng, Verify, Window};
+use crate::pacer;
 use crate::report::Report;
 
 /// Presence every user logs in with in a login storm.
@@ -216,6 +217,7 @@ pub fn run(env: &Env<'_>, p: &PresenceParams) -> Result<Report, ScenarioError> {
         );
     } else {
         report.set_measured(run.duration, sent, lat.intended.clone(), Some(&lat.sent));
+        report.set_send_lag(&lat.lag);
         shared.fill_resources(&mut report, threads);
     }
     report.verify = v;
@@ -384,13 +386,10 @@ async fn thread(
                 .all(|(a, &u)| a.get() >= ctx.state(u).changes.load(Ordering::Acquire));
         views_done && acks_done
     };
-    let main = progress_until_end(shared, w, || acc.borrow().v);
-    let snaps = async {
-        if t == 0 && !p.login_storm {
-            shared.snap_window(w, env.target.pid).await;
-        }
-    };
-    tokio::join!(main, snaps);
+    if t == 0 && !p.login_storm {
+        shared.snap_window(w, env.target.pid);
+    }
+    progress_until_end(shared, w, || acc.borrow().v).await;
     // Other threads' changes may still be under way: settle, then drain.
     shared.end_gate.wait(threads).await;
     if t == 0 && p.login_storm {
@@ -600,7 +599,7 @@ async fn change(
             if t >= w.end_ns {
                 break;
             }
-            sleep_until_ns(t).await;
+            pacer::sleep_until(t).await;
             let now = now_ns();
             cur = cur % 4 + 1;
             let auto = rng.unit() < s.auto_share;
@@ -616,6 +615,7 @@ async fn change(
                 a.v.sent += 1;
                 if w.measured(t) {
                     a.sent_measured += 1;
+                    a.lat.record_lag(t, now);
                 }
             }
             if wr.flush().await.is_err() {

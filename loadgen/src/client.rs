@@ -26,6 +26,19 @@ use tokio::net::{TcpSocket, TcpStream};
 /// connections (tens of thousands in `connections`) stay at 4 KiB.
 const READ_BUF_BUSY: usize = 64 * 1024;
 
+thread_local! {
+    /// Run by every [`Reader`] of this thread between two reads, with the
+    /// read's clock: the pacer registers its due-send check here
+    /// ([`set_between_reads`]), so this module does not depend on it.
+    static BETWEEN_READS: std::cell::Cell<Option<fn(u64)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Registers `hook` to run between two reads of every [`Reader`] on this
+/// thread (the pacer's due-send check).
+pub fn set_between_reads(hook: fn(u64)) {
+    BETWEEN_READS.with(|h| h.set(Some(hook)));
+}
+
 /// Longest wait for a login (connect, AUTH, HELLO, joins, dump).
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -265,7 +278,11 @@ impl Reader {
             }
             // Sends that fell due while this thread was busy leave now,
             // not after every other ready reader had its turn.
-            crate::pacer::poll_due(self.read_ns);
+            BETWEEN_READS.with(|hook| {
+                if let Some(hook) = hook.get() {
+                    hook(self.read_ns);
+                }
+            });
         }
     }
 

@@ -263,6 +263,7 @@ impl Pacer {
             firing: Cell::new(false),
         });
         PACER.with(|c| *c.borrow_mut() = Some(p.clone()));
+        crate::client::set_between_reads(poll_due);
         NEXT_DUE.set(u64::MAX);
         tokio::task::spawn_local(drive(p.clone()));
         Ok(p)

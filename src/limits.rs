@@ -34,6 +34,18 @@ pub const DEFAULT_MAX_OUTBUF_BYTES: usize = 32 << 20;
 /// later), and raising somaxconn should be all it takes to avoid that.
 pub const DEFAULT_LISTEN_BACKLOG: i32 = 65_535;
 
+/// Most shards (`--shards`). A connection reference keeps its shard in 10
+/// bits (`shard::msg::ConnRef`, 8 bytes with its slot and generation), and
+/// a shard is a pinned thread: more of them than this is a mistake on any
+/// machine there is today.
+pub const SHARDS_MAX: usize = 1 << 10;
+
+/// Most connections one shard holds at once (the rest of the 32 bits that
+/// [`SHARDS_MAX`] leaves in a connection reference). Four million
+/// connections on one core is past what its memory and CPU allow; a
+/// connection accepted beyond it is closed at once, with a warning.
+pub const CONN_SLOTS_MAX: usize = 1 << 22;
+
 /// Most connection slots a shard reserves at start: address space
 /// (about 56 MiB at 224 bytes a slot), resident only once used; past this
 /// its slab grows by doubling. Kept well below "unlimited", which an

@@ -300,10 +300,10 @@ pub fn poll_call_timeouts(shard: &Shard, now: u64) {
 /// on this shard (in order with frames delivered directly), else on the
 /// mesh (in order with frames delivered on the mesh).
 pub fn notify(shard: &Shard, c: ConnRef, notice: Notice) {
-    if c.shard as usize == shard.id {
+    if c.shard() == shard.id {
         conn::apply_notice(shard, c, notice);
     } else {
-        shard.send(c.shard as usize, ShardMsg::Notice { conn: c, notice });
+        shard.send(c.shard(), ShardMsg::Notice { conn: c, notice });
     }
 }
 

@@ -57,10 +57,7 @@ pub fn register(
         Service::Statusd => shard.shared.config.setpres_rate,
     };
     let mut st = shard.state.borrow_mut();
-    let gen = st.next_gen;
-    st.next_gen = st.next_gen.wrapping_add(1);
-    let slot = st.conns.insert(Conn {
-        gen,
+    let inserted = st.conns.insert(Conn {
         service,
         stream,
         transport,
@@ -76,16 +73,25 @@ pub fn register(
         at_home: false,
         bucket: TokenBucket::new(rate, rate.saturating_mul(limits::RATE_BURST_SECS), now),
     });
-    let c = ConnRef {
-        shard: shard.id as u16,
-        gen,
-        slot: slot as u32,
+    let Some((slot, gen)) = inserted else {
+        // The shard holds all the connections a reference can name: this
+        // one gets a reference to the one slot never used, so its read loop
+        // finds it gone and closes it at once.
+        tracing::warn!(
+            shard = shard.id,
+            "{} connections on one shard: closing a new one",
+            limits::CONN_SLOTS_MAX - 1
+        );
+        return ConnRef::new(shard.id, limits::CONN_SLOTS_MAX - 1, 0);
     };
+    let c = ConnRef::new(shard.id, slot, gen);
     // The idle timeout applies before login too (protocol section 3).
     let config = &shard.shared.config;
     let first = now.saturating_add(config.login_timeout_ms.min(config.idle_timeout_ms));
     let key = st.timers.insert(first, c);
-    st.conns[slot].timer = Some(key);
+    if let Some(conn) = st.conn(c) {
+        conn.timer = Some(key);
+    }
     shard.metrics.connections[service.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let open = shard
         .shared
@@ -103,10 +109,9 @@ pub fn register(
 pub fn unregister(shard: &Shard, c: ConnRef) {
     let conn = {
         let mut st = shard.state.borrow_mut();
-        if st.conn(c).is_none() {
+        let Some(mut conn) = st.conns.remove(c.slot(), c.gen()) else {
             return;
-        }
-        let mut conn = st.conns.remove(c.slot as usize);
+        };
         if let Some(key) = conn.timer.take() {
             st.timers.cancel(key);
         }
@@ -164,7 +169,7 @@ impl Shard {
     /// mesh message per other shard.
     pub fn deliver(&self, frame: &Bytes, conns: &[ConnRef], flush: Flush) {
         let me = self.id;
-        if self.shards() == 1 || conns.iter().all(|c| c.shard as usize == me) {
+        if self.shards() == 1 || conns.iter().all(|c| c.shard() == me) {
             return self.deliver_local(frame, conns, flush);
         }
         // Count first, so each other shard's list is taken once at its exact
@@ -174,7 +179,7 @@ impl Shard {
         counts.clear();
         counts.resize(self.shards(), 0);
         for c in conns {
-            counts[c.shard as usize] += 1;
+            counts[c.shard()] += 1;
         }
         let mut groups = self.scratch_groups.borrow_mut();
         for (shard, &n) in counts.iter().enumerate() {
@@ -186,7 +191,7 @@ impl Shard {
         {
             let mut st = self.state.borrow_mut();
             for &c in conns {
-                let shard = c.shard as usize;
+                let shard = c.shard();
                 if shard == me {
                     queue_frame(self, &mut st, c, frame.clone(), flush);
                 } else if let Some((_, g)) = groups.iter_mut().find(|(s, _)| *s == shard) {
@@ -424,11 +429,7 @@ pub fn start_drain(shard: &Shard, deadline_ms: u64) {
     let conns: Vec<ConnRef> = st
         .conns
         .iter()
-        .map(|(slot, conn)| ConnRef {
-            shard: shard.id as u16,
-            gen: conn.gen,
-            slot: slot as u32,
-        })
+        .map(|(slot, gen, _)| ConnRef::new(shard.id, slot, gen))
         .collect();
     for c in conns {
         send_error(shard, &mut st, c, ErrorCode::ShuttingDown, 0, 0);
@@ -446,7 +447,7 @@ pub fn drain_finished(shard: &Shard, now: u64) -> bool {
         return true;
     }
     if now >= end {
-        for (_, conn) in st.conns.iter() {
+        for (_, _, conn) in st.conns.iter() {
             conn.stream.shutdown();
         }
         return true;

@@ -20,7 +20,7 @@
 //! no module imports one that imports it back:
 //!
 //! - leaves: [`msg`], [`route`], [`mesh`], [`pool`], [`striped`],
-//!   [`client_ids`], [`user_conns`];
+//!   [`client_ids`], [`user_conns`], [`slots`];
 //! - [`writer`]: writing a connection's queued frames (its writer task,
 //!   and the replies its read task writes);
 //! - [`conn`]: a connection's life on the shard (register, queue, close,
@@ -48,6 +48,7 @@ pub mod msg;
 pub mod pool;
 pub mod route;
 pub mod run;
+pub mod slots;
 pub mod statusd;
 pub mod striped;
 pub mod user_conns;
@@ -61,7 +62,6 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use chatd_proto::Limits;
-use slab::Slab;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -80,6 +80,7 @@ use crate::timer::{TimerKey, TimerWheel};
 use self::client_ids::ClientIds;
 use self::mesh::Mesh;
 use self::msg::{ConnRef, ShardMsg};
+use self::slots::Slots;
 
 /// What every shard (and the admin thread) shares: read-only after start,
 /// or internally synchronized without a server-wide lock.
@@ -119,10 +120,9 @@ impl Shared {
 
 /// State owned by one shard. Borrowed only inside one handler at a time.
 pub struct State {
-    /// Connections accepted by this shard.
-    pub conns: Slab<Conn>,
-    /// Next generation for a slot, so stale [`ConnRef`]s miss.
-    pub next_gen: u16,
+    /// Connections accepted by this shard, each slot with its generation
+    /// (so stale [`ConnRef`]s miss).
+    pub conns: Slots<Conn>,
     /// Rooms homed here.
     pub rooms: Rooms<ConnRef>,
     /// Users homed here: presence and visibility.
@@ -146,9 +146,7 @@ pub struct State {
 impl State {
     /// The connection `c` refers to, if it is still open on this shard.
     pub fn conn(&mut self, c: ConnRef) -> Option<&mut Conn> {
-        self.conns
-            .get_mut(c.slot as usize)
-            .filter(|conn| conn.gen == c.gen)
+        self.conns.get_mut(c.slot(), c.gen())
     }
 }
 
@@ -167,8 +165,6 @@ pub enum Phase {
 
 /// One connection's shard-side state.
 pub struct Conn {
-    /// Generation of the slot (see [`ConnRef`]).
-    pub gen: u16,
     /// Which listener accepted it.
     pub service: Service,
     /// The socket, shared with the read and write tasks.
@@ -268,8 +264,7 @@ impl Shard {
     pub(super) fn new(id: usize, shared: Arc<Shared>, this: std::rc::Weak<Shard>) -> Self {
         let now = shared.now_ms();
         let state = State {
-            conns: Slab::with_capacity(conn_slots(&shared)),
-            next_gen: 0,
+            conns: Slots::with_capacity(conn_slots(&shared), limits::CONN_SLOTS_MAX - 1, 0),
             rooms: Rooms::new(shared.config.call_timeout_ms, now),
             presence: Presence::new(),
             dumps: FastMap::default(),

@@ -153,6 +153,14 @@ impl ServiceInput for ChatdInput {
                     let code = ErrorCode::TooManyRooms;
                     conn::send_error(shard, st, c, code, wire::OP_JOIN, chatid);
                 } else {
+                    // Counted now, not when the home shard confirms: joins
+                    // pipelined in one read would all pass the check above
+                    // before the first confirmation came back.
+                    if let Some(cn) = st.conn(c) {
+                        if !cn.joined.contains(&chatid) {
+                            cn.joined.push(chatid);
+                        }
+                    }
                     let home = route::room_home(chatid, shard.shards());
                     shard.send(
                         home,

@@ -363,7 +363,15 @@ pub fn apply_notice(shard: &Shard, c: ConnRef, notice: Notice) {
             shard.metrics.command_out(Service::Chatd, cw::OP_LEAVE, 1);
             push_frame(shard, st, c, frame);
         }
-        Notice::Error { code, opcode, id } => send_error(shard, st, c, code, opcode, id),
+        Notice::Error { code, opcode, id } => {
+            if code == ErrorCode::NotMember && opcode == cw::OP_JOIN {
+                // A refused join no longer counts against the room limit.
+                if let Some(conn) = st.conn(c) {
+                    conn.joined.retain(|&j| j != id);
+                }
+            }
+            send_error(shard, st, c, code, opcode, id)
+        }
     }
 }
 

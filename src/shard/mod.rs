@@ -189,7 +189,9 @@ pub struct Conn {
     pub login_deadline_ms: u64,
     /// Its entry on the shard's timer wheel.
     pub timer: Option<TimerKey>,
-    /// chatd: rooms it has joined (as their home shards confirmed).
+    /// chatd: rooms it has joined or asked to join. A join counts from
+    /// when it is sent (so `--max-rooms-per-conn` holds however many are
+    /// pipelined) until its refusal (NOT_MEMBER) or OP_LEAVE comes back.
     pub joined: Vec<ChatId>,
     /// Logged in: counted in the user's connections, and the user's home
     /// shard was told (both undone when it closes).

@@ -257,13 +257,28 @@ pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes, flus
             chatd_proto::encode_error(ErrorCode::SlowConsumer, 0, 0, b)
         });
         if let Some(conn) = st.conn(c) {
-            // The queue is not empty, so a writer exists (or the batch
-            // flush or the close below wakes one): no spawn needed.
-            if conn.out.push(err, cap, Flush::Now).is_ok() {
+            let (queued, wake) = queue_last_error(&mut conn.out, err, cap);
+            if queued {
                 shard.metrics.error(ErrorCode::SlowConsumer as u8);
+            }
+            if wake == Wake::Spawn {
+                writer::spawn_writer(shard, st, c);
             }
         }
         close(shard, st, c);
+    }
+}
+
+/// Queues `err`, the last frame of a connection about to be closed as a
+/// slow consumer, if it still fits under `cap`. Returns whether it did and
+/// the wake its writer needs, which the caller must act on: a queue that
+/// holds only batched frames has no writer, and once this push has marked
+/// the writer running, the close that follows finds nothing to start.
+fn queue_last_error(out: &mut OutQueue, err: Bytes, cap: usize) -> (bool, Wake) {
+    match out.push(err, cap, Flush::Now) {
+        Ok(wake) => (true, wake),
+        // The close wakes (or starts) the writer to flush what is queued.
+        Err(PushError::Full) => (false, Wake::Done),
     }
 }
 
@@ -461,4 +476,47 @@ pub fn drain_finished(shard: &Shard, now: u64) -> bool {
         return true;
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A queue that holds only batched frames and is nearly full: `frame`
+    /// does not fit, the 11-byte OP_ERROR would.
+    fn batched_only(cap: usize) -> OutQueue {
+        let mut q = OutQueue::default();
+        let first = q.push(Bytes::from_static(b"pres"), cap, Flush::Batched);
+        assert_eq!(first, Ok(Wake::Batch));
+        q
+    }
+
+    #[test]
+    fn a_slow_consumers_error_behind_batched_frames_gets_a_writer_started() {
+        let cap = 2 * limits::QUEUED_FRAME_OVERHEAD + 4 + chatd_proto::ERROR_LEN;
+        let err = Bytes::from(vec![0u8; chatd_proto::ERROR_LEN]);
+        let big = Bytes::from(vec![0u8; 64]);
+
+        // What the code did: the push's wake dropped, then the close woke
+        // the writer. Nobody started one: the error and the batched frame
+        // would never be written.
+        let mut q = batched_only(cap);
+        assert_eq!(q.push(big.clone(), cap, Flush::Now), Err(PushError::Full));
+        assert!(q.push(err.clone(), cap, Flush::Now).is_ok());
+        assert_eq!(q.wake_writer(), Wake::Done, "the close starts nothing");
+
+        // Now: the error's push says a writer must be started.
+        let mut q = batched_only(cap);
+        assert_eq!(q.push(big, cap, Flush::Now), Err(PushError::Full));
+        assert_eq!(queue_last_error(&mut q, err, cap), (true, Wake::Spawn));
+    }
+
+    #[test]
+    fn an_error_that_does_not_fit_leaves_the_start_to_the_close() {
+        let cap = limits::QUEUED_FRAME_OVERHEAD + 4;
+        let mut q = batched_only(cap);
+        let err = Bytes::from(vec![0u8; chatd_proto::ERROR_LEN]);
+        assert_eq!(queue_last_error(&mut q, err, cap), (false, Wake::Done));
+        assert_eq!(q.wake_writer(), Wake::Spawn, "the close starts the writer");
+    }
 }

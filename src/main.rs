@@ -36,6 +36,7 @@ fn main() -> std::process::ExitCode {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    chatd::fatal::install_panic_hook();
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckHost { connections } => {
             let findings = chatd::hostcheck::evaluate(&chatd::hostcheck::read_host(), connections);

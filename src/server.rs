@@ -46,6 +46,10 @@ pub enum ServerError {
     /// Shards could not start.
     #[error(transparent)]
     Start(#[from] crate::shard::StartError),
+    /// A thread ended by a panic (the binary's panic hook ends the process
+    /// before this can be seen; a caller of [`run`] without it sees this).
+    #[error("{0} panicked")]
+    Panicked(String),
     /// Anything else at start.
     #[error("{0}")]
     Other(String),
@@ -187,16 +191,28 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 
     rt.block_on(signals.wait());
     tracing::info!("draining");
+    mesh.begin_drain();
     for id in 0..shards {
         let deadline_ms = config.drain_timeout_ms;
         mesh.send(id, ShardMsg::Shutdown { deadline_ms });
     }
-    for h in handles {
-        let _ = h.thread.join();
+    let mut panicked = None;
+    for (id, h) in handles.into_iter().enumerate() {
+        if h.thread.join().is_err() {
+            tracing::error!(shard = id, "shard {id} panicked");
+            panicked.get_or_insert(format!("shard {id}"));
+        }
     }
-    admin_thread.stop();
-    tracing::info!("stopped");
-    Ok(())
+    if !admin_thread.stop() {
+        panicked.get_or_insert("the admin thread".into());
+    }
+    match panicked {
+        Some(what) => Err(ServerError::Panicked(what)),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
 }
 
 /// What the shards share, for `config` and the token secret.
@@ -367,10 +383,10 @@ impl AdminThread {
         Ok(AdminThread { thread, stop })
     }
 
-    /// Stops it and waits for it to end.
-    fn stop(self) {
+    /// Stops it and waits for it to end; false if it had panicked.
+    fn stop(self) -> bool {
         let _ = self.stop.send(());
-        let _ = self.thread.join();
+        self.thread.join().is_ok()
     }
 }
 

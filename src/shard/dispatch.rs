@@ -29,6 +29,12 @@ pub fn flush(shard: &Shard) {
 
 /// Handles one message addressed to this shard.
 pub fn handle(shard: &Shard, msg: ShardMsg) {
+    #[cfg(debug_assertions)]
+    if let ShardMsg::Join { chat, .. } = msg {
+        if crate::fatal::debug_panic_room() == Some(chat) {
+            panic!("CHATD_DEBUG_PANIC_ROOM: OP_JOIN {chat} on its home shard");
+        }
+    }
     match msg {
         ShardMsg::Nop => {}
         ShardMsg::Join { .. }

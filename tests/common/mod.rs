@@ -89,7 +89,16 @@ impl Server {
 
     /// Starts a server on `data_dir` (kept by the caller).
     pub fn start_in(data_dir: &Path, shards: usize, args: &[&str]) -> Result<Server, String> {
-        Server::start_on(data_dir, shards, ANY_PORT, args)
+        Server::start_on(data_dir, shards, ANY_PORT, args, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_with_env(shards: usize, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let mut s = Server::start_on(&dir, shards, ANY_PORT, args, env).expect("server starts");
+        s._tmp = Some(tmp);
+        s
     }
 
     /// Stops the server (SIGTERM, which drains it) and starts it again on
@@ -97,8 +106,8 @@ impl Server {
     pub fn restart(&mut self, args: &[&str]) {
         assert_eq!(self.terminate(), Some(0), "server exit status");
         let listen = [self.chatd, self.statusd, self.admin];
-        let mut new =
-            Server::start_on(&self.data_dir, self.shards, listen, args).expect("server restarts");
+        let mut new = Server::start_on(&self.data_dir, self.shards, listen, args, &[])
+            .expect("server restarts");
         new._tmp = self._tmp.take();
         *self = new;
     }
@@ -109,6 +118,7 @@ impl Server {
         shards: usize,
         listen: Listen,
         args: &[&str],
+        env: &[(&str, &str)],
     ) -> Result<Server, String> {
         // One log per start (a restart's must not be the one its
         // predecessor's drop removes).
@@ -119,6 +129,7 @@ impl Server {
         let err_file = std::fs::File::create(&stderr_log).map_err(|e| e.to_string())?;
         let mut cmd = command_on(data_dir, shards, listen);
         cmd.args(args)
+            .envs(env.iter().copied())
             .env_remove("CHATD_JWT_SECRET")
             .env_remove("CHATD_ADMIN_TOKEN")
             .stdin(Stdio::null())
@@ -203,6 +214,23 @@ impl Server {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 panic!("server did not stop within {WAIT:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `within` for the process to end by itself; its exit
+    /// status, or `None` if it is still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }

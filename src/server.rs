@@ -151,6 +151,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let shards = config.shard_count();
     let listeners = Listeners::bind(&config, shards)?;
     let addrs = listeners.addrs()?;
+    // Held until the process ends: no other chatd may join these ports.
+    let _port_claims = listeners.claims;
 
     let (mesh, inboxes) = mesh::mesh(shards);
     let shared = shared_state(&config, mesh.clone(), &jwt_secret);
@@ -255,6 +257,8 @@ struct Listeners {
     chatd: Vec<std::net::TcpListener>,
     statusd: Vec<std::net::TcpListener>,
     admin: std::net::TcpListener,
+    /// This process's claims on the client ports (held until it exits).
+    claims: Vec<listener::PortClaim>,
 }
 
 /// The addresses the listeners got (port 0 resolved).
@@ -267,9 +271,12 @@ struct Addrs {
 impl Listeners {
     /// Binds them all.
     fn bind(config: &Config, shards: usize) -> Result<Listeners, ServerError> {
-        let group = |what, addr| {
-            listener::bind_group(addr, shards, config.listen_backlog)
-                .map_err(|source| ServerError::Bind { what, addr, source })
+        let mut claims = Vec::new();
+        let mut group = |what, addr| {
+            let (group, claim) = listener::bind_group(addr, shards, config.listen_backlog)
+                .map_err(|source| ServerError::Bind { what, addr, source })?;
+            claims.push(claim);
+            Ok::<_, ServerError>(group)
         };
         let chatd = group("chatd", config.chatd_listen)?;
         let statusd = group("statusd", config.statusd_listen)?;
@@ -284,6 +291,7 @@ impl Listeners {
             chatd,
             statusd,
             admin,
+            claims,
         })
     }
 

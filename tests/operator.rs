@@ -52,3 +52,49 @@ fn a_panicking_shard_takes_the_process_down_on_one_shard() {
 fn a_panicking_shard_takes_the_process_down_on_two_shards() {
     a_panicking_shard_takes_the_process_down(2);
 }
+
+/// A second server with its own data dir and admin port, but the first
+/// one's chatd or statusd port, must not start: SO_REUSEPORT would let the
+/// kernel split clients between two servers with different secrets and
+/// databases. The first one keeps serving.
+fn a_second_server_on_the_same_client_ports_fails_to_start(shards: usize) {
+    let first = Server::start(shards, &[]);
+    let any = common::ANY_PORT[0];
+    for (what, listen) in [
+        ("chatd", [first.chatd, any, any]),
+        ("statusd", [any, first.statusd, any]),
+    ] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let second = common::run_to_exit(common::command_on(&tmp.path().join("d"), shards, listen));
+        assert!(
+            !second.status.success(),
+            "a second server on the {what} port started"
+        );
+        let port = listen[0].port().max(listen[1].port());
+        let want = format!(
+            "port {port} is already served by another chatd process (pid {})",
+            first.pid()
+        );
+        assert!(
+            second.stderr.contains(&want),
+            "second server on the {what} port: no clear message:\n{}",
+            second.stderr
+        );
+        assert!(!second.stdout.contains("listening"), "{}", second.stdout);
+    }
+    // The first one still serves both services.
+    let mut c = first.chatd(1);
+    c.keepalive_roundtrip();
+    let s = first.statusd(1, 3);
+    assert_eq!(s.own, 3);
+}
+
+#[test]
+fn a_second_server_on_the_same_client_ports_fails_to_start_on_one_shard() {
+    a_second_server_on_the_same_client_ports_fails_to_start(1);
+}
+
+#[test]
+fn a_second_server_on_the_same_client_ports_fails_to_start_on_two_shards() {
+    a_second_server_on_the_same_client_ports_fails_to_start(2);
+}

@@ -51,10 +51,10 @@ pub struct Server {
 }
 
 /// Listen addresses: chatd, statusd, admin.
-type Listen = [SocketAddr; 3];
+pub type Listen = [SocketAddr; 3];
 
 /// Every listener on a free loopback port.
-const ANY_PORT: Listen =
+pub const ANY_PORT: Listen =
     [SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0); 3];
 
 /// The command line of a test server: every listener on a free loopback
@@ -63,8 +63,9 @@ pub fn chatd_command(data_dir: &Path, shards: usize) -> Command {
     command_on(data_dir, shards, ANY_PORT)
 }
 
-/// [`chatd_command`] with the listeners on `listen`.
-fn command_on(data_dir: &Path, shards: usize, listen: Listen) -> Command {
+/// [`chatd_command`] with the listeners on `listen` (chatd, statusd,
+/// admin).
+pub fn command_on(data_dir: &Path, shards: usize, listen: Listen) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatd"));
     cmd.args(["--chatd-listen", &listen[0].to_string()])
         .args(["--statusd-listen", &listen[1].to_string()])
@@ -74,6 +75,54 @@ fn command_on(data_dir: &Path, shards: usize, listen: Listen) -> Command {
         .arg("--data-dir")
         .arg(data_dir);
     cmd
+}
+
+/// What a chatd run that ended by itself left: its status, stdout and
+/// stderr.
+pub struct Exited {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` (a chatd command line) until it exits by itself, which it
+/// must within [`WAIT`] (else it is killed and the test fails).
+pub fn run_to_exit(mut cmd: Command) -> Exited {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn chatd");
+    let read_all = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let stdout = read_all(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read_all(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = stderr.join().unwrap_or_default();
+            panic!("chatd still running after {WAIT:?}, expected it to exit:\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Exited {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
 }
 
 impl Server {

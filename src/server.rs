@@ -76,6 +76,48 @@ fn secret(
     }
 }
 
+/// The data directory when this start is about to create it: the
+/// topmost directory of its path that does not exist yet, removed again
+/// (with everything in it: the new database, generated secrets) if the
+/// start fails, so a failed first start leaves nothing behind. A
+/// directory that existed is never touched.
+struct FreshDataDir {
+    created: Option<PathBuf>,
+}
+
+impl FreshDataDir {
+    /// Notes what of `data_dir` does not exist yet.
+    fn note(data_dir: &Path) -> Self {
+        let mut created = None;
+        let mut path = Some(data_dir);
+        while let Some(p) = path.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+            created = Some(p.to_path_buf());
+            path = p.parent();
+        }
+        FreshDataDir { created }
+    }
+
+    /// The start succeeded: keep it.
+    fn keep(&mut self) {
+        self.created = None;
+    }
+}
+
+impl Drop for FreshDataDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.created.take() {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::info!(
+                    "start failed: removed {}, which this start had created",
+                    dir.display()
+                ),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("start failed, and removing {}: {e}", dir.display()),
+            }
+        }
+    }
+}
+
 /// Reads a secret from `<dir>/<name>`, or makes a random one and writes
 /// it there readable by the owner only.
 fn secret_file(dir: &Path, name: &str) -> Result<String, ServerError> {
@@ -105,6 +147,10 @@ fn secret_file(dir: &Path, name: &str) -> Result<String, ServerError> {
     f.write_all(secret.as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(err)?;
+    tracing::info!(
+        "generated {} (a new random secret, mode 0600)",
+        path.display()
+    );
     Ok(secret)
 }
 
@@ -134,7 +180,13 @@ fn choose_backend(wanted: IoBackend) -> Result<Backend, ServerError> {
 /// shards; apply the stored relations; start the admin API; print the
 /// listening lines and open the start gate; wait for a signal; drain.
 pub fn run(config: Config) -> Result<(), ServerError> {
+    let mut fresh_dir = FreshDataDir::note(&config.data_dir);
+    for line in config.adjustments() {
+        tracing::warn!("{line}");
+    }
     let (store, relations) = open_store(&config.data_dir)?;
+    let data_dir = fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+    tracing::info!("data dir {}", data_dir.display());
     let jwt_secret = secret(
         &config.jwt_secret,
         "--jwt-secret",
@@ -188,6 +240,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     };
     tracing::info!(shards, backend = backend.name(), "starting");
     addrs.print();
+    fresh_dir.keep();
     shared.start_gate.open();
     let admin_thread = AdminThread::start(listeners.admin, admin)?;
 

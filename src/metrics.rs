@@ -73,8 +73,8 @@ pub struct ShardMetrics {
     pub bytes_in: [AtomicU64; 2],
     /// Bytes written, by service.
     pub bytes_out: [AtomicU64; 2],
-    /// Socket writes (one vectored write each), by service: with
-    /// `commands_out`, how well output is batched.
+    /// Socket writes (one vectored write each), by service, counted when
+    /// issued: with `commands_out`, how well output is batched.
     pub socket_writes: [AtomicU64; 2],
     /// OP_ERROR sent, by code.
     pub errors: [AtomicU64; ERROR_CODE_SLOTS],

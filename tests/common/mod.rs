@@ -450,6 +450,24 @@ fn read_until<T>(
     }
 }
 
+/// True if the peer closes `s` within `d` (end of stream or reset),
+/// false if it stays open and silent that long. Fails if a whole command
+/// or any new byte arrives instead: the caller expects nothing but the
+/// close.
+fn closed_within(s: &mut TcpStream, buf: &[u8], d: Duration) -> bool {
+    assert!(buf.is_empty(), "unread bytes before an expected close");
+    s.set_read_timeout(Some(d.max(Duration::from_millis(1))))
+        .expect("timeout");
+    let mut chunk = [0u8; 64];
+    match s.read(&mut chunk) {
+        Ok(0) => true,
+        Ok(n) => panic!("expected a close, got {:?}", &chunk[..n]),
+        Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => false,
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => true,
+        Err(e) => panic!("read: {e}"),
+    }
+}
+
 /// A chatd client over a real socket.
 pub struct ChatdClient {
     pub stream: TcpStream,
@@ -547,6 +565,12 @@ impl ChatdClient {
         }
     }
 
+    /// True if the server closes the connection within `d`; false if it
+    /// stays open and silent (anything it sends fails the test).
+    pub fn closed_within(&mut self, d: Duration) -> bool {
+        closed_within(&mut self.stream, &self.buf, d)
+    }
+
     /// Expects OP_ERROR `code` for `opcode`/`id`, then the close.
     pub fn expect_error_and_close(&mut self, code: u8, opcode: u8, id: u64) {
         self.expect(Ev::Error { code, opcode, id });
@@ -635,6 +659,12 @@ impl StatusdClient {
             .expect("connection closed while waiting for a command")
     }
 
+    /// True if the server closes the connection within `d`; false if it
+    /// stays open and silent (anything it sends fails the test).
+    pub fn closed_within(&mut self, d: Duration) -> bool {
+        closed_within(&mut self.stream, &self.buf, d)
+    }
+
     /// Reads the login dump until its final `OP_PRES 0 own`.
     pub fn read_dump(&mut self) {
         loop {
@@ -718,14 +748,44 @@ pub fn rooms_on_every_shard(shards: usize, from: u64) -> Vec<u64> {
         .collect()
 }
 
-/// Polls `f` every 10 ms until it holds; fails after [`WAIT`]. Only for
-/// state that no event announces (admin counters after a disconnect).
-pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+/// Polls `f` every 10 ms until it gives `Ok`; fails after [`WAIT`] with
+/// `what` and the last `Err`. Only for state that no event announces
+/// (admin counters after a disconnect).
+pub fn poll<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + WAIT;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last: {last}"
+            ),
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Polls `f` until it holds (see [`poll`]).
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    poll(what, || if f() { Ok(()) } else { Err("false".into()) })
+}
+
+/// Polls admin `GET path` until `ok` holds (see [`poll`]): for live
+/// counters the shards update on their own schedule, with no event a
+/// client could await. Returns the document that satisfied it.
+pub fn eventually(
+    server: &Server,
+    path: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    poll(&format!("GET {path}"), || {
+        let v = server.get_json(path);
+        if ok(&v) {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    })
 }
 
 impl Server {

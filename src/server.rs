@@ -47,7 +47,7 @@ pub enum ServerError {
     #[error(transparent)]
     Start(#[from] crate::shard::StartError),
     /// A thread ended by a panic (the binary's panic hook ends the process
-    /// before this can be seen; a caller of [`run`] without it sees this).
+    /// before this can be seen; a caller of [`run()`] without it sees this).
     #[error("{0} panicked")]
     Panicked(String),
     /// Anything else at start.

@@ -341,7 +341,7 @@ fn clock_ticks() -> f64 {
 }
 
 /// The command name and utime + stime (in clock ticks) of a
-/// /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat line.
+/// `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` line.
 pub fn stat_cpu(line: &str) -> Option<(&str, f64)> {
     // The command name is in parentheses and may hold spaces and ')'.
     let (head, rest) = line.rsplit_once(')')?;
@@ -389,7 +389,7 @@ pub struct ThreadCpu {
 }
 
 /// Every thread of process `pid` (`None`: this process) and its CPU time,
-/// from /proc/<pid>/task/*/stat; empty when /proc cannot be read.
+/// from `/proc/<pid>/task/*/stat`; empty when /proc cannot be read.
 pub fn threads_cpu(pid: Option<u32>) -> Vec<ThreadCpu> {
     let dir = match pid {
         Some(p) => format!("/proc/{p}/task"),

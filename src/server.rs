@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::admin::control::ShardControl;
 use crate::admin::{self, Admin, AdminConfig};
 use crate::auth::Authenticator;
 use crate::config::{Config, IoBackend};
@@ -20,7 +19,7 @@ use crate::protocol::Limits;
 use crate::shard::client_ids::ClientIds;
 use crate::shard::control::MeshControl;
 use crate::shard::msg::ShardMsg;
-use crate::shard::{self, mesh, ShardListeners, Shared};
+use crate::shard::{self, mesh, route, ShardListeners, Shared};
 use crate::store::{Store, StoreError};
 
 /// Why the server stopped with an error.
@@ -129,10 +128,6 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         path: data_dir.clone(),
         source,
     })?;
-    let relations = store.load().map_err(|source| ServerError::Store {
-        path: data_dir.clone(),
-        source,
-    })?;
     let jwt_secret = secret(&config.jwt_secret, "--jwt-secret", &data_dir, "jwt.secret")?;
     let admin_token = secret(
         &config.admin_token,
@@ -142,6 +137,23 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     )?;
     let backend = choose_backend(config.io_backend)?;
     let shards = config.shard_count();
+    let loading = Instant::now();
+    let loaded = store
+        .load(
+            shards,
+            |chat| route::room_home(chat, shards),
+            |user| route::user_home(user, shards),
+        )
+        .map_err(|source| ServerError::Store {
+            path: data_dir.clone(),
+            source,
+        })?;
+    tracing::info!(
+        members = loaded.members,
+        contacts = loaded.contact_rows / 2,
+        ms = loading.elapsed().as_millis() as u64,
+        "relations loaded"
+    );
 
     let bind = |what, addr| {
         listener::bind_group(addr, shards, config.listen_backlog)
@@ -225,7 +237,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .enable_all()
         .build()
         .map_err(|e| ServerError::Other(format!("runtime: {e}")))?;
-    rt.block_on(control.apply(relations.initial_effects()));
+    rt.block_on(control.install(loaded));
 
     let admin = Arc::new(Admin::new(
         AdminConfig {
@@ -233,7 +245,6 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             now: admin::system_now,
         },
         store,
-        relations,
         Authenticator::new(jwt_secret.as_bytes()),
         control,
     ));

@@ -1,12 +1,17 @@
 //! The admin HTTP API (protocol section 6) and Prometheus metrics.
 //!
-//! Owns the one writer of relations: every change is validated, committed
-//! durably to the [`Store`], applied to the [`Relations`] model, and its
-//! effects handed to the shards through [`ShardControl`] before the request
-//! is answered. It runs on its own thread with a current-thread tokio
-//! runtime ([`serve`]), so it never competes with the shards' runtimes; it
-//! must not touch shard state except through [`ShardControl`].
+//! Owns the one writer of relations: every change (one operation, or a
+//! batch) is validated whole, committed durably to the [`Store`] as one
+//! transaction, and its net difference handed to the shards through
+//! [`ShardControl`]; the request is answered once every shard applied it,
+//! and the next change waits until the presence updates it causes are
+//! out. It runs on its own thread with a current-thread tokio runtime
+//! ([`serve`]), so it never competes with the shards' runtimes; it must
+//! not touch shard state except through [`ShardControl`]. It keeps no
+//! relations in memory: reads go to the store, or to the shards that hold
+//! them.
 
+mod batch;
 pub mod control;
 mod handlers;
 
@@ -18,7 +23,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 
 use crate::auth::Authenticator;
-use crate::store::{Relations, Store};
+use crate::store::Store;
 use control::ShardControl;
 
 /// Settings of the admin API.
@@ -38,19 +43,14 @@ pub fn system_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The durable store and the model, changed together under one lock.
-struct Writer {
-    store: Store,
-    relations: Relations,
-}
-
-/// Everything behind the API: the store, the model, the authenticator, the
-/// shards.
+/// Everything behind the API: the store, the authenticator, the shards.
 pub struct Admin {
+    /// The durable relations (shared with blocking tasks).
+    store: Arc<Store>,
     /// One writer at a time. Held from the store commit until the shards
-    /// have applied the effects, so effects reach the shards in commit
-    /// order; reads take it briefly to see a committed state.
-    writer: tokio::sync::Mutex<Writer>,
+    /// have applied the change and sent what it shows and hides, so
+    /// changes reach the shards one at a time, in commit order.
+    writer: Arc<tokio::sync::Mutex<()>>,
     /// Issues tokens for `POST /v1/tokens`.
     auth: Authenticator,
     /// From [`AdminConfig`].
@@ -62,18 +62,17 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// The API over `store` and the model loaded from it
-    /// (`store.load()`). The caller has already applied
-    /// `relations.initial_effects()` to the shards.
+    /// The API over `store`, whose relations the caller has already
+    /// installed on the shards.
     pub fn new(
         config: AdminConfig,
         store: Store,
-        relations: Relations,
         auth: Authenticator,
         shards: Arc<dyn ShardControl>,
     ) -> Admin {
         Admin {
-            writer: tokio::sync::Mutex::new(Writer { store, relations }),
+            store: Arc::new(store),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
             auth,
             token: config.token,
             now: config.now,
@@ -98,6 +97,8 @@ pub fn router(admin: Arc<Admin>) -> Router {
             "/v1/users/{a}/contacts/{b}",
             put(put_contact).delete(delete_contact),
         )
+        .route("/v1/users/{a}/contacts", put(put_contacts))
+        .route("/v1/batch", post(post_batch))
         .route("/v1/users/{userid}", get(get_user))
         .route("/v1/tokens", post(post_token))
         .route_layer(axum::middleware::from_fn_with_state(

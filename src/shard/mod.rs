@@ -6,8 +6,11 @@
 //! - the connections its listeners accepted ([`conn`]),
 //! - the rooms whose home it is ([`route::room_home`]): joined
 //!   connections, call participants and flag ([`chatd`]),
-//! - the users whose home it is ([`route::user_home`]): presence and who
-//!   may see them ([`statusd`]).
+//! - the users whose home it is ([`route::user_home`]): presence and the
+//!   updates that tell their watchers ([`statusd`]),
+//! - its part of the relations: memberships of the rooms it is home to,
+//!   contacts of the users it is home to, and who is active
+//!   ([`crate::core::relations`]).
 //!
 //! Shards share no mutable state; they talk through [`mesh`]. Work for
 //! the shard itself goes through a local queue instead of the channel, so a
@@ -38,8 +41,9 @@ use slab::Slab;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::core::presence::Presence;
+use crate::core::relations::ShardRelations;
 use crate::core::room::Rooms;
-use crate::ids::Service;
+use crate::ids::{Service, UserId};
 use crate::limits;
 use crate::metrics::ShardMetrics;
 use crate::net::arena::FrameArena;
@@ -97,10 +101,14 @@ pub struct State {
     pub next_gen: u16,
     /// Rooms homed here.
     pub rooms: Rooms<ConnRef>,
-    /// Users homed here: presence and visibility.
+    /// Users homed here: presence and the state of their updates.
     pub presence: Presence<ConnRef>,
     /// Login dumps in progress for statusd clients of users homed here.
     pub dumps: FastMap<ConnRef, statusd::Dump>,
+    /// This shard's part of the relations, and who is active.
+    pub relations: ShardRelations,
+    /// Gathers and the relation change's round in flight here.
+    pub updates: statusd::Updates,
     /// Login, idle and close deadlines of this shard's connections.
     pub timers: TimerWheel<ConnRef>,
     /// Small frames the server builds.
@@ -114,6 +122,9 @@ pub struct State {
     /// Connections with batched frames waiting for the batch flush.
     pub batched: Vec<ConnRef>,
 }
+
+/// An answer to the admin thread and its value.
+type Ack = (tokio::sync::oneshot::Sender<Vec<UserId>>, Vec<UserId>);
 
 /// One shard: its state and its ways out.
 pub struct Shard {
@@ -133,6 +144,9 @@ pub struct Shard {
     draining_local: Cell<bool>,
     /// Messages to other shards, batched until the current handler ends.
     outbox: RefCell<Vec<(usize, ShardMsg)>>,
+    /// Answers to the admin thread, sent after the outbox (see
+    /// [`Shard::ack_after_flush`]).
+    acks: RefCell<Vec<Ack>>,
     /// Notified when a drain has finished: the shard thread then ends.
     pub finished: tokio::sync::Notify,
     /// Notified when the batch list becomes non-empty: the batch flush
@@ -170,6 +184,8 @@ impl Shard {
             rooms: Rooms::new(shared.config.call_timeout_ms, now),
             presence: Presence::new(),
             dumps: FastMap::default(),
+            relations: ShardRelations::new(),
+            updates: statusd::Updates::default(),
             timers: TimerWheel::new(limits::TIMER_TICK_MS, limits::TIMER_SLOTS, now),
             arena: FrameArena::default(),
             draining: false,
@@ -186,6 +202,7 @@ impl Shard {
             local: RefCell::new(VecDeque::new()),
             draining_local: Cell::new(false),
             outbox: RefCell::new(Vec::new()),
+            acks: RefCell::new(Vec::new()),
             finished: tokio::sync::Notify::new(),
             batch_due: tokio::sync::Notify::new(),
             scratch_counts: RefCell::new(Vec::new()),
@@ -228,6 +245,23 @@ impl Shard {
         for (to, msg) in out {
             self.shared.mesh.send(to, msg);
         }
+        let acks = std::mem::take(&mut *self.acks.borrow_mut());
+        for (done, value) in acks {
+            // An error means the admin side stopped waiting (shutdown).
+            let _ = done.send(value);
+        }
+    }
+
+    /// Answers the admin thread with `value` once everything this shard
+    /// has queued so far is handled (its local queue) or sent (to other
+    /// shards): whatever the admin sends next reaches every shard behind
+    /// it, which is what orders the rounds of a relation change.
+    pub fn ack_after_flush(
+        &self,
+        done: tokio::sync::oneshot::Sender<Vec<UserId>>,
+        value: Vec<UserId>,
+    ) {
+        self.acks.borrow_mut().push((done, value));
     }
 
     /// Handles one message addressed to this shard.
@@ -257,11 +291,19 @@ impl Shard {
             | ShardMsg::PresGone { .. }
             | ShardMsg::PresFanout { .. }
             | ShardMsg::DumpQuery { .. }
-            | ShardMsg::PresPull { .. }
-            | ShardMsg::DumpPart { .. } => statusd::handle_user_msg(self, msg),
-            ShardMsg::Effects { .. } | ShardMsg::QueryRoom { .. } | ShardMsg::QueryUser { .. } => {
-                control::handle_admin_msg(self, msg)
-            }
+            | ShardMsg::DumpPart { .. }
+            | ShardMsg::Emit { .. }
+            | ShardMsg::Active { .. }
+            | ShardMsg::Gather { .. }
+            | ShardMsg::Gathered { .. }
+            | ShardMsg::FlipGather { .. }
+            | ShardMsg::FlipPart { .. } => statusd::handle_user_msg(self, msg),
+            ShardMsg::Install { .. }
+            | ShardMsg::Apply { .. }
+            | ShardMsg::Flips { .. }
+            | ShardMsg::QueryRooms { .. }
+            | ShardMsg::QueryRoom { .. }
+            | ShardMsg::QueryUser { .. } => control::handle_admin_msg(self, msg),
             ShardMsg::Shutdown { deadline_ms } => conn::start_drain(self, deadline_ms),
         }
     }

@@ -120,8 +120,14 @@ impl ShardControl for MeshControl {
             }
             touched.sort_unstable();
             touched.dedup();
+            let done = move |mesh: &crate::shard::mesh::Mesh| {
+                for to in 0..mesh.shards() {
+                    mesh.send(to, ShardMsg::RoundDone);
+                }
+            };
             if touched.is_empty() {
                 // Nobody active was concerned: nothing to show or hide.
+                done(&mesh);
                 return Pushes(Box::pin(async {}));
             }
             // Round 2: what the change showed and hid, computed by each
@@ -145,6 +151,9 @@ impl ShardControl for MeshControl {
                 for w in waits {
                     let _ = w.await;
                 }
+                // Every shard's updates of round 2 went out before its
+                // answer, so they have all arrived before this.
+                done(&mesh);
             }))
         })
     }
@@ -210,6 +219,7 @@ pub fn handle_admin_msg(shard: &Shard, msg: ShardMsg) {
         }
         ShardMsg::Apply { epoch, delta, done } => {
             let mut out = Vec::new();
+            statusd::open_round(shard);
             let touched = {
                 let mut st = shard.state.borrow_mut();
                 let touched = st.relations.apply(epoch, &delta);
@@ -229,6 +239,7 @@ pub fn handle_admin_msg(shard: &Shard, msg: ShardMsg) {
             touched,
             done,
         } => statusd::start_flips(shard, epoch, touched, done),
+        ShardMsg::RoundDone => statusd::close_round(shard),
         ShardMsg::QueryRooms { user, reply } => {
             let rooms = shard.state.borrow().relations.rooms_of(user).collect();
             let _ = reply.send(rooms);

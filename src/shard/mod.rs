@@ -301,6 +301,7 @@ impl Shard {
             ShardMsg::Install { .. }
             | ShardMsg::Apply { .. }
             | ShardMsg::Flips { .. }
+            | ShardMsg::RoundDone
             | ShardMsg::QueryRooms { .. }
             | ShardMsg::QueryRoom { .. }
             | ShardMsg::QueryUser { .. } => control::handle_admin_msg(self, msg),

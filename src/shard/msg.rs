@@ -179,6 +179,8 @@ pub enum ShardMsg {
         touched: std::sync::Arc<Vec<UserId>>,
         done: oneshot::Sender<Vec<UserId>>,
     },
+    /// Round 2 of the last relation change is over on every shard.
+    RoundDone,
     /// The rooms homed here that `user` is a member of.
     QueryRooms {
         user: UserId,

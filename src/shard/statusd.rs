@@ -281,6 +281,30 @@ pub struct Updates {
     next_id: u64,
     /// Round 2 of the relation change being applied, if any.
     flip: Option<FlipRound>,
+    /// A relation change is being applied (from its round 1 here until
+    /// the admin says its round 2 is over everywhere).
+    round_open: bool,
+    /// Users homed here whose watchers stopped possibly showing a value
+    /// other than 0 while the round was open: a watcher that lost sight
+    /// of them in this change was not told 0 by their last update (it was
+    /// gathered at the new epoch, without it), so it still needs `OP_PRES
+    /// user 0` (see [`emit`]).
+    stopped_showing: FastSet<UserId>,
+}
+
+/// Round 1 of a relation change is being applied here.
+pub fn open_round(shard: &Shard) {
+    let mut st = shard.state.borrow_mut();
+    st.updates.round_open = true;
+    st.updates.stopped_showing.clear();
+}
+
+/// The relation change's round 2 is over on every shard: every update it
+/// asked of this shard has arrived.
+pub fn close_round(shard: &Shard) {
+    let mut st = shard.state.borrow_mut();
+    st.updates.round_open = false;
+    st.updates.stopped_showing = FastSet::default();
 }
 
 /// A gather of the active members of `user`'s rooms, from every shard.
@@ -398,6 +422,9 @@ fn publish(shard: &Shard, user: UserId, mut watchers: Vec<UserId>, prev: Option<
         let mut st = shard.state.borrow_mut();
         st.relations.active_contacts(user, &mut watchers);
         let (values, again) = st.presence.finish_publish(user);
+        if st.updates.round_open && !st.presence.may_show_nonzero(user) {
+            st.updates.stopped_showing.insert(user);
+        }
         (values, again, st.presence.presence(user))
     };
     watchers.sort_unstable();
@@ -653,10 +680,15 @@ pub fn start_flips(
     let queue: Vec<UserId> = {
         let st = shard.state.borrow();
         let shards = shard.shards();
+        // A user that went quiet before the change has nothing to show or
+        // hide (and no client to tell); one that went quiet since may
+        // still need to hide itself.
+        let concerned =
+            |u: UserId| st.presence.is_active(u) || st.updates.stopped_showing.contains(&u);
         touched
             .iter()
             .copied()
-            .filter(|&u| route::user_home(u, shards) == shard.id && st.presence.is_active(u))
+            .filter(|&u| route::user_home(u, shards) == shard.id && concerned(u))
             .collect()
     };
     let round = FlipRound {
@@ -750,8 +782,11 @@ fn flip_part(shard: &Shard, epoch: u64, parts: Vec<(UserId, FlipSets)>) {
 
 /// Sends what a relation change showed and hid: for each `(about, to,
 /// visible)` (`about` homed here), `about`'s presence to `to`'s clients
-/// if visible and not 0, or 0 if hidden and `to` may be showing
-/// something else. One frame per `about`, one message per watcher home.
+/// if visible and not 0 (hidden until now, `to` shows 0), or 0 if hidden
+/// and `to` may be showing something else: `about` may be showing a value
+/// other than 0 now, or stopped after the change was applied here (its
+/// last update then went to who sees it since the change, without `to`).
+/// One frame per `about`, one message per watcher home.
 fn emit(shard: &Shard, mut pairs: Vec<(UserId, UserId, bool)>) {
     pairs.sort_unstable_by_key(|&(about, to, visible)| (about, visible, to));
     let mut rest = &pairs[..];
@@ -766,7 +801,9 @@ fn emit(shard: &Shard, mut pairs: Vec<(UserId, UserId, bool)>) {
             let st = shard.state.borrow();
             if visible {
                 st.presence.presence(about)
-            } else if st.presence.may_show_nonzero(about) {
+            } else if st.presence.may_show_nonzero(about)
+                || st.updates.stopped_showing.contains(&about)
+            {
                 0
             } else {
                 continue;

@@ -47,6 +47,28 @@ impl PairSet {
         set
     }
 
+    /// Adds `key`, which loading code passes in ascending order: then it
+    /// is appended to the last chunk (a new one, of exactly [`CHUNK`]
+    /// pairs' capacity, when that is full), so a set loaded this way is
+    /// packed full with no copy of the input. A key out of order is
+    /// inserted where it belongs. False if it was there already.
+    pub fn push_sorted(&mut self, key: Pair) -> bool {
+        match self.chunks.last_mut() {
+            Some(last) if last.last().is_some_and(|&l| l < key) => {
+                if last.len() < CHUNK {
+                    last.push(key);
+                } else {
+                    let mut chunk = Vec::with_capacity(CHUNK);
+                    chunk.push(key);
+                    self.chunks.push(chunk);
+                }
+                self.len += 1;
+                true
+            }
+            _ => self.insert(key),
+        }
+    }
+
     /// Number of pairs.
     pub fn len(&self) -> usize {
         self.len

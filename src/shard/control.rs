@@ -202,6 +202,19 @@ impl ShardControl for MeshControl {
     }
 }
 
+/// Publishes the size of this shard's relation indexes.
+fn relation_gauges(shard: &Shard) {
+    let st = shard.state.borrow();
+    let m = &shard.metrics;
+    let r = &st.relations;
+    m.relation_members
+        .store(r.membership_count() as u64, Ordering::Relaxed);
+    m.relation_contacts
+        .store(r.contact_count() as u64, Ordering::Relaxed);
+    m.relation_bytes
+        .store(r.heap_bytes() as u64, Ordering::Relaxed);
+}
+
 /// Handles a message from the admin thread.
 pub fn handle_admin_msg(shard: &Shard, msg: ShardMsg) {
     match msg {
@@ -215,6 +228,7 @@ pub fn handle_admin_msg(shard: &Shard, msg: ShardMsg) {
                 .borrow_mut()
                 .relations
                 .install(memberships, contacts);
+            relation_gauges(shard);
             shard.ack_after_flush(done, Vec::new());
         }
         ShardMsg::Apply { epoch, delta, done } => {
@@ -230,6 +244,7 @@ pub fn handle_admin_msg(shard: &Shard, msg: ShardMsg) {
                 touched
             };
             chatd::apply_room_outputs(shard, out);
+            relation_gauges(shard);
             // Applied: a command a client sends after the admin call
             // answered is handled after this.
             shard.ack_after_flush(done, touched);

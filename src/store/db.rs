@@ -140,27 +140,41 @@ impl Store {
         user_home: impl Fn(UserId) -> usize,
     ) -> Result<Loaded, StoreError> {
         let txn = self.db.begin_read()?;
-        let mut members: Vec<Vec<(u64, u64)>> = vec![Vec::new(); shards];
-        for row in txn.open_table(MEMBERS)?.iter()? {
+        // Memberships are stored by room and indexed by user: count each
+        // shard's first, so each is read into a vector of exactly its size
+        // and sorted in place (no vector grows, and one is freed as soon
+        // as its set is built).
+        let table = txn.open_table(MEMBERS)?;
+        let mut counts = vec![0usize; shards];
+        for row in table.iter()? {
+            counts[room_home(row?.0.value().0)] += 1;
+        }
+        let mut members: Vec<Vec<(u64, u64)>> =
+            counts.iter().map(|&n| Vec::with_capacity(n)).collect();
+        for row in table.iter()? {
             let (key, _) = row?;
             let (chat, user) = key.value();
             members[room_home(chat)].push((user, chat));
         }
-        let mut contacts: Vec<Vec<(u64, u64)>> = vec![Vec::new(); shards];
+        let member_count = counts.iter().sum::<usize>() as u64;
+        let memberships = members.into_iter().map(PairSet::from_unsorted).collect();
+        // Contacts are stored by user, both ways: each shard's part comes
+        // in order and goes straight into its set.
+        let mut contacts: Vec<PairSet> = (0..shards).map(|_| PairSet::new()).collect();
+        let mut contact_rows = 0;
         for row in txn.open_table(CONTACTS)?.iter()? {
             let (key, _) = row?;
             let (a, b) = key.value();
             // A row of a user with itself (never written by this server)
             // is skipped: nobody is its own contact.
             if a != b {
-                contacts[user_home(a)].push((a, b));
+                contacts[user_home(a)].push_sorted((a, b));
+                contact_rows += 1;
             }
         }
-        let member_count = members.iter().map(Vec::len).sum::<usize>() as u64;
-        let contact_rows = contacts.iter().map(Vec::len).sum::<usize>() as u64;
         Ok(Loaded {
-            memberships: members.into_iter().map(PairSet::from_unsorted).collect(),
-            contacts: contacts.into_iter().map(PairSet::from_unsorted).collect(),
+            memberships,
+            contacts,
             members: member_count,
             contact_rows,
         })

@@ -36,6 +36,22 @@ fn a_bulk_built_set_costs_sixteen_bytes_a_pair() {
 }
 
 #[test]
+fn pairs_pushed_in_order_fill_chunks_without_a_copy() {
+    // The last chunk is allocated whole: 100 chunks and a bit.
+    let n = 100 * CHUNK as u64 + 7;
+    let mut s = PairSet::new();
+    for i in 0..n {
+        assert!(s.push_sorted((i / 5, i)));
+    }
+    let per_pair = s.heap_bytes() as f64 / n as f64;
+    assert!(per_pair < 16.5, "{per_pair} bytes a pair");
+    assert!(!s.push_sorted((0, 0)), "already there");
+    assert!(s.push_sorted((0, u64::MAX)), "out of order: inserted");
+    assert_eq!(s.len() as u64, n + 1);
+    s.invariants();
+}
+
+#[test]
 fn a_batch_into_a_large_set_keeps_chunks_packed() {
     let mut s = PairSet::from_unsorted((0..50_000u64).map(|i| (7, i * 2)).collect());
     let add: Vec<Pair> = (0..50_000u64).map(|i| (7, i * 2 + 1)).collect();

@@ -153,24 +153,40 @@ fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
 /// presence updates the change causes are out (they may follow the
 /// answer), so changes reach the shards one at a time, in commit order.
 /// On a store error nothing changed and the shards are not involved.
-async fn write(admin: &Admin, ops: Vec<Op>) -> ApiResult<()> {
-    let guard = admin.writer.clone().lock_owned().await;
-    let store = admin.store.clone();
-    // A blocking commit (fsync): on the blocking pool, so the API's other
-    // requests (metrics, reads) go on meanwhile.
-    let change = tokio::task::spawn_blocking(move || store.apply(&ops))
-        .await
-        .map_err(ApiError::store)?
-        .map_err(ApiError::store)?;
-    if change.is_empty() {
-        return Ok(());
-    }
-    let pushes = admin.shards.apply(Arc::new(change)).await;
+///
+/// It all runs in a task of its own: a client that goes away before the
+/// answer (dropping this future) cannot leave a committed change unapplied
+/// on the shards.
+async fn write(admin: &Arc<Admin>, ops: Vec<Op>) -> ApiResult<()> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let admin = admin.clone();
     tokio::spawn(async move {
+        let guard = admin.writer.clone().lock_owned().await;
+        let store = admin.store.clone();
+        // A blocking commit (fsync): on the blocking pool, so the API's
+        // other requests (metrics, reads) go on meanwhile.
+        let committed = tokio::task::spawn_blocking(move || store.apply(&ops)).await;
+        let change = match committed {
+            Ok(Ok(change)) if !change.is_empty() => change,
+            Ok(Ok(_)) => {
+                let _ = answer.send(Ok(()));
+                return;
+            }
+            Ok(Err(e)) => {
+                let _ = answer.send(Err(ApiError::store(e)));
+                return;
+            }
+            Err(e) => {
+                let _ = answer.send(Err(ApiError::store(e)));
+                return;
+            }
+        };
+        let pushes = admin.shards.apply(Arc::new(change)).await;
+        let _ = answer.send(Ok(()));
         pushes.0.await;
         drop(guard);
     });
-    Ok(())
+    answered.await.map_err(ApiError::store)?
 }
 
 /// A blocking read of the store, on the blocking pool.

@@ -159,11 +159,6 @@ impl PairSet {
             .map(|&(_, b)| b)
     }
 
-    /// Whether any pair starts with `a`.
-    pub fn has_first(&self, a: u64) -> bool {
-        self.seconds(a).next().is_some()
-    }
-
     /// Every pair, ascending.
     pub fn iter(&self) -> impl Iterator<Item = Pair> + '_ {
         self.chunks.iter().flatten().copied()

@@ -137,11 +137,6 @@ impl ShardRelations {
         self.contacts.seconds(user)
     }
 
-    /// Whether `user` is active, as far as this shard was told.
-    pub fn is_active(&self, user: UserId) -> bool {
-        self.active.contains(&user)
-    }
-
     /// Memberships held (rooms homed here).
     pub fn membership_count(&self) -> usize {
         self.memberships.len()

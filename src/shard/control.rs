@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::msg::ShardMsg;
-use super::{chatd, route, statusd, Shard, Shared};
+use super::{chatd, flips, route, Shard, Shared};
 use crate::admin::control::{BoxFuture, Pushes, RoomLive, ShardControl, UserLive};
 use crate::core::relations::ShardDelta;
 use crate::ids::{ChatId, Service, UserId};
@@ -233,7 +233,7 @@ pub fn handle_admin_msg(shard: &Shard, msg: ShardMsg) {
         }
         ShardMsg::Apply { epoch, delta, done } => {
             let mut out = Vec::new();
-            statusd::open_round(shard);
+            flips::open_round(shard);
             let touched = {
                 let mut st = shard.state.borrow_mut();
                 let touched = st.relations.apply(epoch, &delta);
@@ -253,8 +253,8 @@ pub fn handle_admin_msg(shard: &Shard, msg: ShardMsg) {
             epoch,
             touched,
             done,
-        } => statusd::start_flips(shard, epoch, touched, done),
-        ShardMsg::RoundDone => statusd::close_round(shard),
+        } => flips::start_flips(shard, epoch, touched, done),
+        ShardMsg::RoundDone => flips::close_round(shard),
         ShardMsg::QueryRooms { user, reply } => {
             let rooms = shard.state.borrow().relations.rooms_of(user).collect();
             let _ = reply.send(rooms);

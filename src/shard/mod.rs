@@ -20,6 +20,7 @@ pub mod chatd;
 pub mod client_ids;
 pub mod conn;
 pub mod control;
+pub mod flips;
 pub mod mesh;
 pub mod msg;
 pub mod pool;

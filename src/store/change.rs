@@ -52,14 +52,6 @@ impl NetChange {
             && self.contacts_added.is_empty()
             && self.contacts_removed.is_empty()
     }
-
-    /// Relations it touched (memberships plus contact pairs).
-    pub fn len(&self) -> usize {
-        self.members_added.len()
-            + self.members_removed.len()
-            + self.contacts_added.len()
-            + self.contacts_removed.len()
-    }
 }
 
 /// What a list of operations does, key by key, once all have run: the

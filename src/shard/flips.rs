@@ -41,6 +41,35 @@ impl Flips {
     }
 }
 
+/// Handles a message of round 2 (`FlipGather`, `FlipPart`, `Emit`).
+pub fn handle(shard: &Shard, msg: ShardMsg) {
+    match msg {
+        ShardMsg::FlipGather { epoch, from, users } => {
+            let sets = {
+                let st = shard.state.borrow();
+                debug_assert_eq!(st.relations.epoch(), epoch, "flip sets of another change");
+                // Contacts are kept on the user's home, which asked.
+                let home = from as usize == shard.id;
+                users
+                    .into_iter()
+                    .map(|u| {
+                        let mut sets = FlipSets::default();
+                        st.relations.flip_sets(u, &mut sets);
+                        if home {
+                            st.relations.contact_flip_sets(u, &mut sets);
+                        }
+                        (u, sets)
+                    })
+                    .collect()
+            };
+            shard.send(from as usize, ShardMsg::FlipPart { epoch, sets });
+        }
+        ShardMsg::FlipPart { epoch, sets } => flip_part(shard, epoch, sets),
+        ShardMsg::Emit { pairs } => emit(shard, pairs),
+        _ => {}
+    }
+}
+
 /// Round 1 of a relation change is being applied here.
 pub fn open_round(shard: &Shard) {
     let mut st = shard.state.borrow_mut();
@@ -147,7 +176,7 @@ fn next_chunk(shard: &Shard) {
 }
 
 /// One shard's flip sets for the chunk in flight arrived.
-pub(super) fn flip_part(shard: &Shard, epoch: u64, parts: Vec<(UserId, FlipSets)>) {
+fn flip_part(shard: &Shard, epoch: u64, parts: Vec<(UserId, FlipSets)>) {
     let (touched, sets) = {
         let mut st = shard.state.borrow_mut();
         let Some(round) = st.updates.flips.round.as_mut().filter(|r| r.epoch == epoch) else {
@@ -196,7 +225,7 @@ pub(super) fn flip_part(shard: &Shard, epoch: u64, parts: Vec<(UserId, FlipSets)
 /// other than 0 now, or stopped after the change was applied here (its
 /// last update then went to who sees it since the change, without `to`).
 /// One frame per `about`, one message per watcher home.
-pub(super) fn emit(shard: &Shard, mut pairs: Vec<(UserId, UserId, bool)>) {
+fn emit(shard: &Shard, mut pairs: Vec<(UserId, UserId, bool)>) {
     pairs.sort_unstable_by_key(|&(about, to, visible)| (about, visible, to));
     let mut rest = &pairs[..];
     while let Some(&(about, _, visible)) = rest.first() {

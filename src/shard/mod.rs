@@ -293,12 +293,12 @@ impl Shard {
             | ShardMsg::PresFanout { .. }
             | ShardMsg::DumpQuery { .. }
             | ShardMsg::DumpPart { .. }
-            | ShardMsg::Emit { .. }
             | ShardMsg::Active { .. }
             | ShardMsg::Gather { .. }
-            | ShardMsg::Gathered { .. }
-            | ShardMsg::FlipGather { .. }
-            | ShardMsg::FlipPart { .. } => statusd::handle_user_msg(self, msg),
+            | ShardMsg::Gathered { .. } => statusd::handle_user_msg(self, msg),
+            ShardMsg::FlipGather { .. } | ShardMsg::FlipPart { .. } | ShardMsg::Emit { .. } => {
+                flips::handle(self, msg)
+            }
             ShardMsg::Install { .. }
             | ShardMsg::Apply { .. }
             | ShardMsg::Flips { .. }

@@ -17,9 +17,8 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::conn::{self, Phase};
 use super::msg::{ConnRef, ShardMsg};
-use super::{flips, route, Shard};
+use super::{route, Shard};
 use crate::core::presence::Change;
-use crate::core::relations::FlipSets;
 use crate::ids::{FastMap, FastSet, Service, UserId};
 use crate::limits;
 use crate::net::outbuf::Flush;
@@ -99,8 +98,8 @@ pub fn on_bytes(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
 }
 
 /// Handles a message for a user homed on this shard (or, for
-/// `PresFanout` and `DumpPart`, a watcher homed here; for `Active`,
-/// `Gather` and `FlipGather`, any shard).
+/// `PresFanout` and `DumpPart`, a watcher homed here; for `Active` and
+/// `Gather`, any shard).
 pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
     match msg {
         ShardMsg::PresHello { user, conn, raw } => {
@@ -207,27 +206,6 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
             entries,
             stale,
         } => dump_part(shard, watcher, conn, &entries, stale),
-        ShardMsg::Emit { pairs } => flips::emit(shard, pairs),
-        ShardMsg::FlipGather { epoch, from, users } => {
-            let sets = {
-                let st = shard.state.borrow();
-                debug_assert_eq!(st.relations.epoch(), epoch, "flip sets of another change");
-                let local = from as usize == shard.id;
-                users
-                    .into_iter()
-                    .map(|u| {
-                        let mut sets = FlipSets::default();
-                        st.relations.flip_sets(u, &mut sets);
-                        if local {
-                            st.relations.contact_flip_sets(u, &mut sets);
-                        }
-                        (u, sets)
-                    })
-                    .collect()
-            };
-            shard.send(from as usize, ShardMsg::FlipPart { epoch, sets });
-        }
-        ShardMsg::FlipPart { epoch, sets } => flips::flip_part(shard, epoch, sets),
         _ => {}
     }
 }
@@ -277,8 +255,8 @@ pub struct Updates {
     gathers: FastMap<u64, Gather>,
     /// The next gather id.
     next_id: u64,
-    /// Round 2 of the relation change being applied (see [`flips`]).
-    pub(super) flips: flips::Flips,
+    /// Round 2 of the relation change being applied (see `shard::flips`).
+    pub(super) flips: super::flips::Flips,
 }
 
 /// A gather of the active members of `user`'s rooms, from every shard.

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::admin::control::ShardControl;
 use crate::admin::{self, Admin, AdminConfig};
 use crate::auth::Authenticator;
 use crate::config::{Config, IoBackend};
@@ -20,8 +19,8 @@ use crate::net::listener;
 use crate::shard::client_ids::ClientIds;
 use crate::shard::control::MeshControl;
 use crate::shard::msg::ShardMsg;
-use crate::shard::{mesh, run, ShardHandle, ShardListeners, Shared};
-use crate::store::{Relations, Store, StoreError};
+use crate::shard::{mesh, route, run, ShardHandle, ShardListeners, Shared};
+use crate::store::{Loaded, Store, StoreError};
 use chatd_proto::Limits;
 
 /// Why the server stopped with an error.
@@ -175,16 +174,17 @@ fn choose_backend(wanted: IoBackend) -> Result<Backend, ServerError> {
 
 /// Runs the server until SIGINT/SIGTERM. Returns after the drain.
 ///
-/// In order: open the relation store and read the secrets; bind every
-/// listener (so port 0 is resolved before anything is printed); start the
-/// shards; apply the stored relations; start the admin API; print the
-/// listening lines and open the start gate; wait for a signal; drain.
+/// In order: open the relation store and read the secrets; load the
+/// stored relations, split by shard; bind every listener (so port 0 is
+/// resolved before anything is printed); start the shards; hand each its
+/// part of the relations; start the admin API; print the listening lines
+/// and open the start gate; wait for a signal; drain.
 pub fn run(config: Config) -> Result<(), ServerError> {
     let mut fresh_dir = FreshDataDir::note(&config.data_dir);
     for line in config.adjustments() {
         tracing::warn!("{line}");
     }
-    let (store, relations) = open_store(&config.data_dir)?;
+    let store = open_store(&config.data_dir)?;
     let data_dir = fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
     tracing::info!("data dir {}", data_dir.display());
     let jwt_secret = secret(
@@ -201,6 +201,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     )?;
     let backend = choose_backend(config.io_backend)?;
     let shards = config.shard_count();
+    let loaded = load_relations(&store, &config.data_dir, shards)?;
     let listeners = Listeners::bind(&config, shards)?;
     let addrs = listeners.addrs()?;
     // Held until the process ends: no other chatd may join these ports.
@@ -222,7 +223,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .enable_all()
         .build()
         .map_err(|e| ServerError::Other(format!("runtime: {e}")))?;
-    rt.block_on(control.apply(relations.initial_effects()));
+    rt.block_on(control.install(loaded));
 
     let admin = Arc::new(Admin::new(
         AdminConfig {
@@ -230,7 +231,6 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             now: admin::system_now,
         },
         store,
-        relations,
         Authenticator::new(jwt_secret.as_bytes()),
         control,
     ));
@@ -293,15 +293,35 @@ fn shared_state(config: &Config, mesh: mesh::Mesh, jwt_secret: &str) -> Arc<Shar
     })
 }
 
-/// Opens the relation store in `data_dir` and loads the relation model.
-fn open_store(data_dir: &Path) -> Result<(Store, Relations), ServerError> {
-    let err = |source| ServerError::Store {
+/// Opens the relation store in `data_dir`.
+fn open_store(data_dir: &Path) -> Result<Store, ServerError> {
+    Store::open(data_dir).map_err(|source| ServerError::Store {
         path: data_dir.to_path_buf(),
         source,
-    };
-    let store = Store::open(data_dir).map_err(err)?;
-    let relations = store.load().map_err(err)?;
-    Ok((store, relations))
+    })
+}
+
+/// Reads the stored relations, split into each of `shards` shards' part
+/// (memberships to the room's home, contacts to each user's home).
+fn load_relations(store: &Store, data_dir: &Path, shards: usize) -> Result<Loaded, ServerError> {
+    let loading = Instant::now();
+    let loaded = store
+        .load(
+            shards,
+            |chat| route::room_home(chat, shards),
+            |user| route::user_home(user, shards),
+        )
+        .map_err(|source| ServerError::Store {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+    tracing::info!(
+        members = loaded.members,
+        contacts = loaded.contact_rows / 2,
+        ms = loading.elapsed().as_millis() as u64,
+        "relations loaded"
+    );
+    Ok(loaded)
 }
 
 /// Every listener, bound before anything starts: one chatd and one

@@ -232,7 +232,10 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
             conn,
             user,
             client,
-        } => st.rooms.join(chat, conn, user, client, &mut out),
+        } => {
+            let member = st.relations.is_member(chat, user);
+            st.rooms.join(chat, conn, user, client, member, &mut out)
+        }
         ShardMsg::Leave { chat, conn } => st.rooms.leave(chat, conn, &mut out),
         ShardMsg::InCall {
             chat,

@@ -6,10 +6,11 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::admin::control::{RoomLive, UserLive};
+use crate::core::pairset::PairSet;
+use crate::core::relations::{FlipSets, ShardDelta};
 use crate::ids::{ChatId, ClientId, UserId};
 use crate::limits;
 use crate::net::outbuf::Flush;
-use crate::store::effect::RelationEffect;
 use chatd_proto::ErrorCode;
 
 /// A connection, anywhere in the server: its shard, its slot in that
@@ -159,31 +160,86 @@ pub enum ShardMsg {
     /// `watchers` (users homed on the receiver).
     PresFanout { frame: Bytes, watchers: Vec<UserId> },
     /// A new statusd client `conn` of `watcher` needs the presence of
-    /// `users` (homed on the receiver) for its login dump; answer with
-    /// [`ShardMsg::DumpPart`] to `watcher`'s home shard.
+    /// `users` (homed on the receiver) for its login dump, as of relation
+    /// change `epoch`; answer with [`ShardMsg::DumpPart`] to `watcher`'s
+    /// home shard.
     DumpQuery {
         watcher: UserId,
         conn: ConnRef,
+        epoch: u64,
         users: Vec<UserId>,
     },
-    /// Each `(watcher, user)`, `user` homed on the receiver: `watcher`
-    /// just gained sight of `user`; send `user`'s presence, if not 0 and
-    /// still visible, to `watcher`'s clients through `watcher`'s home.
-    PresPull { pairs: Vec<(UserId, UserId)> },
     /// Part of a login dump, on its way through the watcher's home shard
     /// (so that it is ordered with the presence changes that follow it).
+    /// `stale`: the receiver of the query had applied a later relation
+    /// change, so the dump's candidates must be gathered again.
     DumpPart {
         watcher: UserId,
         conn: ConnRef,
         entries: Vec<(UserId, u8)>,
+        stale: bool,
+    },
+    /// Apply the presence updates a relation change causes: each
+    /// `(about, to, visible)` (`about` homed on the receiver): `to` now
+    /// sees `about` (send its presence if not 0) or no longer does (send
+    /// 0 if `to` may be showing something else).
+    Emit { pairs: Vec<(UserId, UserId, bool)> },
+
+    // ---- to every shard, about relations and active users ----------
+    /// `user` became active (`true`) or stopped being active; sent by its
+    /// home to every shard, itself included.
+    Active { user: UserId, active: bool },
+    /// Gather the active members of `user`'s rooms homed on the receiver
+    /// and answer [`ShardMsg::Gathered`] to `user`'s home.
+    Gather { id: u64, user: UserId },
+    /// One shard's part of gather `id`, with the epoch it was read at.
+    Gathered {
+        id: u64,
+        epoch: u64,
+        users: Vec<UserId>,
+    },
+    /// Compute the [`FlipSets`] of `users` (homed on shard `from`) for
+    /// relation change `epoch` and answer [`ShardMsg::FlipPart`] to `from`.
+    FlipGather {
+        epoch: u64,
+        from: u16,
+        users: Vec<UserId>,
+    },
+    /// One shard's [`FlipSets`], per user.
+    FlipPart {
+        epoch: u64,
+        sets: Vec<(UserId, FlipSets)>,
     },
 
     // ---- from the admin thread -------------------------------------
-    /// Apply relation effects, then answer with the pairs
-    /// `(user, watcher)` that became visible here.
-    Effects {
-        effects: Vec<RelationEffect>,
-        done: oneshot::Sender<Vec<(UserId, UserId)>>,
+    /// Start-up: this shard's part of the stored relations.
+    Install {
+        memberships: PairSet,
+        contacts: PairSet,
+        done: oneshot::Sender<Vec<UserId>>,
+    },
+    /// Round 1 of relation change `epoch`: apply this shard's part, then
+    /// answer (once what it sent is on its way) with the active users it
+    /// changed relations of.
+    Apply {
+        epoch: u64,
+        delta: ShardDelta,
+        done: oneshot::Sender<Vec<UserId>>,
+    },
+    /// Round 2 of relation change `epoch`: for each user of `touched`
+    /// homed here and active, compute what the change showed and hid, and
+    /// send those presence updates; then answer.
+    Flips {
+        epoch: u64,
+        touched: std::sync::Arc<Vec<UserId>>,
+        done: oneshot::Sender<Vec<UserId>>,
+    },
+    /// Round 2 of the last relation change is over on every shard.
+    RoundDone,
+    /// The rooms homed here that `user` is a member of.
+    QueryRooms {
+        user: UserId,
+        reply: oneshot::Sender<Vec<ChatId>>,
     },
     /// Live state of a room homed here.
     QueryRoom {

@@ -92,6 +92,11 @@ pub struct OutQueue {
     retire: bool,
     /// The connection is on its shard's batch list.
     batched: bool,
+    /// Part of the first queued frame went out: the stream is mid-frame.
+    front_started: bool,
+    /// The last frame is queued ([`OutQueue::push_last`]): frames not
+    /// started are dropped, those a write in progress puts back too.
+    last: bool,
 }
 
 impl OutQueue {
@@ -148,6 +153,27 @@ impl OutQueue {
     pub fn take_batch(&mut self, batch: &mut Vec<Bytes>, max: usize) {
         let n = self.frames.len().min(max);
         batch.extend(self.frames.drain(..n));
+        if n > 0 {
+            // A started frame went into the batch; the write puts it back.
+            self.front_started = false;
+        }
+    }
+
+    /// Queues `frame` as the last thing the connection is sent (OP_ERROR
+    /// SLOW_CONSUMER), whatever the cap: every queued frame not started
+    /// yet is dropped first (and those a write in progress puts back),
+    /// so the reader gets whole frames, then this one, and what is left to
+    /// write after the close is at most one frame's rest and `frame`.
+    pub fn push_last(&mut self, frame: Bytes) -> Wake {
+        let keep = usize::from(self.front_started).min(self.frames.len());
+        for dropped in self.frames.drain(keep..) {
+            let cost = dropped.len() + limits::QUEUED_FRAME_OVERHEAD;
+            self.queued_bytes -= cost.min(self.queued_bytes);
+        }
+        self.last = true;
+        self.queued_bytes += frame.len() + limits::QUEUED_FRAME_OVERHEAD;
+        self.frames.push_back(frame);
+        self.wake_writer()
     }
 
     /// After a write of `batch` that wrote `n` bytes: uncounts them (and
@@ -156,20 +182,31 @@ impl OutQueue {
     pub fn written(&mut self, batch: &mut Vec<Bytes>, mut n: usize) {
         let wrote = n;
         let mut rest = 0;
+        let mut partial = false;
         for frame in batch.iter_mut() {
             if n >= frame.len() {
                 n -= frame.len();
                 rest += 1;
             } else {
+                partial = n > 0;
                 frame.advance(n);
                 break;
             }
         }
         let uncharged = wrote + rest * limits::QUEUED_FRAME_OVERHEAD;
         self.queued_bytes -= uncharged.min(self.queued_bytes);
+        if self.last {
+            // Only a started frame's rest goes back, before the last one.
+            let keep = rest + usize::from(partial).min(batch.len() - rest);
+            for dropped in batch.drain(keep..) {
+                let cost = dropped.len() + limits::QUEUED_FRAME_OVERHEAD;
+                self.queued_bytes -= cost.min(self.queued_bytes);
+            }
+        }
         for frame in batch.drain(rest..).rev() {
             self.frames.push_front(frame);
         }
+        self.front_started = partial;
         batch.clear();
     }
 
@@ -283,6 +320,7 @@ impl OutQueue {
     pub fn clear(&mut self) {
         self.frames.clear();
         self.queued_bytes = 0;
+        self.front_started = false;
     }
 }
 
@@ -373,6 +411,49 @@ mod tests {
         assert_eq!(batch.len(), 2);
         q.written(&mut batch, 2);
         assert_eq!(q.queued_bytes(), 3 * (O + 1));
+    }
+
+    #[test]
+    fn the_last_frame_follows_whole_frames_only() {
+        let f = |b: &'static [u8]| Bytes::from_static(b);
+        // Part of the first frame went out: its rest stays, the others go.
+        let mut q = OutQueue::default();
+        for frame in [f(b"aaaa"), f(b"bbbb"), f(b"cccc")] {
+            let _ = q.push(frame, BIG, Flush::Now);
+        }
+        let mut batch = Vec::new();
+        q.take_batch(&mut batch, 1);
+        q.written(&mut batch, 1);
+        let _ = q.push_last(f(b"E"));
+        q.take_batch(&mut batch, 16);
+        assert_eq!(batch, [f(b"aaa"), f(b"E")]);
+        assert_eq!(q.queued_bytes(), 3 + 1 + 2 * O);
+        batch.clear();
+
+        // A write in progress: what it puts back goes, but a started rest.
+        let mut q = OutQueue::default();
+        for frame in [f(b"aaaa"), f(b"bbbb"), f(b"cccc")] {
+            let _ = q.push(frame, BIG, Flush::Now);
+        }
+        let mut in_flight = Vec::new();
+        q.take_batch(&mut in_flight, 2);
+        let _ = q.push_last(f(b"E"));
+        q.written(&mut in_flight, 6);
+        q.take_batch(&mut batch, 16);
+        assert_eq!(batch, [f(b"bb"), f(b"E")]);
+        assert_eq!(q.queued_bytes(), 2 + 1 + 2 * O);
+        batch.clear();
+
+        // Nothing started: only the last frame is left.
+        let mut q = OutQueue::default();
+        let _ = q.push(f(b"aaaa"), BIG, Flush::Now);
+        let mut in_flight = Vec::new();
+        q.take_batch(&mut in_flight, 1);
+        let _ = q.push_last(f(b"E"));
+        q.written(&mut in_flight, 0);
+        q.take_batch(&mut batch, 16);
+        assert_eq!(batch, [f(b"E")]);
+        assert_eq!(q.queued_bytes(), 1 + O);
     }
 }
 

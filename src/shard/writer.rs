@@ -49,7 +49,7 @@ pub enum Replies {
 /// Takes the first batch of replies the last input queued (and whatever
 /// else arrived meanwhile), or, with none, finishes the turn: a closing
 /// connection with everything flushed and no writer task is shut down.
-pub fn take_replies(shard: &Shard, c: ConnRef, stream: &Stream) -> Replies {
+pub fn take_replies(shard: &Shard, c: ConnRef) -> Replies {
     let mut batch = shard.take_write_batch();
     let mut st = shard.state.borrow_mut();
     let Some(conn) = st.conn(c) else {
@@ -62,7 +62,7 @@ pub fn take_replies(shard: &Shard, c: ConnRef, stream: &Stream) -> Replies {
         return Replies::Batch(batch);
     }
     if conn.phase == Phase::Closing && conn.out.is_idle() {
-        stream.shutdown();
+        st.flushed(c);
     }
     drop(st);
     shard.give_write_batch(batch);
@@ -85,7 +85,7 @@ pub async fn write_replies(
             return false;
         }
         shard.give_write_batch(batch);
-        match take_replies(shard, c, stream) {
+        match take_replies(shard, c) {
             Replies::None { alive } => return alive,
             Replies::Batch(next) => batch = next,
         }
@@ -121,7 +121,7 @@ pub async fn write_loop(shard: Rc<Shard>, c: ConnRef, stream: Rc<Stream>) {
         match next {
             None | Some(Next::Retire) => return,
             Some(Next::Close) => {
-                stream.shutdown();
+                shard.state.borrow_mut().flushed(c);
                 return;
             }
             Some(Next::Write) => {}
@@ -160,7 +160,7 @@ async fn write_batch(shard: &Shard, c: ConnRef, stream: &Stream, batch: &mut Vec
         _ => {
             batch.clear();
             conn.out.clear();
-            stream.shutdown();
+            st.shut_down(c);
             false
         }
     }

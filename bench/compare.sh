@@ -156,7 +156,7 @@ start_chatd() {
     dirs+=("$dir")
     # shellcheck disable=SC2086
     target/release/chatd --data-dir "$dir" --shards "$2" --chatd-listen 127.0.0.1:0 \
-        --statusd-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 $CHATD_ARGS >"$raw/$name.log" 2>&1 &
+        --statusd-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --ws-listen 127.0.0.1:0 $CHATD_ARGS >"$raw/$name.log" 2>&1 &
     chatd_pid[$name]=$!; pids+=("$!")
     chatd_port[$name]=$(listening_port "$raw/$name.log" chatd)
     admin_port[$name]=$(listening_port "$raw/$name.log" admin)

@@ -72,6 +72,7 @@ pub fn start(
     cmd.args(["--chatd-listen", "127.0.0.1:0"])
         .args(["--statusd-listen", "127.0.0.1:0"])
         .args(["--admin-listen", "127.0.0.1:0"])
+        .args(["--ws-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(&data);
     if let Some(n) = shards {

@@ -69,6 +69,7 @@ fn command_on(data_dir: &Path, shards: usize, listen: Listen) -> Command {
     cmd.args(["--chatd-listen", &listen[0].to_string()])
         .args(["--statusd-listen", &listen[1].to_string()])
         .args(["--admin-listen", &listen[2].to_string()])
+        .args(["--ws-listen", "127.0.0.1:0"])
         .args(["--shards", &shards.to_string(), "--no-pin"])
         .args(["--io-backend", &backend()])
         .arg("--data-dir")

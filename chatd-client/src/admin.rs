@@ -1,7 +1,8 @@
 //! A client of chatd's admin HTTP API (protocol section 6): room members,
 //! contacts, tokens, live state and metrics. HTTP/1.1 over kept-alive
-//! connections (hyper); [`blocking::AdminClient`] for code without a
-//! runtime (scripts, tests, a load generator's set-up).
+//! connections (hyper), HTTPS with [`AdminClient::with_tls`] (a server
+//! started with `--tls-cert`); [`blocking::AdminClient`] for code without
+//! a runtime (scripts, tests, a load generator's set-up).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), chatd_client::admin::AdminError> {
@@ -25,6 +26,7 @@ use chatd_proto::ids::{ChatId, UserId};
 use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -130,7 +132,21 @@ pub struct AdminClient {
     base: String,
     token: Option<String>,
     timeout: Duration,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+/// The HTTP client: plain HTTP, or HTTPS with `tls`.
+fn http_client(
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
+    // Without TLS the configuration is never used (the URLs are http://).
+    let config = tls.unwrap_or_else(|| crate::connect::tls_config(rustls::RootCertStore::empty()));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*config).clone())
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(connector)
 }
 
 impl AdminClient {
@@ -148,8 +164,18 @@ impl AdminClient {
             base: format!("http://{addr}"),
             token: None,
             timeout: crate::limits::ADMIN_TIMEOUT,
-            http: Client::builder(TokioExecutor::new()).build_http(),
+            http: http_client(None),
         }
+    }
+
+    /// Speaks HTTPS (a server started with `--tls-cert`), trusting the
+    /// roots of `config` ([`crate::connect::tls_config`]); the certificate
+    /// must name the address's IP.
+    #[must_use]
+    pub fn with_tls(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.base = self.base.replacen("http://", "https://", 1);
+        self.http = http_client(Some(config));
+        self
     }
 
     /// The longest a request may take (default

@@ -96,10 +96,9 @@ pub fn register(
         if st.conns[slot].transport.is_tcp() {
             send_error(shard, &mut st, c, ErrorCode::TooManyConnections, 0, 0);
         } else {
-            // A handshake must finish before an OP_ERROR could be sent,
-            // and one would hold the descriptor the limit protects.
-            shard.metrics.error(ErrorCode::TooManyConnections as u8);
-            close(shard, &mut st, c);
+            // The OP_ERROR can go out only once the handshake is done
+            // (within the login timeout): the driver sends it then.
+            st.conns[slot].transport.refuse_when_open();
         }
     }
     c

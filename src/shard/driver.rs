@@ -25,6 +25,7 @@ use crate::ids::Service;
 use crate::limits;
 use crate::net::io::{Listener, Stream};
 use crate::net::transport::{Ctx, Inbound, Transport};
+use chatd_proto::ErrorCode;
 
 /// What a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,11 +212,16 @@ fn transport_in(shard: &Shard, c: ConnRef, buf: &mut BytesMut, n: usize) -> (Inb
     let inbound = cn.transport.inbound(buf, n, &ctx);
     let upgrade = cn.transport.take_upgrade();
     let own = cn.transport.wants_write();
+    let refuse = cn.transport.take_refusal();
     if let Some(service) = upgrade {
         conn::set_service(shard, st, c, service);
     }
     if own {
         conn::push_marker(shard, st, c);
+    }
+    if refuse {
+        // Accepted over --max-connections; the handshake just finished.
+        conn::send_error(shard, st, c, ErrorCode::TooManyConnections, 0, 0);
     }
     let service = st.conn(c).map_or(Service::Chatd, |cn| cn.service);
     (inbound, service)

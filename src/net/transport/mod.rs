@@ -112,6 +112,9 @@ struct Layers {
     tls: Option<Box<TlsLayer>>,
     /// How the write in flight laid out its socket batch.
     plan: Plan,
+    /// Accepted over `--max-connections`: refused with `OP_ERROR` once
+    /// open (an error cannot be sent before).
+    refuse: bool,
 }
 
 /// The layout of a socket batch made by [`Transport::outbound`]:
@@ -242,6 +245,7 @@ impl Transport {
             ws: websocket.then(WsLayer::new),
             tls,
             plan: Plan::default(),
+            refuse: false,
         }))))
     }
 
@@ -316,6 +320,26 @@ impl Transport {
                 rest: None,
             },
             Some(l) => l.written(sock, n, batch),
+        }
+    }
+
+    /// The connection must be refused with an `OP_ERROR` as soon as the
+    /// transport is open ([`Transport::take_refusal`]).
+    pub fn refuse_when_open(&mut self) {
+        if let Some(l) = &mut self.0 {
+            l.refuse = true;
+        }
+    }
+
+    /// True once, when the transport is open and the connection was to be
+    /// refused: send the `OP_ERROR` now.
+    pub fn take_refusal(&mut self) -> bool {
+        match &mut self.0 {
+            Some(l) if l.refuse && l.is_open() => {
+                l.refuse = false;
+                true
+            }
+            _ => false,
         }
     }
 

@@ -199,7 +199,7 @@ fn transport_in(shard: &Shard, c: ConnRef, buf: &mut BytesMut, n: usize) -> (Inb
     let config = &shard.shared.config;
     let ctx = Ctx {
         origins: &config.ws_allowed_origins,
-        max_message_len: config.max_rtmsg_len as usize + chatd_proto::chatd::RTMSG_HEADER_LEN,
+        max_message_len: limits::longest_command(config.max_rtmsg_len),
     };
     let Some(cn) = st.conn(c) else {
         return (Inbound::Commands, Service::Chatd);

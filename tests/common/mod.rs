@@ -77,6 +77,11 @@ pub fn chatd_command(data_dir: &Path, shards: usize) -> Command {
     command_on(data_dir, shards, ANY_PORT, transport())
 }
 
+/// [`chatd_command`] for a server over `over` (no certificate for tcp/ws).
+pub fn chatd_command_over(data_dir: &Path, shards: usize, over: TestTransport) -> Command {
+    command_on(data_dir, shards, ANY_PORT, over)
+}
+
 /// [`chatd_command`] with the listeners on `listen`.
 fn command_on(data_dir: &Path, shards: usize, listen: Listen, over: TestTransport) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatd"));
@@ -733,6 +738,16 @@ impl Server {
 }
 
 impl ChatdClient {
+    /// Wraps a connection whose transport the test set up itself.
+    pub fn from_wire(stream: Wire) -> ChatdClient {
+        ChatdClient {
+            stream,
+            buf: Vec::new(),
+            client_id: 0,
+            user: 0,
+        }
+    }
+
     /// Wraps a socket already connected to `ep.addr()` (made with special
     /// socket options), after the transport's handshakes.
     pub fn from_stream(ep: Endpoint, stream: TcpStream) -> ChatdClient {

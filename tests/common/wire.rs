@@ -203,8 +203,16 @@ impl Endpoint {
 /// A raw connection to the admin API (HTTPS when the suite runs over
 /// TLS), for tests that write their own HTTP.
 pub fn admin_socket(addr: SocketAddr) -> Wire {
-    let tcp = TcpStream::connect(addr).expect("connect admin");
-    if !transport().tls() {
+    raw_socket(addr, transport().tls())
+}
+
+/// A connection to `addr` that is TCP, or TLS trusting the test
+/// certificate, and nothing more: the test writes and reads the bytes of
+/// what runs over it.
+pub fn raw_socket(addr: SocketAddr, tls: bool) -> Wire {
+    let tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    if !tls {
         return Wire::Tcp(tcp);
     }
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");

@@ -86,9 +86,11 @@ impl WsLayer {
         }
     }
 
-    /// Upgraded and not closed: command frames can be sent.
+    /// Upgraded and no Close sent yet: command frames can be sent (after
+    /// the client's Close or a framing error too: what was queued before
+    /// goes out ahead of the server's Close).
     pub(super) fn is_open(&self) -> bool {
-        matches!(self.state, State::Open(_))
+        matches!(self.state, State::Open(_) | State::Done { upgraded: true })
     }
 
     /// Own bytes wait for a write.

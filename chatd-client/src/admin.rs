@@ -36,8 +36,10 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdminError {
-    /// The API could not be reached, or the connection broke.
-    #[error("admin API: {0}")]
+    /// The API could not be reached, or the connection broke. Shown with
+    /// its causes: hyper's own text ("client error (Connect)") hides why,
+    /// e.g. a certificate the TLS client refused.
+    #[error("admin API: {}", with_causes(.0))]
     Http(#[from] hyper_util::client::legacy::Error),
     /// The answer's body could not be read.
     #[error("admin API: reading the answer: {0}")]
@@ -64,6 +66,18 @@ pub enum AdminError {
     /// The blocking client could not start its runtime.
     #[error("admin API: cannot start a runtime: {0}")]
     Runtime(std::io::Error),
+}
+
+/// `e` and its chain of sources, joined with ": ".
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 /// An answer: its status and body.

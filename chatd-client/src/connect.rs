@@ -165,8 +165,10 @@ impl<C: Connect> Connect for Ws<C> {
     }
 }
 
-/// The command stream over a WebSocket: each write is one binary message,
-/// reads return the payloads of the server's binary messages in order.
+/// The command stream over a WebSocket: each write is one binary message
+/// (of at most [`WS_MESSAGE_MAX`](crate::limits::WS_MESSAGE_MAX) bytes: a
+/// longer write is taken in parts), reads return the payloads of the
+/// server's binary messages in order.
 /// Pings are answered; a Close (or the end of the connection) reads as
 /// end of stream; a text message is an error.
 pub struct WsStream<S> {
@@ -241,6 +243,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
     ) -> Poll<io::Result<usize>> {
         let ws = Pin::new(&mut self.ws);
         ready!(ws.poll_ready(cx)).map_err(ws_error)?;
+        // A server closes a message longer than its longest command (1009),
+        // and commands may span messages: cut long writes.
+        let data = &data[..data.len().min(crate::limits::WS_MESSAGE_MAX)];
         let message = Message::Binary(Bytes::copy_from_slice(data));
         Pin::new(&mut self.ws)
             .start_send(message)

@@ -42,6 +42,13 @@ pub fn set_between_reads(hook: fn(u64)) {
     BETWEEN_READS.with(|h| h.set(Some(hook)));
 }
 
+/// Most bytes of the command stream loadgen puts in one WebSocket frame.
+/// A server closes a message longer than its longest command with 1009
+/// (protocol section 8), and commands may span messages, so a write is cut
+/// into frames no longer than the shortest such limit: chatd's is at least
+/// 4,099 bytes (an OP_AUTH with the longest token).
+const WS_FRAME_MAX: usize = 4096;
+
 /// Longest wait for a login (connect, AUTH, HELLO, joins, dump).
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -384,14 +391,15 @@ impl Writer {
     }
 
     /// Over WebSocket: once the frame before is written, turns what `out`
-    /// holds into the next frame.
+    /// holds (up to [`WS_FRAME_MAX`] bytes of it) into the next frame.
     fn stage(&mut self) {
         if self.framed && self.at == self.frame.len() && !self.out.is_empty() {
             self.frame.clear();
             self.at = 0;
-            client_header(self.out.len(), &mut self.frame);
-            self.frame.extend_from_slice(&self.out);
-            self.out.clear();
+            let n = self.out.len().min(WS_FRAME_MAX);
+            client_header(n, &mut self.frame);
+            self.frame.extend_from_slice(&self.out[..n]);
+            self.out.drain(..n);
         }
     }
 

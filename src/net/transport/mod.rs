@@ -119,21 +119,23 @@ struct Layers {
 
 /// The layout of a socket batch made by [`Transport::outbound`]:
 /// `[owed frames][slot][header][data frames][slot]`, each part optional.
+/// Counts fit 16 bits: a batch holds at most `WRITE_IOVECS_MAX` (1,024)
+/// frames.
 #[derive(Clone, Copy, Debug, Default)]
 struct Plan {
     /// Leading frames that finish the frame a short write cut.
-    owed: usize,
+    owed: u16,
     /// A marker's slot follows them.
     lead: bool,
     /// A WebSocket frame header follows.
     header: bool,
     /// Command frames under that header.
-    data: usize,
+    data: u16,
     /// A marker's slot ends the batch.
     tail: bool,
     /// The index of the slot holding the transport's own bytes (the other
     /// slots hold their marker).
-    own: Option<usize>,
+    own: Option<u16>,
     /// Not open yet: the batch's frames were dropped, only own bytes go
     /// out (the socket batch is at most the own bytes).
     discard: bool,
@@ -155,22 +157,22 @@ enum Part {
 impl Plan {
     fn kind(&self, i: usize) -> Part {
         let slot = |i| {
-            if self.own == Some(i) {
+            if self.own.map(usize::from) == Some(i) {
                 Part::Own
             } else {
                 Part::Marker
             }
         };
-        let lead = self.owed;
+        let lead = usize::from(self.owed);
         let header = lead + usize::from(self.lead);
         let data = header + usize::from(self.header);
-        if i < self.owed {
+        if i < lead {
             Part::Command { owed: true }
         } else if self.lead && i == lead {
             slot(i)
         } else if self.header && i == header {
             Part::Header
-        } else if i < data + self.data {
+        } else if i < data + usize::from(self.data) {
             Part::Command { owed: false }
         } else {
             slot(i)
@@ -470,13 +472,14 @@ impl Layers {
             }
         }
         debug_assert!(own.is_none(), "own bytes without a marker");
+        // At most WRITE_IOVECS_MAX frames a batch: the counts fit.
         self.plan = Plan {
-            owed: owed_frames,
+            owed: owed_frames as u16,
             lead,
             header,
-            data,
+            data: data as u16,
             tail,
-            own: own_at,
+            own: own_at.map(|i| i as u16),
             discard: false,
         };
     }
@@ -554,7 +557,7 @@ impl Layers {
         }
         // Back to the queue's frames: each marker in its slot, no header;
         // own bytes the write never reached wait for the next one.
-        if let Some(at) = plan.own {
+        if let Some(at) = plan.own.map(usize::from) {
             let own = std::mem::take(&mut sock[at]);
             if !own_reached {
                 if let Some(ws) = &mut self.ws {
@@ -562,12 +565,13 @@ impl Layers {
                 }
             }
         }
+        let owed_frames = usize::from(plan.owed);
         if plan.header {
-            sock.remove(plan.owed + usize::from(plan.lead));
+            sock.remove(owed_frames + usize::from(plan.lead));
         }
         debug_assert_eq!(
             sock.len(),
-            plan.owed + usize::from(plan.lead) + plan.data + usize::from(plan.tail)
+            owed_frames + usize::from(plan.lead) + usize::from(plan.data) + usize::from(plan.tail)
         );
         sock.append(batch);
         std::mem::swap(sock, batch);

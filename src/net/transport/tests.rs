@@ -628,3 +628,18 @@ fn a_chatd_client_in_plaintext_on_a_tls_port_is_closed() {
         "no close_notify for a failed session"
     );
 }
+
+/// Every idle WebSocket connection holds its layers: they are kept to one
+/// 128-byte allocation (a mimalloc size class; bench/README.md measures
+/// the RSS per connection), and a connection's `Transport` to a pointer.
+/// A change that grows them must be a deliberate one.
+#[test]
+fn a_websocket_connection_holds_128_bytes_of_transport_state() {
+    assert_eq!(std::mem::size_of::<Transport>(), 8);
+    assert!(
+        std::mem::size_of::<Layers>() <= 128,
+        "the layers grew to {} bytes",
+        std::mem::size_of::<Layers>()
+    );
+    assert!(std::mem::size_of::<crate::ws::Decoder>() <= 64);
+}

@@ -18,18 +18,17 @@ use crate::ws::handshake::{self, Parsed};
 use crate::ws::{CloseCode, Decoder};
 
 /// Where the connection is in its WebSocket life.
-#[derive(Debug)]
-enum State {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
     /// Waiting for the whole upgrade request (the login timeout runs).
     Handshake,
-    /// Upgraded: frames in, frames out.
-    Open(Decoder),
-    /// The upgrade was refused (an HTTP error answer is on its way) or the
-    /// client closed or broke the framing: nothing more is read.
-    Done {
-        /// Whether the upgrade had happened (a Close frame may be sent).
-        upgraded: bool,
-    },
+    /// Upgraded: frames in (until the client's Close or a framing error,
+    /// which the decoder then keeps), frames out.
+    Open,
+    /// The upgrade was refused: an HTTP answer, no frames.
+    Refused,
+    /// The last bytes went out ([`WsLayer::finish`]).
+    Finished,
 }
 
 /// What one call to [`WsLayer::inbound`] found.
@@ -46,21 +45,24 @@ pub(super) enum WsIn {
     Close,
 }
 
-/// One connection's WebSocket state.
+/// One connection's WebSocket state, kept small (it is in every idle
+/// WebSocket connection): 104 bytes.
 #[derive(Debug)]
 pub(super) struct WsLayer {
-    state: State,
-    /// Bytes of its own waiting to be written at the next write: the 101
-    /// answer or an HTTP refusal, a Pong. The driver queues a marker for
-    /// them ([`super::Transport::wants_write`]).
-    own: BytesMut,
-    /// Payload bytes of the binary frame in progress that a short write
-    /// left unwritten: the next write sends them first, with no header.
-    owed: usize,
+    /// The frame decoder (made for the limit at the upgrade).
+    decoder: Decoder,
+    phase: Phase,
     /// The service the upgrade named, until the driver takes it.
     upgraded: Option<Service>,
     /// The Close frame that ends the connection, once decided.
     close: Option<CloseWith>,
+    /// Bytes of its own waiting to be written at the next write: the 101
+    /// answer or an HTTP refusal, a Pong. The driver queues a marker for
+    /// them ([`super::Transport::wants_write`]).
+    own: Vec<u8>,
+    /// Payload bytes of the binary frame in progress that a short write
+    /// left unwritten: the next write sends them first, with no header.
+    owed: usize,
 }
 
 /// Which Close frame the server sends last.
@@ -68,8 +70,9 @@ pub(super) struct WsLayer {
 enum CloseWith {
     /// The answer to a client's Close: its status (none for none).
     Echo(Option<CloseCode>),
-    /// A framing error: its status, its text as the reason.
-    Error(crate::ws::Error),
+    /// A framing error (the decoder keeps it): its status, its text as
+    /// the reason.
+    Error,
     /// After an `OP_ERROR`, or any other close the server decides.
     Status(CloseCode),
 }
@@ -78,11 +81,12 @@ impl WsLayer {
     /// A connection just accepted on the WebSocket listener.
     pub(super) fn new() -> WsLayer {
         WsLayer {
-            state: State::Handshake,
-            own: BytesMut::new(),
-            owed: 0,
+            decoder: Decoder::new(0),
+            phase: Phase::Handshake,
             upgraded: None,
             close: None,
+            own: Vec::new(),
+            owed: 0,
         }
     }
 
@@ -90,7 +94,7 @@ impl WsLayer {
     /// the client's Close or a framing error too: what was queued before
     /// goes out ahead of the server's Close).
     pub(super) fn is_open(&self) -> bool {
-        matches!(self.state, State::Open(_) | State::Done { upgraded: true })
+        self.phase == Phase::Open
     }
 
     /// Own bytes wait for a write.
@@ -106,40 +110,42 @@ impl WsLayer {
     /// Handles the `new` bytes at the end of `buf` (plaintext: TLS, if
     /// any, is undone already). See [`super::Transport::inbound`].
     pub(super) fn inbound(&mut self, buf: &mut BytesMut, new: usize, ctx: &Ctx<'_>) -> WsIn {
-        if let State::Handshake = self.state {
-            match handshake::parse(buf, ctx.origins) {
-                Parsed::Incomplete => return WsIn::Wait,
+        match self.phase {
+            Phase::Handshake => match handshake::parse(buf, ctx.origins) {
+                Parsed::Incomplete => WsIn::Wait,
                 Parsed::Reject(why) => {
                     why.write(&mut self.own);
-                    self.state = State::Done { upgraded: false };
+                    self.phase = Phase::Refused;
                     buf.clear();
-                    return WsIn::Close;
+                    WsIn::Close
                 }
                 Parsed::Upgrade { request, used } => {
                     handshake::accept(&request, &mut self.own);
                     self.upgraded = Some(request.service);
-                    self.state = State::Open(Decoder::new(ctx.max_message_len));
+                    self.phase = Phase::Open;
+                    self.decoder = Decoder::new(ctx.max_message_len);
                     bytes::Buf::advance(buf, used);
                     // Bytes after the request are already frames.
-                    return self.decode(buf, 0);
+                    self.decode(buf, 0)
                 }
+            },
+            Phase::Open => {
+                let start = buf.len() - new;
+                self.decode(buf, start)
+            }
+            Phase::Refused | Phase::Finished => {
+                buf.clear();
+                WsIn::Close
             }
         }
-        let start = buf.len() - new;
-        self.decode(buf, start)
     }
 
     /// Decodes the frames in `buf[start..]`.
     fn decode(&mut self, buf: &mut BytesMut, start: usize) -> WsIn {
-        let State::Open(dec) = &mut self.state else {
-            buf.clear();
-            return WsIn::Close;
-        };
-        match dec.decode(buf, start) {
+        match self.decoder.decode(buf, start) {
             Ok(inbound) => {
                 if let Some(close) = inbound.close {
                     self.close = Some(CloseWith::Echo(close.code));
-                    self.state = State::Done { upgraded: true };
                     return WsIn::CommandsThenClose;
                 }
                 if let Some(ping) = inbound.ping {
@@ -149,8 +155,7 @@ impl WsLayer {
             }
             Err(e) => {
                 tracing::debug!("websocket: {e}");
-                self.close = Some(CloseWith::Error(e));
-                self.state = State::Done { upgraded: true };
+                self.close = Some(CloseWith::Error);
                 buf.clear();
                 WsIn::Close
             }
@@ -171,20 +176,19 @@ impl WsLayer {
     /// unfinished handshake just ends). Without a decided status (a login
     /// or idle timeout): 1000. Own bytes still waiting are dropped.
     pub(super) fn finish(&mut self, out: &mut BytesMut) {
-        let upgraded = match self.state {
-            State::Handshake => false,
-            State::Open(_) => true,
-            State::Done { upgraded } => upgraded,
-        };
-        self.state = State::Done { upgraded: false };
-        self.own = BytesMut::new();
+        let upgraded = self.phase == Phase::Open;
+        self.phase = Phase::Finished;
+        self.own = Vec::new();
         if !upgraded {
             return;
         }
         debug_assert_eq!(self.owed, 0, "a frame is still owed at the close");
         match self.close.unwrap_or(CloseWith::Status(CloseCode::NORMAL)) {
             CloseWith::Echo(code) => encode::close(code, "", out),
-            CloseWith::Error(e) => encode::close(Some(e.close_code()), &e.to_string(), out),
+            CloseWith::Error => match self.decoder.error() {
+                Some(e) => encode::close(Some(e.close_code()), &e.to_string(), out),
+                None => encode::close(Some(CloseCode::PROTOCOL_ERROR), "", out),
+            },
             CloseWith::Status(code) => encode::close(Some(code), "", out),
         }
     }
@@ -205,13 +209,13 @@ impl WsLayer {
             return None;
         }
         // Taken whole, so an idle connection keeps no buffer for them.
-        Some(std::mem::take(&mut self.own).freeze())
+        Some(Bytes::from(std::mem::take(&mut self.own)))
     }
 
     /// Puts back own bytes a write did not send at all, in front of any
     /// that arrived meanwhile.
     pub(super) fn untake_own(&mut self, own: Bytes) {
-        let mut all = BytesMut::with_capacity(own.len() + self.own.len());
+        let mut all = Vec::with_capacity(own.len() + self.own.len());
         all.extend_from_slice(&own);
         all.extend_from_slice(&self.own);
         self.own = all;

@@ -163,14 +163,14 @@ pub async fn write_loop(shard: Rc<Shard>, c: ConnRef, stream: Rc<Stream>) {
 /// ends the read loop too).
 async fn write_batch(shard: &Shard, c: ConnRef, stream: &Stream, batch: &mut Vec<Bytes>) -> bool {
     let mut sock = shard.take_write_batch();
-    let out = {
+    let (out, service) = {
         let mut st = shard.state.borrow_mut();
         let Some(conn) = st.conn(c) else {
             drop(st);
             shard.give_write_batch(sock);
             return false;
         };
-        if !conn.transport.outbound(batch, &mut sock) {
+        let out = if !conn.transport.outbound(batch, &mut sock) {
             Out::Tcp
         } else {
             match conn.transport.seal(&sock) {
@@ -181,7 +181,8 @@ async fn write_batch(shard: &Shard, c: ConnRef, stream: &Stream, batch: &mut Vec
                     Out::Failed
                 }
             }
-        }
+        };
+        (out, conn.service)
     };
     // Whether the write had bytes to write (else writing none is no error).
     let expect = match &out {
@@ -190,6 +191,12 @@ async fn write_batch(shard: &Shard, c: ConnRef, stream: &Stream, batch: &mut Vec
         Out::Sealed(records) => !records.is_empty(),
         Out::Failed => true,
     };
+    // Counted when issued, not when done: a peer that has read the bytes
+    // then knows the write is counted (the completion reaches this task
+    // only after the peer may already have them).
+    if expect && !matches!(out, Out::Failed) {
+        shard.metrics.socket_writes[service.index()].fetch_add(1, Relaxed);
+    }
     // (bytes of the socket batch written, socket bytes written)
     let res = match out {
         Out::Tcp => {
@@ -252,7 +259,6 @@ fn after_write(
     conn.out.written(batch, written.commands);
     if wire > 0 {
         shard.metrics.bytes_out[service.index()].fetch_add(wire as u64, Relaxed);
-        shard.metrics.socket_writes[service.index()].fetch_add(1, Relaxed);
     }
     Some(written.rest)
 }

@@ -186,7 +186,7 @@ pub async fn open(
     source_ips: u32,
 ) -> Result<(Reader, Writer), ClientError> {
     let tcp = connect(ep.addr, index, source_ips).await?;
-    let (rd, wr, ws) = ep.open(tcp).await?;
+    let (rd, wr, ws) = ep.open(tcp).await.map_err(ClientError::Connect)?;
     let framed = ws.is_some();
     Ok((Reader::new(rd, ws), Writer::new(wr, framed)))
 }

@@ -26,8 +26,6 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::client::ClientError;
-
 /// Longest HTTP answer to an upgrade loadgen reads.
 const UPGRADE_ANSWER_MAX: usize = 8 * 1024;
 
@@ -68,8 +66,10 @@ impl Endpoint {
     }
 
     /// Runs the transport's handshakes over a connected socket and splits
-    /// it into its read and write halves.
-    pub async fn open(&self, tcp: TcpStream) -> Result<(Rd, Wr, Option<Deframer>), ClientError> {
+    /// it into its read and write halves. An error is the connection's
+    /// (the client reports it as a failed connect; an `io::Error` here
+    /// keeps this module below `crate::client`).
+    pub async fn open(&self, tcp: TcpStream) -> io::Result<(Rd, Wr, Option<Deframer>)> {
         let (rd, wr) = match &self.tls {
             None => {
                 let (rd, wr) = tcp.into_split();
@@ -79,8 +79,7 @@ impl Endpoint {
                 let name = rustls::pki_types::ServerName::from(self.addr.ip());
                 let tls = tokio_rustls::TlsConnector::from(config.clone())
                     .connect(name, tcp)
-                    .await
-                    .map_err(ClientError::Connect)?;
+                    .await?;
                 let (rd, wr) = tokio::io::split(tls);
                 (Rd::Tls(rd), Wr::Tls(wr))
             }
@@ -93,10 +92,8 @@ impl Endpoint {
             "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: bG9hZGdlbiBrZXkgMTIzNA==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             self.addr
         );
-        wr.write_all(request.as_bytes())
-            .await
-            .map_err(ClientError::Connect)?;
-        wr.flush().await.map_err(ClientError::Connect)?;
+        wr.write_all(request.as_bytes()).await?;
+        wr.flush().await?;
         // Read the answer byte by byte up to its blank line, so that no
         // frame after it is taken from the socket here.
         let mut answer = Vec::with_capacity(256);
@@ -105,7 +102,7 @@ impl Endpoint {
                 return Err(upgrade_refused(&answer));
             }
             let mut b = [0u8; 1];
-            if rd.read(&mut b).await.map_err(ClientError::Connect)? == 0 {
+            if rd.read(&mut b).await? == 0 {
                 return Err(upgrade_refused(&answer));
             }
             answer.push(b[0]);
@@ -117,12 +114,10 @@ impl Endpoint {
     }
 }
 
-fn upgrade_refused(answer: &[u8]) -> ClientError {
+fn upgrade_refused(answer: &[u8]) -> io::Error {
     let line = String::from_utf8_lossy(answer);
     let line = line.lines().next().unwrap_or("no answer");
-    ClientError::Connect(io::Error::other(format!(
-        "WebSocket upgrade refused: {line}"
-    )))
+    io::Error::other(format!("WebSocket upgrade refused: {line}"))
 }
 
 /// The read half of a connection.

@@ -18,6 +18,16 @@
 //! connection's queue is flushed, its transport's last bytes (a WebSocket
 //! Close, TLS close_notify) go out before the socket is shut down
 //! ([`finish`]).
+//!
+//! The contract with the output queue, whatever the transport: the queue
+//! lends a batch of frames (`Vec<Bytes>`, in order); one write goes out
+//! ([`write_batch`]); the transport's `written` says how many of the
+//! batch's bytes that was (`commands`: command-stream bytes, headers and
+//! records not counted) and hands every lent frame back in `batch`; then
+//! `OutQueue::written(batch, commands)` drops what went out and keeps the
+//! rest, a cut frame included, for the next write. A queue that changes
+//! how it stores frames keeps to that: a batch of `Bytes` written, then
+//! `written(n)`.
 
 use std::future::poll_fn;
 use std::rc::Rc;

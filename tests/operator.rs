@@ -190,6 +190,8 @@ fn a_listen_address_may_name_a_host() {
         "localhost:0",
         "--admin-listen",
         "localhost:0",
+        "--ws-listen",
+        "localhost:0",
     ])
     .stdout(Stdio::piped())
     .stderr(Stdio::null())
@@ -223,6 +225,8 @@ fn a_failed_start_leaves_no_fresh_data_dir_behind() {
             "--chatd-listen",
             "127.0.0.1:0",
             "--statusd-listen",
+            "127.0.0.1:0",
+            "--ws-listen",
             "127.0.0.1:0",
         ])
         .arg("--data-dir")

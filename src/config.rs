@@ -80,8 +80,10 @@ pub struct Config {
     pub statusd_listen: SocketAddr,
 
     /// Address of the WebSocket listener: both services, by path (`/chatd`,
-    /// `/statusd`); `wss` with --tls-cert. Port 0 binds a free port.
-    #[arg(long, env = "CHATD_WS_LISTEN", default_value = "127.0.0.1:7402")]
+    /// `/statusd`); `wss` with --tls-cert. IP:PORT or HOST:PORT. Port 0
+    /// binds a free port.
+    #[arg(long, env = "CHATD_WS_LISTEN", default_value = "127.0.0.1:7402",
+          value_parser = listen_addr)]
     pub ws_listen: SocketAddr,
 
     /// Browser origins that may open a WebSocket: `*`, or a comma-separated
@@ -344,9 +346,12 @@ mod tests {
             "localhost:7400",
             "--statusd-listen",
             "[::1]:0",
+            "--ws-listen",
+            "localhost:0",
         ])
         .unwrap();
         assert!(cli.config.chatd_listen.ip().is_loopback());
+        assert!(cli.config.ws_listen.ip().is_loopback());
         assert_eq!(cli.config.chatd_listen.port(), 7400);
         assert_eq!(cli.config.statusd_listen, "[::1]:0".parse().unwrap());
     }

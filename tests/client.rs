@@ -201,6 +201,12 @@ fn a_call_stays_on_while_the_clients_beat_and_ends_when_one_leaves() {
     s.add_member(7, 2);
     let (t1, t2) = (s.token(1), s.token(2));
     let api = AdminClient::new(s.admin, s.admin_token.clone());
+    // HTTPS when the suite runs over TLS.
+    let api = if common::transport().tls() {
+        api.with_tls(common::test_tls().client.clone())
+    } else {
+        api
+    };
     block_on(async {
         let beat = Duration::from_millis(50);
         let (a, mut ae) = ChatClient::builder(t1)

@@ -164,6 +164,11 @@ impl Session {
                 // ciphertext out and append from here on.
                 let rest = buf.split_off(r);
                 buf.truncate(w);
+                // This plaintext first: rustls takes no more ciphertext
+                // while it holds more plaintext than its limit (16 KiB).
+                buf.resize(w + len, 0);
+                self.conn.reader().read_exact(&mut buf[w..])?;
+                w += len;
                 let more = self.receive(&rest, buf)?;
                 got.plaintext += more.plaintext + (w - start);
                 got.peer_closed |= more.peer_closed;

@@ -566,6 +566,50 @@ fn tls_handshakes_then_carries_commands_both_ways_and_closes_with_close_notify()
 }
 
 #[test]
+fn a_read_that_finishes_a_cut_record_and_brings_more_loses_nothing() {
+    // A client's large write, read in two pieces: the second finishes a
+    // record the first cut and carries whole records after it, so the
+    // plaintext outgrows the ciphertext taken by that read (the rare path
+    // of `receive_in_place`). rustls refuses more ciphertext while it
+    // holds over 16 KiB of plaintext: what it decrypted must be taken out
+    // first, or the connection fails ("received plaintext buffer full").
+    let any = OriginPolicy::Any;
+    // One full record, then small ones (a client's many small writes):
+    // one read of rustls's (4 KiB) finishes the first and decrypts some of
+    // the small ones too, over 16 KiB of plaintext at once.
+    let big: Vec<u8> = (0..16 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let small: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 100]).collect();
+    let sent = [&big[..], &small.concat()].concat();
+    for cut in (1_000..16_400).step_by(700) {
+        let (config, mut c) = tls_pair();
+        let mut t = Transport::new(false, Some(config)).unwrap();
+        let mut buf = BytesMut::new();
+        assert_eq!(exchange(&mut t, &mut c, &mut buf, &[]).0, Inbound::Commands);
+        assert_eq!(exchange(&mut t, &mut c, &mut buf, &[]).0, Inbound::Commands);
+        assert!(!c.is_handshaking());
+        let mut wire = Vec::new();
+        for part in std::iter::once(&big).chain(&small) {
+            std::io::Write::write_all(&mut c.writer(), part).unwrap();
+            while c.wants_write() {
+                c.write_tls(&mut wire).unwrap();
+            }
+        }
+        let mut got = Vec::new();
+        for piece in [&wire[..cut], &wire[cut..]] {
+            buf.extend_from_slice(piece);
+            let inbound = t.inbound(&mut buf, piece.len(), &ctx(&any));
+            assert_eq!(inbound, Inbound::Commands, "cut at {cut}");
+            got.extend_from_slice(&buf);
+            buf.clear();
+        }
+        assert!(
+            got == sent,
+            "cut at {cut}: the plaintext, whole and in order"
+        );
+    }
+}
+
+#[test]
 fn wss_runs_the_upgrade_and_frames_inside_tls() {
     let (config, mut c) = tls_pair();
     let mut t = Transport::new(true, Some(config)).unwrap();

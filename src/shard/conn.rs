@@ -24,7 +24,7 @@ use crate::ids::{ChatId, Service};
 use crate::limits;
 use crate::net::io::Stream;
 use crate::net::outbuf::{Flush, OutQueue, PushError, Wake};
-use crate::net::transport::Transport;
+use crate::net::transport::{CloseWhy, Transport};
 
 /// The read buffer of `c` for its next read, with at least `want / 2`
 /// bytes free (allocating `want` more when not); `None` once `c` is gone
@@ -187,9 +187,44 @@ pub fn register(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         + 1;
     if open > shard.shared.max_conns {
-        send_error(shard, &mut st, c, ErrorCode::TooManyConnections, 0, 0);
+        let tcp = st.conn(c).is_none_or(|conn| conn.transport.is_tcp());
+        if tcp {
+            send_error(shard, &mut st, c, ErrorCode::TooManyConnections, 0, 0);
+        } else if let Some(conn) = st.conn(c) {
+            // The OP_ERROR can go out only once the handshake is done
+            // (within the login timeout): the driver sends it then.
+            conn.transport.refuse_when_open();
+        }
     }
     c
+}
+
+/// A WebSocket connection's upgrade named `service`: it serves that one
+/// from now on (it was counted as chatd until then).
+pub fn set_service(shard: &Shard, st: &mut State, c: ConnRef, service: Service) {
+    let Some(conn) = st.conn(c) else { return };
+    if conn.service == service {
+        return;
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    shard.metrics.connections[conn.service.index()].fetch_sub(1, Relaxed);
+    shard.metrics.connections[service.index()].fetch_add(1, Relaxed);
+    conn.service = service;
+    let rate = match service {
+        Service::Chatd => shard.shared.config.rtmsg_rate,
+        Service::Statusd => shard.shared.config.setpres_rate,
+    };
+    conn.bucket = TokenBucket::new(
+        rate,
+        rate.saturating_mul(limits::RATE_BURST_SECS),
+        conn.last_rx_ms,
+    );
+}
+
+/// Queues a marker on `c`: its transport has bytes of its own to write
+/// there, after what is queued already (see [`crate::net::transport`]).
+pub fn push_marker(shard: &Shard, st: &mut State, c: ConnRef) {
+    queue_frame(shard, st, c, Bytes::new(), Flush::Now);
 }
 
 /// Removes a connection whose read loop ended, and tells the home shards
@@ -347,8 +382,13 @@ pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes, flus
             chatd_proto::encode_error(ErrorCode::SlowConsumer, 0, 0, b)
         });
         if let Some(conn) = st.conn(c) {
-            shard.metrics.error(ErrorCode::SlowConsumer as u8);
-            if queue_last_error(&mut conn.out, err) == Wake::Spawn {
+            conn.transport.close_with(CloseWhy::Error);
+            let tcp = conn.transport.is_tcp();
+            let (queued, wake) = queue_last_error(&mut conn.out, err, cap, tcp);
+            if queued {
+                shard.metrics.error(ErrorCode::SlowConsumer as u8);
+            }
+            if wake == Wake::Spawn {
                 writer::spawn_writer(shard, st, c);
             }
         }
@@ -357,14 +397,23 @@ pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes, flus
 }
 
 /// Queues `err`, the last frame of a connection about to be closed as a
-/// slow consumer, in place of whatever it was still to be sent
-/// ([`OutQueue::push_last`]): its last command is this error, whole.
-/// Returns the wake its writer needs, which the caller must act on: a
-/// queue that held only batched frames has no writer, and once this push
-/// has marked the writer running, the close that follows finds nothing to
-/// start.
-fn queue_last_error(out: &mut OutQueue, err: Bytes) -> Wake {
-    out.push_last(err)
+/// slow consumer. Over TCP it takes the place of whatever was still to be
+/// sent ([`OutQueue::push_last`]): its last command is this error, whole.
+/// Over another transport queued frames cannot be dropped (a WebSocket
+/// frame's header, once out, covers exactly its frames), so it is queued
+/// only if it still fits under `cap`. Returns whether it was queued and
+/// the wake its writer needs, which the caller must act on: a queue that
+/// held only batched frames has no writer, and once this push has marked
+/// the writer running, the close that follows finds nothing to start.
+fn queue_last_error(out: &mut OutQueue, err: Bytes, cap: usize, tcp: bool) -> (bool, Wake) {
+    if tcp {
+        return (true, out.push_last(err));
+    }
+    match out.push(err, cap, Flush::Now) {
+        Ok(wake) => (true, wake),
+        // The close wakes (or starts) the writer to flush what is queued.
+        Err(PushError::Full) => (false, Wake::Done),
+    }
 }
 
 /// The batch flush: wakes (or starts) the writer of every connection
@@ -406,6 +455,12 @@ pub fn send_error(shard: &Shard, st: &mut State, c: ConnRef, code: ErrorCode, op
     shard.metrics.error(code as u8);
     push_frame(shard, st, c, frame);
     if code.closes_connection() {
+        if let Some(conn) = st.conn(c) {
+            conn.transport.close_with(match code {
+                ErrorCode::ShuttingDown => CloseWhy::ShuttingDown,
+                _ => CloseWhy::Error,
+            });
+        }
         close(shard, st, c);
     }
 }
@@ -598,7 +653,10 @@ mod tests {
         // Now: the error's push says a writer must be started.
         let mut q = batched_only(cap);
         assert_eq!(q.push(big, cap, Flush::Now), Err(PushError::Full));
-        assert_eq!(queue_last_error(&mut q, err), Wake::Spawn);
+        assert_eq!(
+            queue_last_error(&mut q, err, cap, true),
+            (true, Wake::Spawn)
+        );
     }
 
     #[test]
@@ -606,9 +664,21 @@ mod tests {
         let cap = limits::QUEUED_FRAME_OVERHEAD + 4;
         let mut q = batched_only(cap);
         let err = Bytes::from(vec![8u8; chatd_proto::ERROR_LEN]);
-        assert_eq!(queue_last_error(&mut q, err.clone()), Wake::Spawn);
+        assert_eq!(
+            queue_last_error(&mut batched_only(cap), err.clone(), cap, false),
+            (false, Wake::Done),
+            "another transport: only if it fits"
+        );
+        assert_eq!(
+            queue_last_error(&mut q, err.clone(), cap, true),
+            (true, Wake::Spawn)
+        );
         let mut batch = Vec::new();
         q.take_batch(&mut batch, 16);
-        assert_eq!(batch, [err], "the unstarted frame made way for the error");
+        assert_eq!(
+            batch,
+            [err],
+            "over TCP the unstarted frame made way for the error"
+        );
     }
 }

@@ -215,7 +215,6 @@ impl ServiceInput for ChatdInput {
 
 /// Handles a message for a room homed on this shard.
 pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
-    let now = shard.shared.now_ms();
     let mut out = Vec::new();
     let mut st = shard.state.borrow_mut();
     match msg {
@@ -230,7 +229,10 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
             chat,
             conn,
             in_call,
-        } => match st.rooms.in_call(chat, conn, in_call, now, &mut out) {
+        } => match st
+            .rooms
+            .in_call(chat, conn, in_call, shard.shared.now_ms(), &mut out)
+        {
             Ok(()) => {
                 if in_call {
                     shard.metrics.call_heartbeats.fetch_add(1, Relaxed);

@@ -110,7 +110,7 @@ pub fn unregister(shard: &Shard, c: ConnRef) {
         if let Some(key) = conn.timer.take() {
             st.timers.cancel(key);
         }
-        conn.out.clear();
+        conn.out.clear(&mut st.out_chunks);
         // A parked writer wakes, finds the connection gone and ends.
         let _ = conn.out.wake_writer();
         conn
@@ -188,7 +188,7 @@ impl Shard {
             for &c in conns {
                 let shard = c.shard as usize;
                 if shard == me {
-                    queue_frame(self, &mut st, c, frame.clone(), flush);
+                    queue_frame(self, &mut st, c, frame, flush);
                 } else if let Some((_, g)) = groups.iter_mut().find(|(s, _)| *s == shard) {
                     g.push(c);
                 }
@@ -211,7 +211,7 @@ impl Shard {
     pub fn deliver_local(&self, frame: &Bytes, conns: &[ConnRef], flush: Flush) {
         let mut st = self.state.borrow_mut();
         for &c in conns {
-            queue_frame(self, &mut st, c, frame.clone(), flush);
+            queue_frame(self, &mut st, c, frame, flush);
         }
     }
 }
@@ -219,19 +219,23 @@ impl Shard {
 /// Queues `frame` on `c` if it is on this shard and open, to be written
 /// at once.
 pub fn push_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes) {
-    queue_frame(shard, st, c, frame, Flush::Now);
+    queue_frame(shard, st, c, &frame, Flush::Now);
 }
 
 /// Queues `frame` on `c` if it is on this shard and open, to be written
-/// as `flush` says. A queue over `--max-outbuf-bytes` makes it a slow
-/// consumer: closed, with OP_ERROR SLOW_CONSUMER if that still fits.
-pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes, flush: Flush) {
+/// as `flush` says (copied into the connection's output chunk, or shared
+/// if large: [`OutQueue::push`]). A queue over `--max-outbuf-bytes` makes
+/// it a slow consumer: closed, with OP_ERROR SLOW_CONSUMER if that still
+/// fits.
+pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: &Bytes, flush: Flush) {
     let cap = shard.shared.config.outbuf_cap();
-    let Some(conn) = st.conn(c) else { return };
+    let Some((conn, chunks)) = st.conn_and_chunks(c) else {
+        return;
+    };
     if conn.phase == Phase::Closing {
         return;
     }
-    match conn.out.push(frame, cap, flush) {
+    match conn.out.push(frame, cap, flush, chunks) {
         Ok(Wake::Done) => return,
         Ok(Wake::Spawn) => return writer::spawn_writer(shard, st, c),
         Ok(Wake::Batch) => {
@@ -251,10 +255,10 @@ pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes, flus
         let err = st.arena.frame(chatd_proto::ERROR_LEN, |b| {
             chatd_proto::encode_error(ErrorCode::SlowConsumer, 0, 0, b)
         });
-        if let Some(conn) = st.conn(c) {
+        if let Some((conn, chunks)) = st.conn_and_chunks(c) {
             // The queue is not empty, so a writer exists (or the batch
             // flush or the close below wakes one): no spawn needed.
-            if conn.out.push(err, cap, Flush::Now).is_ok() {
+            if conn.out.push(&err, cap, Flush::Now, chunks).is_ok() {
                 shard.metrics.error(ErrorCode::SlowConsumer as u8);
             }
         }

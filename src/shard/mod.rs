@@ -72,6 +72,7 @@ use crate::ids::{ChatId, ClientId, FastMap, Service, UserId};
 use crate::limits;
 use crate::metrics::ShardMetrics;
 use crate::net::arena::FrameArena;
+use crate::net::chunk::ChunkPool;
 use crate::net::io::Stream;
 use crate::net::outbuf::{Flush, OutQueue};
 use crate::net::transport::Transport;
@@ -133,6 +134,8 @@ pub struct State {
     pub timers: TimerWheel<ConnRef>,
     /// Small frames the server builds.
     pub arena: FrameArena,
+    /// Free output chunks, for the connections' queues.
+    pub out_chunks: ChunkPool,
     /// Set once draining started.
     pub draining: bool,
     /// When a drain must end.
@@ -149,6 +152,16 @@ impl State {
         self.conns
             .get_mut(c.slot as usize)
             .filter(|conn| conn.gen == c.gen)
+    }
+
+    /// The connection `c` refers to, with the shard's output chunk pool
+    /// its queue copies frames into.
+    pub fn conn_and_chunks(&mut self, c: ConnRef) -> Option<(&mut Conn, &mut ChunkPool)> {
+        let conn = self
+            .conns
+            .get_mut(c.slot as usize)
+            .filter(|conn| conn.gen == c.gen)?;
+        Some((conn, &mut self.out_chunks))
     }
 }
 
@@ -275,6 +288,7 @@ impl Shard {
             dumps: FastMap::default(),
             timers: TimerWheel::new(limits::TIMER_TICK_MS, limits::TIMER_SLOTS, now),
             arena: FrameArena::default(),
+            out_chunks: ChunkPool::default(),
             draining: false,
             drain_end_ms: None,
             writers: Vec::new(),

@@ -140,21 +140,21 @@ async fn write_batch(shard: &Shard, c: ConnRef, stream: &Stream, batch: &mut Vec
     let (res, b) = stream.writev(std::mem::take(batch)).await;
     *batch = b;
     let mut st = shard.state.borrow_mut();
-    let Some(conn) = st.conn(c) else {
+    let Some((conn, chunks)) = st.conn_and_chunks(c) else {
         return false;
     };
     match res {
         Ok(n) if n > 0 => {
             let service = conn.service;
             let commands = conn.transport.written(batch, n);
-            conn.out.written(batch, commands);
+            conn.out.written(batch, commands, chunks);
             shard.metrics.bytes_out[service.index()].fetch_add(n as u64, Relaxed);
             shard.metrics.socket_writes[service.index()].fetch_add(1, Relaxed);
             true
         }
         _ => {
             batch.clear();
-            conn.out.clear();
+            conn.out.clear(chunks);
             stream.shutdown();
             false
         }

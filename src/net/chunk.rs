@@ -74,10 +74,20 @@ impl ChunkPool {
     }
 
     /// Takes back a chunk of `class` (empty; its bytes may still be in
-    /// flight), unless the pool already holds its maximum, in which case
-    /// the chunk is freed once its last bytes are written.
+    /// flight). A full pool makes room by letting go of chunks of other
+    /// classes (the sizes connections needed before, which a burst that
+    /// made them grow leaves behind); if that is not enough, this chunk is
+    /// the one let go (freed once its last bytes are written).
     pub fn give(&mut self, chunk: BytesMut, class: u8) {
         let size = class_bytes(class);
+        let mut other = 0;
+        while self.pooled_bytes + size > limits::OUT_POOL_BYTES_MAX && other < CLASSES {
+            if other != usize::from(class) && self.free[other].pop_front().is_some() {
+                self.pooled_bytes -= class_bytes(other as u8);
+            } else {
+                other += 1;
+            }
+        }
         if self.pooled_bytes + size <= limits::OUT_POOL_BYTES_MAX {
             self.pooled_bytes += size;
             self.free[usize::from(class)].push_back(chunk);
@@ -126,6 +136,25 @@ mod tests {
         assert_eq!(again.as_ptr(), ptr);
         assert_eq!(again.capacity(), class_bytes(0));
         assert_eq!(pool.pooled_bytes(), 0);
+    }
+
+    #[test]
+    fn a_full_pool_lets_go_of_other_classes_first() {
+        let mut pool = ChunkPool::default();
+        let top = CLASSES as u8 - 1;
+        let n = limits::OUT_POOL_BYTES_MAX / class_bytes(0);
+        for _ in 0..n {
+            pool.give(BytesMut::with_capacity(class_bytes(0)), 0);
+        }
+        assert_eq!(pool.pooled_bytes(), limits::OUT_POOL_BYTES_MAX);
+        pool.give(BytesMut::with_capacity(class_bytes(top)), top);
+        assert_eq!(pool.free[usize::from(top)].len(), 1);
+        assert_eq!(
+            pool.free[0].len(),
+            n - class_bytes(top) / class_bytes(0),
+            "just enough small chunks let go"
+        );
+        assert!(pool.pooled_bytes() <= limits::OUT_POOL_BYTES_MAX);
     }
 
     #[test]

@@ -58,12 +58,15 @@ pub const READ_BUF_MAX: usize = 256 * 1024;
 /// buffer they were cut from, no copy); smaller ones are copied into the
 /// connection's output chunk ([`OUT_CHUNK_MIN`]..[`OUT_CHUNK_MAX`]). A
 /// copy makes a write one contiguous buffer instead of one piece per
-/// delivery, which is where the kernel's time went (issue 13: one iovec
-/// per 153-byte delivery cost ~180 ns of kernel time, a contiguous buffer
-/// ~40-80 ns), and what a copy costs grows with the frame while the piece
-/// overhead it saves does not. Measured where the two meet:
-/// bench/results/profiles-20261206.md.
-pub const OUT_SHARE_MIN_BYTES: usize = 4096;
+/// delivery, which is where the kernel's time went (issue 13: with one
+/// iovec per 153-byte delivery the kernel spent 176-201 ns per delivery,
+/// the floor's contiguous buffer 40-78 ns); but a copy costs in
+/// proportion to the frame while the per-piece cost it saves does not.
+/// Measured, every frame copied against every frame shared (deliveries
+/// per server CPU-second, 100 rooms x 10): copying wins by ~19% at 128-byte
+/// payloads, they are even at 256, and sharing wins from 384 (+13%) to
+/// 16 KiB (+40-200%). bench/results/profiles-20261206.md.
+pub const OUT_SHARE_MIN_BYTES: usize = 512;
 
 /// Smallest output chunk: what a connection that is sent one small frame
 /// holds until it is written (a few frames of room).

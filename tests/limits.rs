@@ -207,7 +207,7 @@ fn chatd_bytes_out(server: &Server) -> u64 {
 /// once kept a read buffer alive each (2.6 GB under a 1 MiB cap). Small
 /// frames are copied into the reader's own output chunk.
 fn a_stalled_reader_pins_no_more_than_its_cap(shards: usize) {
-    const FILL: usize = 1000;
+    const FILL: usize = 400;
     const ROUNDS: usize = 2000;
     const LARGE: usize = 60_000;
     /// Far above the cap and the read buffers in use, far below what the

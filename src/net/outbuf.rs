@@ -120,7 +120,36 @@ impl OutQueue {
     /// takes one frame, so a message larger than the cap
     /// (`--max-rtmsg-len` may exceed `--max-outbuf-bytes`) still reaches a
     /// reader that keeps up; memory stays bounded by cap + one frame.
+    #[inline]
     pub fn push(
+        &mut self,
+        frame: &Bytes,
+        cap: usize,
+        flush: Flush,
+        pool: &mut ChunkPool,
+    ) -> Result<Wake, PushError> {
+        // The common case, kept small enough to inline into fan-out: a
+        // small frame that fits the current chunk.
+        if frame.len() < limits::OUT_SHARE_MIN_BYTES {
+            if let Some(chunk) = &mut self.chunk {
+                if chunk.capacity() - chunk.len() >= frame.len() {
+                    let queued = self.bytes + self.segs.len() * limits::QUEUED_FRAME_OVERHEAD;
+                    if queued > 0 && queued + frame.len() > cap {
+                        return Err(PushError::Full);
+                    }
+                    chunk.extend_from_slice(frame);
+                    self.bytes += frame.len();
+                    return Ok(self.pushed(flush));
+                }
+            }
+        }
+        self.push_slow(frame, cap, flush, pool)
+    }
+
+    /// [`OutQueue::push`] for everything but a small frame that fits the
+    /// current chunk.
+    #[inline(never)]
+    fn push_slow(
         &mut self,
         frame: &Bytes,
         cap: usize,
@@ -148,11 +177,18 @@ impl OutQueue {
             self.copy_in(frame, pool);
         }
         self.bytes += frame.len();
-        Ok(match flush {
+        Ok(self.pushed(flush))
+    }
+
+    /// What a frame just queued with `flush` asks of the caller.
+    #[inline]
+    fn pushed(&mut self, flush: Flush) -> Wake {
+        match flush {
+            Flush::Now if matches!(self.writer, Writer::Running) => Wake::Done,
             Flush::Now => self.wake_writer(),
             Flush::Batched if std::mem::replace(&mut self.batched, true) => Wake::Done,
             Flush::Batched => Wake::Batch,
-        })
+        }
     }
 
     /// Copies `frame` to the end of the current chunk, taking a new one

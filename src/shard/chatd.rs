@@ -19,6 +19,7 @@ use super::msg::{ConnRef, Notice, ShardMsg};
 use super::{route, Shard, State};
 use crate::core::room::RoomOutput;
 use crate::ids::{ChatId, ClientId, Service, UserId};
+use crate::metrics;
 use crate::net::outbuf::Flush;
 
 /// chatd's side of the input path ([`super::input`]): its own commands
@@ -271,13 +272,12 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
                 return notify(shard, sender, notice);
             }
             let m = &shard.metrics;
-            m.rtmsg_received.fetch_add(1, Relaxed);
+            metrics::add(&m.rtmsg_received, 1);
             m.fanout.observe(recipients.len() as u64);
             if recipients.is_empty() {
-                m.rtmsg_dropped.fetch_add(1, Relaxed);
+                metrics::add(&m.rtmsg_dropped, 1);
             } else {
-                m.rtmsg_deliveries
-                    .fetch_add(recipients.len() as u64, Relaxed);
+                metrics::add(&m.rtmsg_deliveries, recipients.len() as u64);
                 m.command_out(Service::Chatd, wire::OP_RTMSG, recipients.len() as u64);
                 shard.deliver(&frame, &recipients, Flush::Now);
             }

@@ -184,11 +184,12 @@ impl Shard {
         }
         drop(counts);
         {
+            let cap = self.shared.config.outbuf_cap();
             let mut st = self.state.borrow_mut();
             for &c in conns {
                 let shard = c.shard as usize;
                 if shard == me {
-                    queue_frame(self, &mut st, c, frame, flush);
+                    queue_frame_capped(self, &mut st, c, frame, flush, cap);
                 } else if let Some((_, g)) = groups.iter_mut().find(|(s, _)| *s == shard) {
                     g.push(c);
                 }
@@ -209,9 +210,10 @@ impl Shard {
 
     /// Queues `frame` on connections of this shard.
     pub fn deliver_local(&self, frame: &Bytes, conns: &[ConnRef], flush: Flush) {
+        let cap = self.shared.config.outbuf_cap();
         let mut st = self.state.borrow_mut();
         for &c in conns {
-            queue_frame(self, &mut st, c, frame, flush);
+            queue_frame_capped(self, &mut st, c, frame, flush, cap);
         }
     }
 }
@@ -228,7 +230,21 @@ pub fn push_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes) {
 /// it a slow consumer: closed, with OP_ERROR SLOW_CONSUMER if that still
 /// fits.
 pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: &Bytes, flush: Flush) {
-    let cap = shard.shared.config.outbuf_cap();
+    queue_frame_capped(shard, st, c, frame, flush, shard.shared.config.outbuf_cap());
+}
+
+/// [`queue_frame`] with the cap read once by the caller: inlined into
+/// fan-out's loop, where it runs once per delivery, with everything but
+/// "queued, nothing to wake" out of line.
+#[inline(always)]
+fn queue_frame_capped(
+    shard: &Shard,
+    st: &mut State,
+    c: ConnRef,
+    frame: &Bytes,
+    flush: Flush,
+    cap: usize,
+) {
     let Some((conn, chunks)) = st.conn_and_chunks(c) else {
         return;
     };
@@ -236,6 +252,22 @@ pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: &Bytes, flu
         return;
     }
     match conn.out.push(frame, cap, flush, chunks) {
+        Ok(Wake::Done) => {}
+        pushed => after_push(shard, st, c, pushed, cap),
+    }
+}
+
+/// What a push other than a plain "queued" asks: start the writer, join
+/// the batch list, or close a slow consumer.
+#[inline(never)]
+fn after_push(
+    shard: &Shard,
+    st: &mut State,
+    c: ConnRef,
+    pushed: Result<Wake, PushError>,
+    cap: usize,
+) {
+    match pushed {
         Ok(Wake::Done) => return,
         Ok(Wake::Spawn) => return writer::spawn_writer(shard, st, c),
         Ok(Wake::Batch) => {

@@ -8,7 +8,6 @@
 //! [`super::statusd::StatusdInput`]) the listener names.
 
 use std::rc::Rc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -22,6 +21,7 @@ use super::writer::{self, Replies};
 use super::{dispatch, Phase, Shard};
 use crate::ids::Service;
 use crate::limits;
+use crate::metrics;
 use crate::net::io::{Listener, Stream};
 use crate::net::transport::{Inbound, Transport};
 
@@ -121,7 +121,7 @@ fn on_read(
 ) -> usize {
     // The read filled the buffer: the peer may have more to say.
     let filled = buf.len() == buf.capacity();
-    shard.metrics.bytes_in[service.index()].fetch_add(n as u64, Relaxed);
+    metrics::add(&shard.metrics.bytes_in[service.index()], n as u64);
     let inbound = {
         let mut st = shard.state.borrow_mut();
         match st.conn(c) {

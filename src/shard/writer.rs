@@ -13,7 +13,6 @@
 
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -21,6 +20,7 @@ use bytes::Bytes;
 use super::msg::ConnRef;
 use super::{Phase, Shard, State};
 use crate::limits;
+use crate::metrics;
 use crate::net::io::Stream;
 use crate::net::outbuf::Next;
 
@@ -148,8 +148,8 @@ async fn write_batch(shard: &Shard, c: ConnRef, stream: &Stream, batch: &mut Vec
             let service = conn.service;
             let commands = conn.transport.written(batch, n);
             conn.out.written(batch, commands, chunks);
-            shard.metrics.bytes_out[service.index()].fetch_add(n as u64, Relaxed);
-            shard.metrics.socket_writes[service.index()].fetch_add(1, Relaxed);
+            metrics::add(&shard.metrics.bytes_out[service.index()], n as u64);
+            metrics::add(&shard.metrics.socket_writes[service.index()], 1);
             true
         }
         _ => {

@@ -35,7 +35,7 @@ pub const DEFAULT_MAX_OUTBUF_BYTES: usize = 32 << 20;
 pub const DEFAULT_LISTEN_BACKLOG: i32 = 65_535;
 
 /// Most connection slots a shard reserves at start: address space
-/// (about 56 MiB at 224 bytes a slot), resident only once used; past this
+/// (about 50 MiB at 200 bytes a slot), resident only once used; past this
 /// its slab grows by doubling. Kept well below "unlimited", which an
 /// unlimited open-file limit would otherwise ask for.
 pub const CONN_SLOTS_RESERVED_MAX: usize = 1 << 18;

@@ -94,15 +94,11 @@ pub enum Next {
 /// Frames waiting to be written to one connection.
 #[derive(Default)]
 pub struct OutQueue {
-    /// Frozen output, in order: shared frames, and chunk parts that were
-    /// filled or handed to a write that did not take them whole.
-    segs: VecDeque<Bytes>,
-    /// The current chunk; its bytes (copied frames) follow `segs`. `None`
-    /// while nothing is copied and waiting: an idle connection holds none.
-    chunk: Option<BytesMut>,
-    /// Size class of `chunk`, or of the next one.
-    class: u8,
-    /// Bytes queued and not yet written: `segs` and `chunk`'s.
+    /// The queued output; boxed, and there only while the connection has
+    /// output or a writer, so that an idle connection holds one pointer
+    /// (a connection's state is most of what an idle one costs).
+    out: Option<Box<Pending>>,
+    /// Bytes queued and not yet written.
     bytes: usize,
     /// The writer task.
     writer: Writer,
@@ -114,81 +110,24 @@ pub struct OutQueue {
     batched: bool,
 }
 
-impl OutQueue {
-    /// Queues `frame` unless that would take the queue over `cap` bytes
-    /// (as [`OutQueue::queued_bytes`] counts them). An empty queue always
-    /// takes one frame, so a message larger than the cap
-    /// (`--max-rtmsg-len` may exceed `--max-outbuf-bytes`) still reaches a
-    /// reader that keeps up; memory stays bounded by cap + one frame.
-    #[inline]
-    pub fn push(
-        &mut self,
-        frame: &Bytes,
-        cap: usize,
-        flush: Flush,
-        pool: &mut ChunkPool,
-    ) -> Result<Wake, PushError> {
-        // The common case, kept small enough to inline into fan-out: a
-        // small frame that fits the current chunk.
-        if frame.len() < limits::OUT_SHARE_MIN_BYTES {
-            if let Some(chunk) = &mut self.chunk {
-                if chunk.capacity() - chunk.len() >= frame.len() {
-                    let queued = self.bytes + self.segs.len() * limits::QUEUED_FRAME_OVERHEAD;
-                    if queued > 0 && queued + frame.len() > cap {
-                        return Err(PushError::Full);
-                    }
-                    chunk.extend_from_slice(frame);
-                    self.bytes += frame.len();
-                    return Ok(self.pushed(flush));
-                }
-            }
-        }
-        self.push_slow(frame, cap, flush, pool)
-    }
+/// What an [`OutQueue`] holds while it has output.
+#[derive(Default)]
+struct Pending {
+    /// Frozen output, in order: shared frames, and chunk parts that were
+    /// filled or handed to a write that did not take them whole.
+    segs: VecDeque<Bytes>,
+    /// The current chunk; its bytes (copied frames) follow `segs`. `None`
+    /// while nothing copied waits: a chunk goes back to the pool as soon
+    /// as it is written.
+    chunk: Option<BytesMut>,
+    /// Size class of `chunk`, or of the next one.
+    class: u8,
+}
 
-    /// [`OutQueue::push`] for everything but a small frame that fits the
-    /// current chunk.
-    #[inline(never)]
-    fn push_slow(
-        &mut self,
-        frame: &Bytes,
-        cap: usize,
-        flush: Flush,
-        pool: &mut ChunkPool,
-    ) -> Result<Wake, PushError> {
-        let share = frame.len() >= limits::OUT_SHARE_MIN_BYTES
-            && self.segs.len() < limits::SHARED_FRAMES_QUEUED_MAX;
-        let cost = if share {
-            // A segment of its own, and one for the chunk's bytes before
-            // it, which are sealed into a segment.
-            let sealed = self.chunk.as_ref().is_some_and(|c| !c.is_empty());
-            frame.len() + (1 + usize::from(sealed)) * limits::QUEUED_FRAME_OVERHEAD
-        } else {
-            frame.len()
-        };
-        let queued = self.queued_bytes();
-        if queued > 0 && queued + cost > cap {
-            return Err(PushError::Full);
-        }
-        if share {
-            self.seal_chunk();
-            self.segs.push_back(frame.clone());
-        } else {
-            self.copy_in(frame, pool);
-        }
-        self.bytes += frame.len();
-        Ok(self.pushed(flush))
-    }
-
-    /// What a frame just queued with `flush` asks of the caller.
-    #[inline]
-    fn pushed(&mut self, flush: Flush) -> Wake {
-        match flush {
-            Flush::Now if matches!(self.writer, Writer::Running) => Wake::Done,
-            Flush::Now => self.wake_writer(),
-            Flush::Batched if std::mem::replace(&mut self.batched, true) => Wake::Done,
-            Flush::Batched => Wake::Batch,
-        }
+impl Pending {
+    /// True when nothing waits to be written.
+    fn is_empty(&self) -> bool {
+        self.segs.is_empty() && self.chunk.as_ref().is_none_or(|c| c.is_empty())
     }
 
     /// Copies `frame` to the end of the current chunk, taking a new one
@@ -248,6 +187,87 @@ impl OutQueue {
             }
         }
     }
+}
+
+impl OutQueue {
+    /// Queues `frame` unless that would take the queue over `cap` bytes
+    /// (as [`OutQueue::queued_bytes`] counts them). An empty queue always
+    /// takes one frame, so a message larger than the cap
+    /// (`--max-rtmsg-len` may exceed `--max-outbuf-bytes`) still reaches a
+    /// reader that keeps up; memory stays bounded by cap + one frame.
+    #[inline]
+    pub fn push(
+        &mut self,
+        frame: &Bytes,
+        cap: usize,
+        flush: Flush,
+        pool: &mut ChunkPool,
+    ) -> Result<Wake, PushError> {
+        // The common case, kept small enough to inline into fan-out: a
+        // small frame that fits the current chunk.
+        if frame.len() < limits::OUT_SHARE_MIN_BYTES {
+            if let Some(p) = self.out.as_deref_mut() {
+                if let Some(chunk) = &mut p.chunk {
+                    if chunk.capacity() - chunk.len() >= frame.len() {
+                        let queued = self.bytes + p.segs.len() * limits::QUEUED_FRAME_OVERHEAD;
+                        if queued > 0 && queued + frame.len() > cap {
+                            return Err(PushError::Full);
+                        }
+                        chunk.extend_from_slice(frame);
+                        self.bytes += frame.len();
+                        return Ok(self.pushed(flush));
+                    }
+                }
+            }
+        }
+        self.push_slow(frame, cap, flush, pool)
+    }
+
+    /// [`OutQueue::push`] for everything but a small frame that fits the
+    /// current chunk.
+    #[inline(never)]
+    fn push_slow(
+        &mut self,
+        frame: &Bytes,
+        cap: usize,
+        flush: Flush,
+        pool: &mut ChunkPool,
+    ) -> Result<Wake, PushError> {
+        let queued = self.queued_bytes();
+        let p = self.out.get_or_insert_with(Box::default);
+        let share = frame.len() >= limits::OUT_SHARE_MIN_BYTES
+            && p.segs.len() < limits::SHARED_FRAMES_QUEUED_MAX;
+        let cost = if share {
+            // A segment of its own, and one for the chunk's bytes before
+            // it, which are sealed into a segment.
+            let sealed = p.chunk.as_ref().is_some_and(|c| !c.is_empty());
+            frame.len() + (1 + usize::from(sealed)) * limits::QUEUED_FRAME_OVERHEAD
+        } else {
+            frame.len()
+        };
+        if queued > 0 && queued + cost > cap {
+            return Err(PushError::Full);
+        }
+        if share {
+            p.seal_chunk();
+            p.segs.push_back(frame.clone());
+        } else {
+            p.copy_in(frame, pool);
+        }
+        self.bytes += frame.len();
+        Ok(self.pushed(flush))
+    }
+
+    /// What a frame just queued with `flush` asks of the caller.
+    #[inline]
+    fn pushed(&mut self, flush: Flush) -> Wake {
+        match flush {
+            Flush::Now if matches!(self.writer, Writer::Running) => Wake::Done,
+            Flush::Now => self.wake_writer(),
+            Flush::Batched if std::mem::replace(&mut self.batched, true) => Wake::Done,
+            Flush::Batched => Wake::Batch,
+        }
+    }
 
     /// The shard's batch flush: the connection leaves the batch list, and
     /// its writer is woken if anything still waits (or started: `Spawn`).
@@ -263,22 +283,26 @@ impl OutQueue {
     /// [`limits::QUEUED_FRAME_OVERHEAD`] per segment (copied frames share
     /// their chunk and cost their bytes only).
     pub fn queued_bytes(&self) -> usize {
-        self.bytes + self.segs.len() * limits::QUEUED_FRAME_OVERHEAD
+        let segs = self.out.as_ref().map_or(0, |p| p.segs.len());
+        self.bytes + segs * limits::QUEUED_FRAME_OVERHEAD
     }
 
     /// True when nothing waits to be written.
     pub fn is_empty(&self) -> bool {
-        self.segs.is_empty() && self.chunk.as_ref().is_none_or(|c| c.is_empty())
+        self.out.as_ref().is_none_or(|p| p.is_empty())
     }
 
     /// Moves up to `max` segments into `batch` for one vectored write (the
     /// current chunk's bytes are one segment). They stay counted until
     /// [`OutQueue::written`] says how much went out.
     pub fn take_batch(&mut self, batch: &mut Vec<Bytes>, max: usize) {
-        let n = self.segs.len().min(max);
-        batch.extend(self.segs.drain(..n));
-        if self.segs.is_empty() && batch.len() < max {
-            if let Some(chunk) = &mut self.chunk {
+        let Some(p) = self.out.as_deref_mut() else {
+            return;
+        };
+        let n = p.segs.len().min(max);
+        batch.extend(p.segs.drain(..n));
+        if p.segs.is_empty() && batch.len() < max {
+            if let Some(chunk) = &mut p.chunk {
                 if !chunk.is_empty() {
                     batch.push(chunk.split().freeze());
                 }
@@ -301,11 +325,14 @@ impl OutQueue {
                 break;
             }
         }
-        for seg in batch.drain(done..).rev() {
-            self.segs.push_front(seg);
+        if done < batch.len() || self.out.is_some() {
+            let p = self.out.get_or_insert_with(Box::default);
+            for seg in batch.drain(done..).rev() {
+                p.segs.push_front(seg);
+            }
+            p.release_chunk(pool);
         }
         batch.clear();
-        self.release_chunk(pool);
     }
 
     /// The writer's turn: moves up to `max` frames into `batch` and says
@@ -380,13 +407,18 @@ impl OutQueue {
         true
     }
 
-    /// The writer is gone and the queue is empty: give the segment list's
-    /// storage back, so an idle connection holds none (its chunk went back
-    /// to the pool when it was written). The next segment allocates again;
-    /// while output flows the writer stays and the storage with it.
+    /// The writer is gone and the queue is empty: give what held the
+    /// output back, so an idle connection holds nothing but the pointer
+    /// (its chunk went back to the pool when it was written). The next
+    /// frame allocates again; while output flows the writer stays and the
+    /// storage with it.
     fn release(&mut self) {
-        if self.segs.is_empty() && self.segs.capacity() > 0 {
-            self.segs = VecDeque::new();
+        if self.is_empty() {
+            debug_assert!(
+                self.out.as_ref().is_none_or(|p| p.chunk.is_none()),
+                "an empty queue's chunk went back to the pool when it was written"
+            );
+            self.out = None;
         }
     }
 
@@ -417,11 +449,13 @@ impl OutQueue {
     /// Drops everything queued; the chunk goes back to `pool` (reused
     /// once a write still in flight is done with it).
     pub fn clear(&mut self, pool: &mut ChunkPool) {
-        self.segs.clear();
         self.bytes = 0;
-        if let Some(mut chunk) = self.chunk.take() {
-            chunk.clear();
-            pool.give(chunk, self.class);
+        if let Some(p) = self.out.as_deref_mut() {
+            p.segs.clear();
+            if let Some(mut chunk) = p.chunk.take() {
+                chunk.clear();
+                pool.give(chunk, p.class);
+            }
         }
     }
 }
@@ -438,6 +472,11 @@ mod tests {
 
     fn b(s: &'static [u8]) -> Bytes {
         Bytes::from_static(s)
+    }
+
+    /// What `q` holds; it must hold something.
+    fn p(q: &OutQueue) -> &Pending {
+        q.out.as_deref().expect("the queue has output")
     }
 
     /// Everything a writer whose socket takes `limit` bytes per write
@@ -498,7 +537,10 @@ mod tests {
         );
         q.written(&mut batch, 30, &mut pool);
         assert!(q.is_empty());
-        assert!(q.chunk.is_none(), "a written chunk goes back to the pool");
+        assert!(
+            p(&q).chunk.is_none(),
+            "a written chunk goes back to the pool"
+        );
         assert_eq!(pool.allocated(), 1);
         // The next frame reuses it.
         let _ = q.push(&b(b"x"), BIG, Flush::Now, &mut pool);
@@ -517,11 +559,11 @@ mod tests {
         }
         // A byte each, and a segment's overhead per filled chunk.
         assert_eq!(q.queued_bytes(), cap);
-        assert_eq!(taken, cap - q.segs.len() * O);
-        assert!(q.segs.len() <= 2, "{} segments", q.segs.len());
+        assert_eq!(taken, cap - p(&q).segs.len() * O);
+        assert!(p(&q).segs.len() <= 2, "{} segments", p(&q).segs.len());
         // Back to back in chunks, not a slot per frame.
-        let held: usize = q.segs.iter().map(Bytes::len).sum::<usize>()
-            + q.chunk.as_ref().map_or(0, |c| c.len() + c.capacity());
+        let held: usize = p(&q).segs.iter().map(Bytes::len).sum::<usize>()
+            + p(&q).chunk.as_ref().map_or(0, |c| c.len() + c.capacity());
         assert!(held <= cap + limits::OUT_CHUNK_MAX, "held {held}");
         assert_eq!(drain(&mut q, &mut pool, 7).len(), taken);
     }
@@ -536,8 +578,8 @@ mod tests {
         let _ = q.push(&b(b"cd"), BIG, Flush::Now, &mut pool);
         // "ab" sealed into a segment, the shared frame, then "cd" in the
         // chunk.
-        assert_eq!(q.segs.len(), 2);
-        assert_eq!(q.segs[1].as_ptr(), big.as_ptr(), "shared, not copied");
+        assert_eq!(p(&q).segs.len(), 2);
+        assert_eq!(p(&q).segs[1].as_ptr(), big.as_ptr(), "shared, not copied");
         assert_eq!(q.queued_bytes(), LARGE + 4 + 2 * O);
         let mut want = b"ab".to_vec();
         want.extend_from_slice(&big);
@@ -557,22 +599,25 @@ mod tests {
             let _ = q.push(&f, BIG, Flush::Now, &mut pool);
             want.extend_from_slice(&f);
         }
-        assert!(q.class > 0, "grew past the smallest class");
-        assert_eq!(q.queued_bytes(), 4 * f.len() + q.segs.len() * O);
+        assert!(p(&q).class > 0, "grew past the smallest class");
+        assert_eq!(q.queued_bytes(), 4 * f.len() + p(&q).segs.len() * O);
         assert_eq!(drain(&mut q, &mut pool, 3000), want);
-        assert!(q.chunk.is_none());
+        assert!(p(&q).chunk.is_none());
     }
 
     #[test]
     fn a_chunk_mostly_unused_makes_the_next_one_smaller() {
         let mut pool = ChunkPool::default();
         let mut q = OutQueue {
-            class: 3,
+            out: Some(Box::new(Pending {
+                class: 3,
+                ..Pending::default()
+            })),
             ..OutQueue::default()
         };
         let _ = q.push(&b(b"x"), BIG, Flush::Now, &mut pool);
         assert_eq!(drain(&mut q, &mut pool, BIG), b"x");
-        assert_eq!(q.class, 2);
+        assert_eq!(p(&q).class, 2);
     }
 
     #[test]
@@ -662,8 +707,7 @@ mod writer_tests {
         // Empty: the turn ends, the storage goes, and the next frame needs
         // a writer task.
         assert!(!q.reader_take(&mut batch, 8));
-        assert_eq!(q.segs.capacity(), 0);
-        assert!(q.chunk.is_none());
+        assert!(q.out.is_none(), "an idle queue holds nothing");
         assert_eq!(
             q.push(&b(b"later"), BIG, Flush::Now, &mut pool),
             Ok(Wake::Spawn)
@@ -703,19 +747,14 @@ mod writer_tests {
         assert_eq!(q.poll_writer(&mut batch, 8, false, waker), None);
         // It wrote during this tick: kept, with its storage.
         assert!(q.tick());
-        assert!(q.segs.capacity() > 0);
+        assert!(q.out.as_ref().is_some_and(|p| p.segs.capacity() > 0));
         // Nothing during the next one: retired.
         assert!(!q.tick());
         assert_eq!(
             q.poll_writer(&mut batch, 8, false, waker),
             Some(Next::Retire)
         );
-        assert_eq!(
-            q.segs.capacity(),
-            0,
-            "a retired writer's queue holds no storage"
-        );
-        assert!(q.chunk.is_none(), "nor a chunk");
+        assert!(q.out.is_none(), "a retired writer's queue holds nothing");
         // The next frame needs a new writer.
         assert_eq!(
             q.push(&b(b"b"), BIG, Flush::Now, &mut pool),
@@ -814,8 +853,9 @@ mod writer_tests {
         let n = limits::SHARED_FRAMES_QUEUED_MAX;
         let big = Bytes::from(vec![7u8; (n + 3) * len + 1]);
         let in_big = |f: &Bytes| big.as_ptr_range().contains(&f.as_ptr());
+        let segs = |q: &OutQueue| q.out.as_ref().expect("output").segs.clone();
         let _ = q.push(&big.slice(0..1), BIG << 4, Flush::Now, &mut pool);
-        assert!(!q.segs.iter().any(in_big), "a small frame is copied");
+        assert!(!segs(&q).iter().any(in_big), "a small frame is copied");
         for i in 0..n + 3 {
             let _ = q.push(
                 &big.slice(1 + i * len..1 + (i + 1) * len),
@@ -824,7 +864,7 @@ mod writer_tests {
                 &mut pool,
             );
         }
-        let shared = q.segs.iter().filter(|f| in_big(f)).count();
+        let shared = segs(&q).iter().filter(|f| in_big(f)).count();
         assert!(shared < n, "shared while short: {shared}");
         assert!(shared > n / 2, "large frames are shared: {shared}");
         assert_eq!(q.bytes, (n + 3) * len + 1);
@@ -834,7 +874,7 @@ mod writer_tests {
         q.take_batch(&mut batch, n);
         let total: usize = batch.iter().map(Bytes::len).sum();
         q.written(&mut batch, total, &mut pool);
-        assert!(!q.segs.iter().any(in_big));
+        assert!(!segs(&q).iter().any(in_big));
         assert!(!q.is_empty());
     }
 

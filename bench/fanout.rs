@@ -85,11 +85,10 @@ const BURST: usize = 64;
 fn room(n: u64) -> Rooms<u64> {
     let mut rooms = Rooms::new(10_000, 0);
     let mut out: Vec<RoomOutput<u64>> = Vec::new();
-    rooms.add_member(CHAT, 1_000_000);
-    rooms.join(CHAT, SENDER, 1_000_000, 1, &mut out);
+    // Every user is a member (the shard's relation index says so).
+    rooms.join(CHAT, SENDER, 1_000_000, 1, true, &mut out);
     for c in 0..n {
-        rooms.add_member(CHAT, c + 1);
-        rooms.join(CHAT, c, c + 1, c as u32 + 2, &mut out);
+        rooms.join(CHAT, c, c + 1, c as u32 + 2, true, &mut out);
     }
     assert_eq!(out.len() as u64, n + 1, "every join succeeds");
     rooms

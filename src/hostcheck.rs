@@ -149,23 +149,34 @@ pub fn evaluate(r: &Readings, n: u64) -> Vec<Finding> {
         "half-open connections during a connect storm",
         sysctl("net.ipv4.tcp_max_syn_backlog", 8192),
     );
-    let span = r.port_range.map(|(lo, hi)| hi.saturating_sub(lo) + 1);
-    at_least(
-        &mut out,
-        "net.ipv4.ip_local_port_range",
-        span,
-        n.clamp(1, 64_000),
-        "ports per (source address, destination) for clients on this host; past 64k use more source addresses (loadgen --source-ips)",
-        "sysctl -w net.ipv4.ip_local_port_range='1024 65535'".to_string(),
-    );
-    let reuse_ok = matches!(r.tcp_tw_reuse, Some(1) | Some(2));
+    // Shown as sysctl prints it (a range), compared by the ports it holds.
+    let ports_wanted = n.clamp(1, 64_000);
+    out.push(Finding {
+        name: "net.ipv4.ip_local_port_range",
+        have: r.port_range.map_or("unreadable".into(), |(lo, hi)| {
+            format!("{lo} {hi} ({} ports)", (hi + 1).saturating_sub(lo))
+        }),
+        want: format!(">= {ports_wanted} ports"),
+        short: r
+            .port_range
+            .is_none_or(|(lo, hi)| (hi + 1).saturating_sub(lo) < ports_wanted),
+        optional: false,
+        why: "ports per (source address, destination) for clients on this host; past 64k use more source addresses (loadgen --source-ips)",
+        fix: "sysctl -w net.ipv4.ip_local_port_range='1024 65535'".to_string(),
+    });
+    // 2 (the kernel's default) reuses TIME_WAIT ports for loopback
+    // connections only: enough for clients on this host (a load
+    // generator), while a client host connecting out in storms needs 1
+    // (tuning.md). Both are shown as what they are.
     out.push(Finding {
         name: "net.ipv4.tcp_tw_reuse",
-        have: r
-            .tcp_tw_reuse
-            .map_or("unreadable".into(), |v| v.to_string()),
-        want: "1 (2 covers loopback only)".into(),
-        short: !reuse_ok,
+        have: match r.tcp_tw_reuse {
+            None => "unreadable".into(),
+            Some(2) => "2 (loopback only)".into(),
+            Some(v) => v.to_string(),
+        },
+        want: "1, or 2 for clients on this host".into(),
+        short: !matches!(r.tcp_tw_reuse, Some(1) | Some(2)),
         optional: false,
         why: "reconnect storms from one client host exhaust ports held in TIME_WAIT",
         fix: sysctl("net.ipv4.tcp_tw_reuse", 1),
@@ -426,6 +437,47 @@ mod tests {
         );
         let somax = f.iter().find(|f| f.name == "net.core.somaxconn").unwrap();
         assert!(somax.fix.contains("sysctl -w net.core.somaxconn=4096"));
+    }
+
+    #[test]
+    fn tcp_tw_reuse_says_what_2_covers_and_0_is_short() {
+        let mut r = tuned();
+        r.tcp_tw_reuse = Some(2);
+        let f = evaluate(&r, 1000);
+        let line = render(&f, 1000);
+        let reuse = line
+            .lines()
+            .find(|l| l.contains("tcp_tw_reuse"))
+            .unwrap()
+            .to_string();
+        assert!(
+            reuse.starts_with("ok ")
+                && reuse.contains("have 2 (loopback only)")
+                && reuse.contains("want 1, or 2 for clients on this host"),
+            "{reuse}"
+        );
+        r.tcp_tw_reuse = Some(0);
+        let f = evaluate(&r, 1000);
+        assert!(f
+            .iter()
+            .any(|f| f.short && f.name == "net.ipv4.tcp_tw_reuse"));
+    }
+
+    #[test]
+    fn the_port_range_is_shown_as_a_range_with_its_size() {
+        let mut r = tuned();
+        r.port_range = Some((32_768, 60_999));
+        let f = evaluate(&r, 100_000);
+        let range = f
+            .iter()
+            .find(|f| f.name == "net.ipv4.ip_local_port_range")
+            .unwrap();
+        assert_eq!(range.have, "32768 60999 (28232 ports)");
+        assert_eq!(range.want, ">= 64000 ports");
+        assert!(range.short);
+        assert!(evaluate(&r, 28_232)
+            .iter()
+            .all(|f| f.name != "net.ipv4.ip_local_port_range" || !f.short));
     }
 
     #[test]

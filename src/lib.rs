@@ -25,6 +25,7 @@
 //! - [`auth`]: JWT (HS256) verification and issuing.
 //! - [`hostcheck`]: `chatd check-host`, the host settings tuning.md asks for.
 //! - [`config`]: the command line; [`limits`]: every limit, in one place.
+//! - [`fatal`]: a panic anywhere ends the process, logged, with status 101.
 //!
 //! `docs/architecture.md` tells who owns which state and how a message
 //! travels from the sender's socket to every recipient's socket.
@@ -33,6 +34,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod fatal;
 pub mod hostcheck;
 pub mod ids;
 pub mod limits;

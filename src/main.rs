@@ -1,5 +1,7 @@
 //! The `chatd` binary: parses the command line and runs the server.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use mimalloc::MiMalloc;
 
@@ -29,13 +31,17 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("CHATD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or journal gets plain text.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match cli.config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    chatd::fatal::install_panic_hook();
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckHost { connections } => {
             let findings = chatd::hostcheck::evaluate(&chatd::hostcheck::read_host(), connections);

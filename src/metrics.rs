@@ -86,8 +86,8 @@ pub struct ShardMetrics {
     pub bytes_in: [AtomicU64; 2],
     /// Bytes written, by service.
     pub bytes_out: [AtomicU64; 2],
-    /// Socket writes (one vectored write each), by service: with
-    /// `commands_out`, how well output is batched.
+    /// Socket writes (one vectored write each), by service, counted when
+    /// issued: with `commands_out`, how well output is batched.
     pub socket_writes: [AtomicU64; 2],
     /// OP_ERROR sent, by code.
     pub errors: [AtomicU64; ERROR_CODE_SLOTS],
@@ -113,6 +113,13 @@ pub struct ShardMetrics {
     pub watchers_per_change: Pow2Histogram,
     /// OP_PRES in one login dump (before the final own-presence one).
     pub login_dump_size: Pow2Histogram,
+    /// Memberships of the rooms homed on this shard (gauge).
+    pub relation_members: AtomicU64,
+    /// Contacts of the users homed on this shard, one direction each
+    /// (gauge; a contact pair counts on both users' homes).
+    pub relation_contacts: AtomicU64,
+    /// Heap bytes of this shard's relation indexes (gauge).
+    pub relation_bytes: AtomicU64,
 }
 
 impl Default for ShardMetrics {
@@ -141,6 +148,9 @@ impl Default for ShardMetrics {
             pres_sent: AtomicU64::new(0),
             watchers_per_change: Pow2Histogram::new(),
             login_dump_size: Pow2Histogram::new(),
+            relation_members: AtomicU64::new(0),
+            relation_contacts: AtomicU64::new(0),
+            relation_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -378,6 +388,24 @@ pub fn render_prometheus(shards: &[&ShardMetrics]) -> String {
         "OP_PRES in one login dump.",
         shards,
         |m| &m.login_dump_size,
+    );
+    gauge(
+        &mut out,
+        "chatd_relation_members",
+        "Room memberships held (each on its room's home shard).",
+        sum_u(shards, |m| &m.relation_members) as i64,
+    );
+    gauge(
+        &mut out,
+        "chatd_relation_contact_directions",
+        "Contacts held, one direction each (two per contact pair).",
+        sum_u(shards, |m| &m.relation_contacts) as i64,
+    );
+    gauge(
+        &mut out,
+        "chatd_relation_index_bytes",
+        "Heap bytes of the relation indexes, all shards.",
+        sum_u(shards, |m| &m.relation_bytes) as i64,
     );
     out
 }

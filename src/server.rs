@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::admin::control::ShardControl;
 use crate::admin::{self, Admin, AdminConfig};
 use crate::auth::Authenticator;
 use crate::config::{Config, IoBackend};
@@ -20,8 +19,8 @@ use crate::net::listener;
 use crate::shard::client_ids::ClientIds;
 use crate::shard::control::MeshControl;
 use crate::shard::msg::ShardMsg;
-use crate::shard::{mesh, run, ShardHandle, ShardListeners, Shared};
-use crate::store::{Relations, Store, StoreError};
+use crate::shard::{mesh, route, run, ShardHandle, ShardListeners, Shared};
+use crate::store::{Loaded, Store, StoreError};
 use chatd_proto::Limits;
 
 /// Why the server stopped with an error.
@@ -46,6 +45,10 @@ pub enum ServerError {
     /// Shards could not start.
     #[error(transparent)]
     Start(#[from] crate::shard::StartError),
+    /// A thread ended by a panic (the binary's panic hook ends the process
+    /// before this can be seen; a caller of [`run()`] without it sees this).
+    #[error("{0} panicked")]
+    Panicked(String),
     /// Anything else at start.
     #[error("{0}")]
     Other(String),
@@ -69,6 +72,48 @@ fn secret(
             secret_file(dir, file)
         }
         None => secret_file(dir, file),
+    }
+}
+
+/// The data directory when this start is about to create it: the
+/// topmost directory of its path that does not exist yet, removed again
+/// (with everything in it: the new database, generated secrets) if the
+/// start fails, so a failed first start leaves nothing behind. A
+/// directory that existed is never touched.
+struct FreshDataDir {
+    created: Option<PathBuf>,
+}
+
+impl FreshDataDir {
+    /// Notes what of `data_dir` does not exist yet.
+    fn note(data_dir: &Path) -> Self {
+        let mut created = None;
+        let mut path = Some(data_dir);
+        while let Some(p) = path.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+            created = Some(p.to_path_buf());
+            path = p.parent();
+        }
+        FreshDataDir { created }
+    }
+
+    /// The start succeeded: keep it.
+    fn keep(&mut self) {
+        self.created = None;
+    }
+}
+
+impl Drop for FreshDataDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.created.take() {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::info!(
+                    "start failed: removed {}, which this start had created",
+                    dir.display()
+                ),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("start failed, and removing {}: {e}", dir.display()),
+            }
+        }
     }
 }
 
@@ -101,6 +146,10 @@ fn secret_file(dir: &Path, name: &str) -> Result<String, ServerError> {
     f.write_all(secret.as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(err)?;
+    tracing::info!(
+        "generated {} (a new random secret, mode 0600)",
+        path.display()
+    );
     Ok(secret)
 }
 
@@ -125,12 +174,19 @@ fn choose_backend(wanted: IoBackend) -> Result<Backend, ServerError> {
 
 /// Runs the server until SIGINT/SIGTERM. Returns after the drain.
 ///
-/// In order: open the relation store and read the secrets; bind every
-/// listener (so port 0 is resolved before anything is printed); start the
-/// shards; apply the stored relations; start the admin API; print the
-/// listening lines and open the start gate; wait for a signal; drain.
+/// In order: open the relation store and read the secrets; load the
+/// stored relations, split by shard; bind every listener (so port 0 is
+/// resolved before anything is printed); start the shards; hand each its
+/// part of the relations; start the admin API; print the listening lines
+/// and open the start gate; wait for a signal; drain.
 pub fn run(config: Config) -> Result<(), ServerError> {
-    let (store, relations) = open_store(&config.data_dir)?;
+    let mut fresh_dir = FreshDataDir::note(&config.data_dir);
+    for line in config.adjustments() {
+        tracing::warn!("{line}");
+    }
+    let store = open_store(&config.data_dir)?;
+    let data_dir = fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+    tracing::info!("data dir {}", data_dir.display());
     let jwt_secret = secret(
         &config.jwt_secret,
         "--jwt-secret",
@@ -145,8 +201,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     )?;
     let backend = choose_backend(config.io_backend)?;
     let shards = config.shard_count();
+    let loaded = load_relations(&store, &config.data_dir, shards)?;
     let listeners = Listeners::bind(&config, shards)?;
     let addrs = listeners.addrs()?;
+    // Held until the process ends: no other chatd may join these ports.
+    let _port_claims = listeners.claims;
 
     let (mesh, inboxes) = mesh::mesh(shards);
     let shared = shared_state(&config, mesh.clone(), &jwt_secret);
@@ -164,7 +223,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .enable_all()
         .build()
         .map_err(|e| ServerError::Other(format!("runtime: {e}")))?;
-    rt.block_on(control.apply(relations.initial_effects()));
+    rt.block_on(control.install(loaded));
 
     let admin = Arc::new(Admin::new(
         AdminConfig {
@@ -172,7 +231,6 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             now: admin::system_now,
         },
         store,
-        relations,
         Authenticator::new(jwt_secret.as_bytes()),
         control,
     ));
@@ -182,21 +240,34 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     };
     tracing::info!(shards, backend = backend.name(), "starting");
     addrs.print();
+    fresh_dir.keep();
     shared.start_gate.open();
     let admin_thread = AdminThread::start(listeners.admin, admin)?;
 
     rt.block_on(signals.wait());
     tracing::info!("draining");
+    mesh.begin_drain();
     for id in 0..shards {
         let deadline_ms = config.drain_timeout_ms;
         mesh.send(id, ShardMsg::Shutdown { deadline_ms });
     }
-    for h in handles {
-        let _ = h.thread.join();
+    let mut panicked = None;
+    for (id, h) in handles.into_iter().enumerate() {
+        if h.thread.join().is_err() {
+            tracing::error!(shard = id, "shard {id} panicked");
+            panicked.get_or_insert(format!("shard {id}"));
+        }
     }
-    admin_thread.stop();
-    tracing::info!("stopped");
-    Ok(())
+    if !admin_thread.stop() {
+        panicked.get_or_insert("the admin thread".into());
+    }
+    match panicked {
+        Some(what) => Err(ServerError::Panicked(what)),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
 }
 
 /// What the shards share, for `config` and the token secret.
@@ -222,15 +293,35 @@ fn shared_state(config: &Config, mesh: mesh::Mesh, jwt_secret: &str) -> Arc<Shar
     })
 }
 
-/// Opens the relation store in `data_dir` and loads the relation model.
-fn open_store(data_dir: &Path) -> Result<(Store, Relations), ServerError> {
-    let err = |source| ServerError::Store {
+/// Opens the relation store in `data_dir`.
+fn open_store(data_dir: &Path) -> Result<Store, ServerError> {
+    Store::open(data_dir).map_err(|source| ServerError::Store {
         path: data_dir.to_path_buf(),
         source,
-    };
-    let store = Store::open(data_dir).map_err(err)?;
-    let relations = store.load().map_err(err)?;
-    Ok((store, relations))
+    })
+}
+
+/// Reads the stored relations, split into each of `shards` shards' part
+/// (memberships to the room's home, contacts to each user's home).
+fn load_relations(store: &Store, data_dir: &Path, shards: usize) -> Result<Loaded, ServerError> {
+    let loading = Instant::now();
+    let loaded = store
+        .load(
+            shards,
+            |chat| route::room_home(chat, shards),
+            |user| route::user_home(user, shards),
+        )
+        .map_err(|source| ServerError::Store {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+    tracing::info!(
+        members = loaded.members,
+        contacts = loaded.contact_rows / 2,
+        ms = loading.elapsed().as_millis() as u64,
+        "relations loaded"
+    );
+    Ok(loaded)
 }
 
 /// Every listener, bound before anything starts: one chatd and one
@@ -239,6 +330,8 @@ struct Listeners {
     chatd: Vec<std::net::TcpListener>,
     statusd: Vec<std::net::TcpListener>,
     admin: std::net::TcpListener,
+    /// This process's claims on the client ports (held until it exits).
+    claims: Vec<listener::PortClaim>,
 }
 
 /// The addresses the listeners got (port 0 resolved).
@@ -251,9 +344,12 @@ struct Addrs {
 impl Listeners {
     /// Binds them all.
     fn bind(config: &Config, shards: usize) -> Result<Listeners, ServerError> {
-        let group = |what, addr| {
-            listener::bind_group(addr, shards, config.listen_backlog)
-                .map_err(|source| ServerError::Bind { what, addr, source })
+        let mut claims = Vec::new();
+        let mut group = |what, addr| {
+            let (group, claim) = listener::bind_group(addr, shards, config.listen_backlog)
+                .map_err(|source| ServerError::Bind { what, addr, source })?;
+            claims.push(claim);
+            Ok::<_, ServerError>(group)
         };
         let chatd = group("chatd", config.chatd_listen)?;
         let statusd = group("statusd", config.statusd_listen)?;
@@ -268,6 +364,7 @@ impl Listeners {
             chatd,
             statusd,
             admin,
+            claims,
         })
     }
 
@@ -367,10 +464,10 @@ impl AdminThread {
         Ok(AdminThread { thread, stop })
     }
 
-    /// Stops it and waits for it to end.
-    fn stop(self) {
+    /// Stops it and waits for it to end; false if it had panicked.
+    fn stop(self) -> bool {
         let _ = self.stop.send(());
-        let _ = self.thread.join();
+        self.thread.join().is_ok()
     }
 }
 

@@ -10,29 +10,15 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use chatd_proto::chatd::Request;
 use chatd_proto::statusd as sw;
 use common::{
-    http, sign_jwt, unix_now, wait_until, ChatdClient, Ev, SEv, Server, StatusdClient, WAIT,
+    eventually, http, sign_jwt, unix_now, wait_until, ChatdClient, Ev, SEv, Server, StatusdClient,
+    WAIT,
 };
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
-
-/// Polls admin GET `path` until `ok` holds (bounded): for live counters the
-/// shards update on their own schedule, with no event a client could await.
-fn eventually(server: &Server, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let v = server.get_json(path);
-        if ok(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "GET {path} stayed {v}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// A JSON list of decimal-string ids, sorted numerically (the contract
 /// does not fix the order).

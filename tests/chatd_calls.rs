@@ -185,18 +185,15 @@ fn a_silent_participant_times_out_within_the_call_timeout(shards: usize) {
         cs[0].in_call(chat, true);
         cs[1].in_call(chat, true);
         expect_flag(&mut cs, &[0, 1, 2], chat, true);
-        // Nobody beats again: the drop is noticed within the timeout plus
-        // one second (plus slack for a loaded machine), and not early.
+        // Nobody beats again: the drop comes, and not early. (That it comes
+        // within the timeout plus one timer tick is the room state
+        // machine's, proven on virtual time in src/core/room/tests.rs; a
+        // wall-clock upper bound here would measure the machine's load.)
         cs[2].expect(Ev::InCall(chat, false));
         let elapsed = started.elapsed();
-        eprintln!("call timeout {TIMEOUT_MS} ms: flag 0 after {elapsed:?}");
         assert!(
             elapsed >= Duration::from_millis(TIMEOUT_MS),
             "dropped early: {elapsed:?}"
-        );
-        assert!(
-            elapsed <= Duration::from_millis(TIMEOUT_MS + 1500),
-            "dropped late: {elapsed:?}"
         );
         expect_flag(&mut cs, &[0, 1], chat, false);
         assert_eq!(server.room(chat)["in_call"], false);
@@ -214,6 +211,9 @@ fn a_silent_participant_times_out_within_the_call_timeout_on_two_shards() {
 }
 
 fn heartbeats_keep_the_call(shards: usize) {
+    // Beats every 75 ms against a 1.5 s timeout: a test thread held off
+    // the CPU for over a second would still not miss one.
+    const TIMEOUT_MS: u64 = 1500;
     let timeout = TIMEOUT_MS.to_string();
     let server = Server::start(shards, &["--call-timeout-ms", &timeout]);
     let chat = rooms_on_every_shard(shards, 400)[shards - 1];
@@ -227,10 +227,10 @@ fn heartbeats_keep_the_call(shards: usize) {
     cs[0].in_call(chat, true);
     cs[1].in_call(chat, true);
     expect_flag(&mut cs, &[0, 1, 2], chat, true);
-    // Beat every 300 ms for 2.5 s: more than twice the timeout.
+    // Beat for twice the timeout.
     let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(2500) {
-        std::thread::sleep(Duration::from_millis(300)); // the heartbeat period
+    while start.elapsed() < Duration::from_millis(2 * TIMEOUT_MS) {
+        std::thread::sleep(Duration::from_millis(75)); // the heartbeat period
         cs[0].in_call(chat, true);
         cs[1].in_call(chat, true);
     }

@@ -193,14 +193,14 @@ fn a_refused_token_fails_connect_and_is_not_retried() {
 
 #[test]
 fn a_call_stays_on_while_the_clients_beat_and_ends_when_one_leaves() {
-    // Heartbeats every 100 ms against a 500 ms call timeout.
-    let s = Server::start(1, &["--call-timeout-ms", "500"]);
+    // Heartbeats every 50 ms against a 1 s call timeout: 20 a timeout.
+    let s = Server::start(1, &["--call-timeout-ms", "1000"]);
     s.add_member(7, 1);
     s.add_member(7, 2);
     let (t1, t2) = (s.token(1), s.token(2));
     let api = AdminClient::new(s.admin, s.admin_token.clone());
     block_on(async {
-        let beat = Duration::from_millis(100);
+        let beat = Duration::from_millis(50);
         let (a, mut ae) = ChatClient::builder(t1)
             .rooms([7])
             .call_heartbeat(beat)
@@ -227,7 +227,7 @@ fn a_call_stays_on_while_the_clients_beat_and_ends_when_one_leaves() {
                 }
             ));
         }
-        // Four call timeouts later the flag has not dropped: the clients
+        // Two call timeouts later the flag has not dropped: the clients
         // kept beating.
         quiet(&mut ae, Duration::from_millis(2000)).await;
         let room = api.room(7).await.expect("room").expect("members");
@@ -303,11 +303,12 @@ fn presence_comes_with_the_dump_then_as_changes_and_own_answers() {
 
 #[test]
 fn keepalive_holds_a_silent_client_past_the_idle_timeout() {
-    let s = Server::start(1, &["--idle-timeout-ms", "800"]);
+    // Keepalives every 100 ms against a 2 s idle timeout: 20 a timeout.
+    let s = Server::start(1, &["--idle-timeout-ms", "2000"]);
     let t1 = s.token(1);
     block_on(async {
         let (_kept, mut kept_ev) = ChatClient::builder(t1.clone())
-            .keepalive(Duration::from_millis(200))
+            .keepalive(Duration::from_millis(100))
             .connect(s.chatd)
             .await
             .expect("login");

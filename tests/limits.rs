@@ -10,6 +10,7 @@ use common::{ChatdClient, Ev, Server, StatusdClient};
 
 const TOO_MANY_CONNECTIONS: u8 = 11;
 const TOO_MANY_ROOMS: u8 = 12;
+const NOT_MEMBER: u8 = 4;
 const RATE_LIMITED: u8 = 13;
 
 /// Users 1 and 2, members of `chat`, each logged in and joined to it.
@@ -108,6 +109,68 @@ fn joins_beyond_the_room_limit_are_refused_and_the_connection_stays() {
     a.send(&Request::Leave { chatid: 1 });
     a.expect(Ev::Leave(1));
     a.join(3);
+}
+
+/// Joins pipelined in one write count as they are sent: with a limit of
+/// 10, exactly 10 of 50 succeed, whatever the room homes answer when.
+fn pipelined_joins_cannot_exceed_the_room_limit(shards: usize) {
+    const LIMIT: usize = 10;
+    const ROOMS: u64 = 50;
+    let server = Server::start(shards, &["--max-rooms-per-conn", &LIMIT.to_string()]);
+    for chat in 1..=ROOMS {
+        server.add_member(chat, 1);
+    }
+    let mut a = server.chatd(1);
+    let mut burst = Vec::new();
+    for chat in 1..=ROOMS {
+        chatd_proto::chatd::encode_request(&Request::Join { chatid: chat }, &mut burst);
+    }
+    a.send_raw(&burst);
+    let (mut joined, mut refused, mut flags) = (Vec::new(), Vec::new(), 0);
+    // Every join is answered: OP_JOIN then OP_IN_CALL, or the error.
+    while joined.len() + refused.len() < ROOMS as usize || flags < joined.len() {
+        match a.recv() {
+            Ev::Join(chat) => joined.push(chat),
+            Ev::InCall(_, false) => flags += 1,
+            Ev::Error {
+                code: TOO_MANY_ROOMS,
+                opcode: OP_JOIN,
+                id,
+            } => refused.push(id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(joined.len(), LIMIT, "joined {joined:?}");
+    let live: u64 = (1..=ROOMS)
+        .map(|chat| server.room(chat)["joined_clients"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(live, LIMIT as u64, "connections joined at the room homes");
+    // Leaving one frees a place; a join refused as NOT_MEMBER (room 99 is
+    // not user 1's) does not keep it.
+    a.leave(joined[0]);
+    a.send(&Request::Join { chatid: 99 });
+    a.expect(Ev::Error {
+        code: NOT_MEMBER,
+        opcode: OP_JOIN,
+        id: 99,
+    });
+    a.join(refused[0]);
+    a.send(&Request::Join { chatid: refused[1] });
+    a.expect(Ev::Error {
+        code: TOO_MANY_ROOMS,
+        opcode: OP_JOIN,
+        id: refused[1],
+    });
+}
+
+#[test]
+fn pipelined_joins_cannot_exceed_the_room_limit_on_one_shard() {
+    pipelined_joins_cannot_exceed_the_room_limit(1);
+}
+
+#[test]
+fn pipelined_joins_cannot_exceed_the_room_limit_on_three_shards() {
+    pipelined_joins_cannot_exceed_the_room_limit(3);
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! A client of chatd's admin HTTP API (protocol section 6): room members,
-//! contacts, tokens, live state and metrics. HTTP/1.1 over kept-alive
+//! contacts, bulk changes (6.1), tokens, live state and metrics. HTTP/1.1 over kept-alive
 //! connections (hyper); [`blocking::AdminClient`] for code without a
 //! runtime (scripts, tests, a load generator's set-up).
 //!
@@ -109,6 +109,88 @@ pub struct User {
     /// The rooms it is a member of.
     #[serde(deserialize_with = "decimals")]
     pub rooms: Vec<ChatId>,
+}
+
+/// One operation of `POST /v1/batch` (protocol 6.1): the same changes as
+/// the single requests, run in order as one durable transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchOp {
+    /// `put_member`: makes `user` a member of `chat`.
+    PutMember {
+        /// The room.
+        chat: ChatId,
+        /// The user.
+        user: UserId,
+    },
+    /// `delete_member`: removes `user` from `chat`.
+    DeleteMember {
+        /// The room.
+        chat: ChatId,
+        /// The user.
+        user: UserId,
+    },
+    /// `put_room`: replaces the member list of `chat`.
+    PutRoom {
+        /// The room.
+        chat: ChatId,
+        /// Its members.
+        members: Vec<UserId>,
+    },
+    /// `delete_room`: removes every member of `chat`.
+    DeleteRoom {
+        /// The room.
+        chat: ChatId,
+    },
+    /// `put_contact`: makes `a` and `b` contacts of each other.
+    PutContact {
+        /// One user.
+        a: UserId,
+        /// The other.
+        b: UserId,
+    },
+    /// `delete_contact`: removes the contact between `a` and `b`.
+    DeleteContact {
+        /// One user.
+        a: UserId,
+        /// The other.
+        b: UserId,
+    },
+    /// `put_contacts`: makes `user`'s contacts exactly `contacts`, in both
+    /// directions.
+    PutContacts {
+        /// The user.
+        user: UserId,
+        /// Its contacts.
+        contacts: Vec<UserId>,
+    },
+}
+
+impl BatchOp {
+    /// The operation as the API's JSON (ids as decimal strings).
+    fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let s = |id: &u64| id.to_string();
+        let list = |ids: &[u64]| ids.iter().map(s).collect::<Vec<_>>();
+        match self {
+            BatchOp::PutMember { chat, user } => {
+                json!({"op": "put_member", "chatid": s(chat), "userid": s(user)})
+            }
+            BatchOp::DeleteMember { chat, user } => {
+                json!({"op": "delete_member", "chatid": s(chat), "userid": s(user)})
+            }
+            BatchOp::PutRoom { chat, members } => {
+                json!({"op": "put_room", "chatid": s(chat), "members": list(members)})
+            }
+            BatchOp::DeleteRoom { chat } => json!({"op": "delete_room", "chatid": s(chat)}),
+            BatchOp::PutContact { a, b } => json!({"op": "put_contact", "a": s(a), "b": s(b)}),
+            BatchOp::DeleteContact { a, b } => {
+                json!({"op": "delete_contact", "a": s(a), "b": s(b)})
+            }
+            BatchOp::PutContacts { user, contacts } => {
+                json!({"op": "put_contacts", "userid": s(user), "contacts": list(contacts)})
+            }
+        }
+    }
 }
 
 /// Ids in the API's JSON are decimal strings.
@@ -270,6 +352,30 @@ impl AdminClient {
         self.expect("DELETE", &path, None, 204).await.map(drop)
     }
 
+    /// Makes `user`'s contacts exactly `contacts`, in both directions
+    /// (`PUT /v1/users/{a}/contacts`).
+    pub async fn set_contacts(&self, user: UserId, contacts: &[UserId]) -> Result<(), AdminError> {
+        let list: Vec<String> = contacts.iter().map(u64::to_string).collect();
+        let body = serde_json::json!({ "contacts": list }).to_string();
+        let path = format!("/v1/users/{user}/contacts");
+        self.expect("PUT", &path, Some(&body), 204).await.map(drop)
+    }
+
+    /// Runs `ops` as one batch (`POST /v1/batch`): all or none. Returns
+    /// how many were applied. A refused batch is [`AdminError::Status`],
+    /// whose body names the bad operation's index.
+    pub async fn batch(&self, ops: &[BatchOp]) -> Result<u64, AdminError> {
+        let list: Vec<serde_json::Value> = ops.iter().map(BatchOp::to_json).collect();
+        let body = serde_json::json!({ "ops": list }).to_string();
+        drop(list);
+        let out = self.expect("POST", "/v1/batch", Some(&body), 200).await?;
+        #[derive(Deserialize)]
+        struct Applied {
+            applied: u64,
+        }
+        parse::<Applied>(&out).map(|a| a.applied)
+    }
+
     /// A user's relations and live state.
     pub async fn user(&self, user: UserId) -> Result<User, AdminError> {
         let body = self
@@ -386,6 +492,16 @@ pub mod blocking {
             self.rt.block_on(self.inner.remove_contact(a, b))
         }
 
+        /// See [`super::AdminClient::set_contacts`].
+        pub fn set_contacts(&self, user: UserId, contacts: &[UserId]) -> Result<(), AdminError> {
+            self.rt.block_on(self.inner.set_contacts(user, contacts))
+        }
+
+        /// See [`super::AdminClient::batch`].
+        pub fn batch(&self, ops: &[BatchOp]) -> Result<u64, AdminError> {
+            self.rt.block_on(self.inner.batch(ops))
+        }
+
         /// See [`super::AdminClient::user`].
         pub fn user(&self, user: UserId) -> Result<User, AdminError> {
             self.rt.block_on(self.inner.user(user))
@@ -437,5 +553,37 @@ mod tests {
             parse::<Room>(r#"{"chatid":"x"}"#),
             Err(AdminError::BadResponse(_))
         ));
+    }
+
+    #[test]
+    fn batch_ops_are_the_protocols_json() {
+        let ops = [
+            BatchOp::PutMember { chat: 7, user: 1 },
+            BatchOp::DeleteMember { chat: 7, user: 2 },
+            BatchOp::PutRoom {
+                chat: 8,
+                members: vec![1, u64::MAX],
+            },
+            BatchOp::DeleteRoom { chat: 9 },
+            BatchOp::PutContact { a: 1, b: 2 },
+            BatchOp::DeleteContact { a: 3, b: 4 },
+            BatchOp::PutContacts {
+                user: 5,
+                contacts: vec![],
+            },
+        ];
+        let got: Vec<String> = ops.iter().map(|o| o.to_json().to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                r#"{"chatid":"7","op":"put_member","userid":"1"}"#,
+                r#"{"chatid":"7","op":"delete_member","userid":"2"}"#,
+                r#"{"chatid":"8","members":["1","18446744073709551615"],"op":"put_room"}"#,
+                r#"{"chatid":"9","op":"delete_room"}"#,
+                r#"{"a":"1","b":"2","op":"put_contact"}"#,
+                r#"{"a":"3","b":"4","op":"delete_contact"}"#,
+                r#"{"contacts":[],"op":"put_contacts","userid":"5"}"#,
+            ]
+        );
     }
 }

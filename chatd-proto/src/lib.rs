@@ -8,7 +8,8 @@
 //! It owns the byte layouts and nothing else: decoders are plain functions
 //! over the bytes received so far, encoders write into a [`bytes::BufMut`].
 //! No sockets, no clock, no allocation, no state between calls, and no
-//! dependency beyond `bytes` and `thiserror`.
+//! dependency beyond `bytes` and `thiserror` (and, with the `testing`
+//! feature, `proptest` for the `testing` module's fuzzing strategies).
 //!
 //! Every decoder returns one of three things:
 //! - `Ok(Some((command, used)))`: a complete command that took the first
@@ -46,6 +47,8 @@ pub mod limits;
 pub mod statusd;
 mod wire;
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 

@@ -41,6 +41,11 @@ pub enum Command {
     /// Opens N authenticated chatd connections joined to rooms, holds them,
     /// reports connect rate, failures and the server's memory per connection.
     Connections(ConnectionsArgs),
+    /// One room of N members (one PUT) with K online on statusd, plus bulk
+    /// imports through /v1/batch: import times and server memory, login
+    /// dumps, presence fan-out to K-1 watchers, membership changes under
+    /// load.
+    Bigroom(BigroomArgs),
     /// A short fanout, calls and presence run (with --smoke also direct, a
     /// login storm and a small connections run) back to back; prints every
     /// report.
@@ -374,6 +379,52 @@ pub struct PresenceParams {
     /// to the end of the login dump).
     #[arg(long)]
     pub login_storm: bool,
+}
+
+/// `bigroom` options.
+#[derive(Args, Debug, Clone)]
+pub struct BigroomArgs {
+    /// Server location.
+    #[command(flatten)]
+    pub server: ServerOpts,
+    /// Common run options.
+    #[command(flatten)]
+    pub run: RunOpts,
+    /// Bigroom parameters.
+    #[command(flatten)]
+    pub p: BigroomParams,
+}
+
+/// The bigroom workload (see `scenarios::bigroom`).
+#[derive(Args, Debug, Clone)]
+pub struct BigroomParams {
+    /// Members of the big room, put in one `PUT /v1/rooms/{id}`.
+    #[arg(long, default_value_t = 100_000)]
+    pub members: usize,
+    /// Members logged in to statusd (the first ones); 0 or 1: no online
+    /// phases.
+    #[arg(long, default_value_t = 1000)]
+    pub online: usize,
+    /// Presence changes of member 1, each awaited at every other online
+    /// member.
+    #[arg(long, default_value_t = 200)]
+    pub changes: usize,
+    /// Presence changes written back to back before waiting for them.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// Members of a second room built through `POST /v1/batch`.
+    #[arg(long, default_value_t = 0)]
+    pub batch_members: usize,
+    /// Operations per `POST /v1/batch`.
+    #[arg(long, default_value_t = 100_000)]
+    pub batch_size: usize,
+    /// Contact pairs imported through `POST /v1/batch`.
+    #[arg(long, default_value_t = 0)]
+    pub contact_pairs: usize,
+    /// Online members removed from the big room and added back during the
+    /// presence changes.
+    #[arg(long, default_value_t = 0)]
+    pub membership_ops: usize,
 }
 
 /// `connections` options.

@@ -72,7 +72,7 @@ fn main() -> ExitCode {
 
 /// Runs the command; `Ok(false)` when verification failed.
 fn run(cli: Cli) -> Result<bool, MainError> {
-    use scenarios::{calls, connections, direct, fanout, presence};
+    use scenarios::{bigroom, calls, connections, direct, fanout, presence};
     match &cli.command {
         Command::Fanout(a) if a.p.target != PubSubTarget::Chatd => {
             peer(&a.server, &a.run, |env| fanout::run(env, &a.p))
@@ -82,6 +82,7 @@ fn run(cli: Cli) -> Result<bool, MainError> {
         Command::Calls(a) => single(&a.server, &a.run, |env| calls::run(env, &a.p)),
         Command::Presence(a) => single(&a.server, &a.run, |env| presence::run(env, &a.p)),
         Command::Connections(a) => single(&a.server, &a.run, |env| connections::run(env, &a.p)),
+        Command::Bigroom(a) => single(&a.server, &a.run, |env| bigroom::run(env, &a.p)),
         Command::Suite(a) => with_target(&a.server, |target| suite::run(target, &a.run, a.smoke)),
     }
 }

@@ -329,6 +329,16 @@ pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     Some(stat_cpu(&s)?.1 / clock_ticks())
 }
 
+/// User and system CPU seconds of a process apart (`/proc/<pid>/stat`;
+/// [`proc_cpu_secs`] is their sum): on loopback most of a socket write's
+/// cost is the kernel's (the receiver's side of TCP runs in the sender's
+/// system time), so the two tell a server's own work from its writes'.
+pub fn proc_cpu_split(pid: Option<u32>) -> Option<(f64, f64)> {
+    let s = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    let (_, ut, st) = stat_cpu_split(&s)?;
+    Some((ut / clock_ticks(), st / clock_ticks()))
+}
+
 /// Clock ticks per second of /proc's CPU times.
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no memory effects.
@@ -341,8 +351,13 @@ fn clock_ticks() -> f64 {
 }
 
 /// The command name and utime + stime (in clock ticks) of a
-/// /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat line.
+/// `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` line.
 pub fn stat_cpu(line: &str) -> Option<(&str, f64)> {
+    stat_cpu_split(line).map(|(name, ut, st)| (name, ut + st))
+}
+
+/// The command name, utime and stime (in clock ticks) of a stat line.
+fn stat_cpu_split(line: &str) -> Option<(&str, f64, f64)> {
     // The command name is in parentheses and may hold spaces and ')'.
     let (head, rest) = line.rsplit_once(')')?;
     let name = head.split_once('(')?.1;
@@ -350,7 +365,7 @@ pub fn stat_cpu(line: &str) -> Option<(&str, f64)> {
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
     let ut: f64 = f.get(11)?.parse().ok()?;
     let st: f64 = f.get(12)?.parse().ok()?;
-    Some((name, ut + st))
+    Some((name, ut, st))
 }
 
 /// Busy CPU seconds of the whole host so far (all cores, all processes:
@@ -389,7 +404,7 @@ pub struct ThreadCpu {
 }
 
 /// Every thread of process `pid` (`None`: this process) and its CPU time,
-/// from /proc/<pid>/task/*/stat; empty when /proc cannot be read.
+/// from `/proc/<pid>/task/*/stat`; empty when /proc cannot be read.
 pub fn threads_cpu(pid: Option<u32>) -> Vec<ThreadCpu> {
     let dir = match pid {
         Some(p) => format!("/proc/{p}/task"),
@@ -509,6 +524,7 @@ mod tests {
     fn stat_cpu_reads_name_and_ticks_past_a_name_with_spaces_and_parens() {
         let line = "4242 (lg w(0) x) R 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 1 0\n";
         assert_eq!(stat_cpu(line), Some(("lg w(0) x", 175.0)));
+        assert_eq!(stat_cpu_split(line), Some(("lg w(0) x", 150.0, 25.0)));
         assert_eq!(stat_cpu("4242 (x) R 1 2"), None, "too few fields");
     }
 

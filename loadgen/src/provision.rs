@@ -1,11 +1,12 @@
 //! Provisioning a run through the admin API (protocol section 6): rooms,
-//! contacts and tokens, with `chatd-client`'s admin client over kept-alive
+//! contacts, bulk changes and tokens (and the metrics text), with `chatd-client`'s admin client over kept-alive
 //! connections. Blocking: provisioning happens before the load starts.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use chatd_client::admin::blocking::AdminClient;
+pub use chatd_client::admin::BatchOp;
 
 /// Why provisioning failed.
 pub use chatd_client::admin::AdminError as ProvisionError;
@@ -43,6 +44,26 @@ impl Admin {
     /// Sets the member list of `chat`.
     pub fn set_room(&mut self, chat: u64, members: &[u64]) -> Result<(), ProvisionError> {
         self.api()?.set_members(chat, members)
+    }
+
+    /// Makes `user` a member of `chat`.
+    pub fn add_member(&mut self, chat: u64, user: u64) -> Result<(), ProvisionError> {
+        self.api()?.add_member(chat, user)
+    }
+
+    /// Removes `user` from `chat`.
+    pub fn remove_member(&mut self, chat: u64, user: u64) -> Result<(), ProvisionError> {
+        self.api()?.remove_member(chat, user)
+    }
+
+    /// Runs `ops` as one `POST /v1/batch`.
+    pub fn batch(&mut self, ops: &[BatchOp]) -> Result<(), ProvisionError> {
+        self.api()?.batch(ops).map(drop)
+    }
+
+    /// The server's metrics, as text.
+    pub fn metrics(&mut self) -> Result<String, ProvisionError> {
+        self.api()?.metrics()
     }
 
     /// Makes `a` and `b` contacts.

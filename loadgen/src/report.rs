@@ -98,7 +98,7 @@ pub struct ServerStats {
     /// cpu_secs / wall seconds.
     pub cores_used: f64,
     /// The busiest server thread's share of a core over the window
-    /// (/proc/<pid>/task/*/stat).
+    /// (`/proc/<pid>/task/*/stat`).
     pub busiest_thread: f64,
     /// Deliveries measured per server CPU-second: the efficiency figure,
     /// fair across thread models (0 when the server used no CPU).

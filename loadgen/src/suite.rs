@@ -4,10 +4,11 @@
 //! connections run; it fails only on verification, never on latency.
 
 use crate::cli::{
-    CallsParams, ConnectionsParams, DirectParams, FanoutParams, PresenceParams, RunOpts,
+    BigroomParams, CallsParams, ConnectionsParams, DirectParams, FanoutParams, PresenceParams,
+    RunOpts,
 };
 use crate::report::{Report, BOUND_BUSY, SEND_LAG_WARN_MS};
-use crate::scenarios::{self, calls, connections, direct, fanout, presence, Env, Target};
+use crate::scenarios::{self, bigroom, calls, connections, direct, fanout, presence, Env, Target};
 use crate::MainError;
 
 /// Ids each scenario of the suite gets, so they never share users or rooms.
@@ -65,6 +66,16 @@ pub fn run(target: &Target, run: &RunOpts, smoke: bool) -> Result<bool, MainErro
         members: 10,
         hold_secs: 1.0,
     };
+    let big = BigroomParams {
+        members: 5000,
+        online: 100,
+        changes: 20,
+        pipeline: 1,
+        batch_members: 5000,
+        batch_size: 2000,
+        contact_pairs: 2000,
+        membership_ops: 5,
+    };
     type Step<'a> = (
         &'a str,
         Box<dyn Fn(&Env<'_>) -> Result<Report, scenarios::ScenarioError> + 'a>,
@@ -81,6 +92,7 @@ pub fn run(target: &Target, run: &RunOpts, smoke: bool) -> Result<bool, MainErro
             Box::new(|e| presence::run(e, &storm)),
         ));
         steps.push(("connections", Box::new(|e| connections::run(e, &conns))));
+        steps.push(("bigroom", Box::new(|e| bigroom::run(e, &big))));
     }
     let mut ok = true;
     let mut summary = Vec::new();

@@ -3,10 +3,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::ids::ChatId;
 use crate::ids::UserId;
-use crate::store::effect::RelationEffect;
+use crate::store::NetChange;
 
 /// A boxed `Send` future, as the HTTP handlers need.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -33,16 +34,26 @@ pub struct UserLive {
     pub chatd_clients: u64,
 }
 
+/// The presence updates an applied relation change causes: resolves
+/// once they are computed and sent (they may follow the admin's answer).
+pub struct Pushes(pub BoxFuture<()>);
+
 /// What the admin API needs from the shards.
 pub trait ShardControl: Send + Sync + 'static {
-    /// Applies relation effects to the live shards. Resolves once every
-    /// shard concerned has applied its part, so that a command a client
-    /// sends after the admin call answered sees the change.
-    fn apply(&self, effects: Vec<RelationEffect>) -> BoxFuture<()>;
+    /// Applies a net relation change (already durable) to the live
+    /// shards. Resolves once every shard has applied its part, so that a
+    /// command a client sends after the admin call answered sees the
+    /// change; its output, [`Pushes`], resolves once the presence updates
+    /// the change causes are computed and sent. Changes are applied one at
+    /// a time: the caller awaits the pushes before applying the next.
+    fn apply(&self, change: Arc<NetChange>) -> BoxFuture<Pushes>;
     /// The room's live state, from its home shard.
     fn room_live(&self, chat: ChatId) -> BoxFuture<RoomLive>;
     /// The user's live state, from its home shard.
     fn user_live(&self, user: UserId) -> BoxFuture<UserLive>;
+    /// The rooms `user` is a member of, ascending (from the shards, which
+    /// hold the memberships).
+    fn user_rooms(&self, user: UserId) -> BoxFuture<Vec<ChatId>>;
     /// All metrics in the Prometheus text format.
     fn metrics_text(&self) -> String;
 }

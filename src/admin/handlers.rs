@@ -1,10 +1,10 @@
 //! The admin API's handlers: input validation, the write path (store, then
-//! model, then shards) and the JSON shapes of protocol section 6.
+//! shards) and the JSON shapes of protocol section 6.
 //!
-//! Every input is parsed before anything is locked or written, so a bad
-//! request changes nothing. Errors are JSON `{"error": "..."}` bodies.
+//! Every input is parsed and validated whole before anything is locked or
+//! written, so a bad request changes nothing. Errors are JSON `{"error":
+//! "..."}` bodies (with `"index"` for a batch's bad operation).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -19,18 +19,20 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use super::batch;
 use super::state::Admin;
 use crate::auth::parse_id;
 use crate::ids::{ChatId, UserId};
-use crate::limits::{MAX_ADMIN_BODY_BYTES, MAX_ROOM_MEMBERS_PER_PUT, MAX_TOKEN_TTL_SECS};
-use crate::store::effect::RelationEffect;
-use crate::store::{Relations, Store, StoreError};
+use crate::limits::{MAX_ADMIN_BODY_BYTES, MAX_IDS_PER_LIST, MAX_TOKEN_TTL_SECS};
+use crate::store::{Op, Store, StoreError};
 
-/// A failed request: its status and the message of its JSON body.
+/// A failed request: its status and the message of its JSON body, and
+/// for a batch the index of the operation at fault.
 #[derive(Debug)]
 pub(super) struct ApiError {
     status: StatusCode,
     message: String,
+    index: Option<usize>,
 }
 
 impl ApiError {
@@ -38,7 +40,17 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            index: None,
         }
+    }
+
+    /// A store failure: logged, and 500.
+    fn store(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "relation store failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("store failed: {e}"),
+        )
     }
 
     fn bad_request(message: impl Into<String>) -> Self {
@@ -48,7 +60,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let body = match self.index {
+            Some(index) => json!({ "error": self.message, "index": index }),
+            None => json!({ "error": self.message }),
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -65,17 +81,33 @@ fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
         .map_err(|e| ApiError::bad_request(format!("bad path: {e}")))
 }
 
-/// Reads and parses a JSON body of at most [`MAX_ADMIN_BODY_BYTES`].
-async fn json_body<T: DeserializeOwned>(body: Body) -> ApiResult<T> {
-    let bytes = axum::body::to_bytes(body, MAX_ADMIN_BODY_BYTES)
+/// Reads a body of at most [`MAX_ADMIN_BODY_BYTES`] (413 beyond).
+async fn body_bytes(body: Body) -> ApiResult<axum::body::Bytes> {
+    axum::body::to_bytes(body, MAX_ADMIN_BODY_BYTES)
         .await
         .map_err(|_| {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("body unreadable or over {MAX_ADMIN_BODY_BYTES} bytes"),
             )
-        })?;
+        })
+}
+
+/// Reads and parses a JSON body of at most [`MAX_ADMIN_BODY_BYTES`].
+async fn json_body<T: DeserializeOwned>(body: Body) -> ApiResult<T> {
+    let bytes = body_bytes(body).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))
+}
+
+/// Parses a list of ids (at most [`MAX_IDS_PER_LIST`]); `what` names the
+/// list in the error.
+fn id_list(what: &str, list: &[String]) -> ApiResult<Vec<UserId>> {
+    if list.len() > MAX_IDS_PER_LIST {
+        return Err(ApiError::bad_request(format!(
+            "more than {MAX_IDS_PER_LIST} {what}"
+        )));
+    }
+    list.iter().map(|m| id("userid", m)).collect()
 }
 
 /// Rejects every `/v1` request without `Authorization: Bearer <token>`.
@@ -116,30 +148,58 @@ fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
     Some(&rest[start..])
 }
 
-/// The write path: store commit, then model, then shards, all under the
-/// writer lock so that effects reach the shards in commit order. On a store
-/// error the model is left as it was.
-async fn write(
+/// The write path: `ops`, validated, are committed to the store as one
+/// durable transaction, then the net change is applied on every shard;
+/// the request is answered then. The writer lock is held until the
+/// presence updates the change causes are out (they may follow the
+/// answer), so changes reach the shards one at a time, in commit order.
+/// On a store error nothing changed and the shards are not involved.
+///
+/// It all runs in a task of its own: a client that goes away before the
+/// answer (dropping this future) cannot leave a committed change unapplied
+/// on the shards.
+async fn write(admin: &Arc<Admin>, ops: Vec<Op>) -> ApiResult<()> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let admin = admin.clone();
+    tokio::spawn(async move {
+        let guard = admin.writer.clone().lock_owned().await;
+        let store = admin.store.clone();
+        // A blocking commit (fsync): on the blocking pool, so the API's
+        // other requests (metrics, reads) go on meanwhile.
+        let committed = tokio::task::spawn_blocking(move || store.apply(&ops)).await;
+        let change = match committed {
+            Ok(Ok(change)) if !change.is_empty() => change,
+            Ok(Ok(_)) => {
+                let _ = answer.send(Ok(()));
+                return;
+            }
+            Ok(Err(e)) => {
+                let _ = answer.send(Err(ApiError::store(e)));
+                return;
+            }
+            Err(e) => {
+                let _ = answer.send(Err(ApiError::store(e)));
+                return;
+            }
+        };
+        let pushes = admin.shards.apply(Arc::new(change)).await;
+        let _ = answer.send(Ok(()));
+        pushes.0.await;
+        drop(guard);
+    });
+    answered.await.map_err(ApiError::store)?
+}
+
+/// A blocking read of the store, on the blocking pool.
+async fn read<T: Send + 'static>(
     admin: &Admin,
-    store_op: impl FnOnce(&Store) -> Result<(), StoreError>,
-    model_op: impl FnOnce(&mut Relations) -> Vec<RelationEffect>,
-) -> ApiResult<StatusCode> {
-    let mut w = admin.writer.lock().await;
-    // A blocking fsync on the admin runtime: acceptable, since the API has
-    // one writer anyway and nothing latency-critical runs on this thread.
-    store_op(&w.store).map_err(|e| {
-        tracing::error!(error = %e, "relation store write failed");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("store write failed: {e}"),
-        )
-    })?;
-    let effects = model_op(&mut w.relations);
-    if !effects.is_empty() {
-        admin.shards.apply(effects).await;
-    }
-    drop(w);
-    Ok(StatusCode::NO_CONTENT)
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> ApiResult<T> {
+    let store = admin.store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(ApiError::store)?
+        .map_err(ApiError::store)
 }
 
 pub(super) async fn put_member(
@@ -148,12 +208,8 @@ pub(super) async fn put_member(
 ) -> ApiResult<StatusCode> {
     let (chat, user) = path(p)?;
     let (chat, user) = (id("chatid", &chat)?, id("userid", &user)?);
-    write(
-        &admin,
-        |s| s.add_member(chat, user),
-        |r| r.add_member(chat, user),
-    )
-    .await
+    write(&admin, vec![Op::PutMember { chat, user }]).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub(super) async fn delete_member(
@@ -162,12 +218,8 @@ pub(super) async fn delete_member(
 ) -> ApiResult<StatusCode> {
     let (chat, user) = path(p)?;
     let (chat, user) = (id("chatid", &chat)?, id("userid", &user)?);
-    write(
-        &admin,
-        |s| s.remove_member(chat, user),
-        |r| r.remove_member(chat, user),
-    )
-    .await
+    write(&admin, vec![Op::DeleteMember { chat, user }]).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `PUT /v1/rooms/{chatid}` body.
@@ -184,23 +236,9 @@ pub(super) async fn put_room(
 ) -> ApiResult<StatusCode> {
     let chat = id("chatid", &path(p)?)?;
     let body: RoomBody = json_body(body).await?;
-    if body.members.len() > MAX_ROOM_MEMBERS_PER_PUT {
-        return Err(ApiError::bad_request(format!(
-            "more than {MAX_ROOM_MEMBERS_PER_PUT} members"
-        )));
-    }
-    let members: BTreeSet<UserId> = body
-        .members
-        .iter()
-        .map(|m| id("userid", m))
-        .collect::<ApiResult<_>>()?;
-    let members: Vec<UserId> = members.into_iter().collect();
-    write(
-        &admin,
-        |s| s.set_members(chat, &members),
-        |r| r.set_members(chat, &members),
-    )
-    .await
+    let members = id_list("members", &body.members)?;
+    write(&admin, vec![Op::PutRoom { chat, members }]).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub(super) async fn get_room(
@@ -208,18 +246,14 @@ pub(super) async fn get_room(
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let chat: ChatId = id("chatid", &path(p)?)?;
-    let members: Vec<String> = {
-        let w = admin.writer.lock().await;
-        match w.relations.members(chat) {
-            Some(m) => m.iter().map(u64::to_string).collect(),
-            None => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("room {chat} has no members"),
-                ))
-            }
-        }
-    };
+    let members = read(&admin, move |s| s.members(chat)).await?;
+    if members.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("room {chat} has no members"),
+        ));
+    }
+    let members: Vec<String> = members.iter().map(u64::to_string).collect();
     let live = admin.shards.room_live(chat).await;
     Ok(Json(json!({
         "chatid": chat.to_string(),
@@ -235,7 +269,8 @@ pub(super) async fn delete_room(
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<StatusCode> {
     let chat = id("chatid", &path(p)?)?;
-    write(&admin, |s| s.delete_room(chat), |r| r.delete_room(chat)).await
+    write(&admin, vec![Op::DeleteRoom { chat }]).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The two users of a contact path; a user cannot be its own contact.
@@ -255,7 +290,8 @@ pub(super) async fn put_contact(
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<StatusCode> {
     let (a, b) = contact_pair(p)?;
-    write(&admin, |s| s.add_contact(a, b), |r| r.add_contact(a, b)).await
+    write(&admin, vec![Op::PutContact { a, b }]).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub(super) async fn delete_contact(
@@ -263,12 +299,48 @@ pub(super) async fn delete_contact(
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<StatusCode> {
     let (a, b) = contact_pair(p)?;
-    write(
-        &admin,
-        |s| s.remove_contact(a, b),
-        |r| r.remove_contact(a, b),
-    )
-    .await
+    write(&admin, vec![Op::DeleteContact { a, b }]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /v1/users/{a}/contacts` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContactsBody {
+    contacts: Vec<String>,
+}
+
+pub(super) async fn put_contacts(
+    State(admin): State<Arc<Admin>>,
+    p: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> ApiResult<StatusCode> {
+    let user = id("userid", &path(p)?)?;
+    let body: ContactsBody = json_body(body).await?;
+    let contacts = id_list("contacts", &body.contacts)?;
+    if contacts.contains(&user) {
+        return Err(ApiError::bad_request(format!(
+            "user {user} cannot be its own contact"
+        )));
+    }
+    write(&admin, vec![Op::PutContacts { user, contacts }]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn post_batch(
+    State(admin): State<Arc<Admin>>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let bytes = body_bytes(body).await?;
+    let ops = batch::parse(&bytes).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message: e.message,
+        index: e.index,
+    })?;
+    drop(bytes);
+    let applied = ops.len();
+    write(&admin, ops).await?;
+    Ok(Json(json!({ "applied": applied })))
 }
 
 pub(super) async fn get_user(
@@ -276,16 +348,9 @@ pub(super) async fn get_user(
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let user: UserId = id("userid", &path(p)?)?;
-    let strings = |s: Option<&BTreeSet<u64>>| -> Vec<String> {
-        s.into_iter().flatten().map(u64::to_string).collect()
-    };
-    let (contacts, rooms) = {
-        let w = admin.writer.lock().await;
-        (
-            strings(w.relations.contacts_of(user)),
-            strings(w.relations.rooms_of(user)),
-        )
-    };
+    let strings = |v: Vec<u64>| -> Vec<String> { v.iter().map(u64::to_string).collect() };
+    let contacts = strings(read(&admin, move |s| s.contacts(user)).await?);
+    let rooms = strings(admin.shards.user_rooms(user).await);
     let live = admin.shards.user_live(user).await;
     Ok(Json(json!({
         "userid": user.to_string(),

@@ -1,14 +1,19 @@
 //! The admin HTTP API (protocol section 6) and Prometheus metrics.
 //!
-//! Owns the one writer of relations: every change is validated, committed
-//! durably to the [`Store`](crate::store::Store), applied to the
-//! [`Relations`](crate::store::Relations) model, and its effects handed to
-//! the shards through [`ShardControl`](control::ShardControl) before the request
-//! is answered. It runs on its own thread with a current-thread tokio
-//! runtime ([`serve`]), so it never competes with the shards' runtimes; it
-//! must not touch shard state except through `ShardControl`. [`Admin`]
-//! (in `state.rs`) is what the handlers (`handlers.rs`) work on.
+//! Owns the one writer of relations: every change (one operation, or a
+//! batch) is validated whole, committed durably to the
+//! [`Store`](crate::store::Store) as one transaction, and its net
+//! difference handed to the shards through
+//! [`ShardControl`](control::ShardControl); the request is answered once
+//! every shard applied it, and the next change waits until the presence
+//! updates it causes are out. It runs on its own thread with a
+//! current-thread tokio runtime ([`serve`]), so it never competes with the
+//! shards' runtimes; it must not touch shard state except through
+//! `ShardControl`. It keeps no relations in memory: reads go to the store,
+//! or to the shards that hold them. [`Admin`] (in `state.rs`) is what the
+//! handlers (`handlers.rs`, `batch.rs` for `POST /v1/batch`) work on.
 
+mod batch;
 pub mod control;
 mod handlers;
 mod state;
@@ -37,6 +42,8 @@ pub fn router(admin: Arc<Admin>) -> Router {
             "/v1/users/{a}/contacts/{b}",
             put(put_contact).delete(delete_contact),
         )
+        .route("/v1/users/{a}/contacts", put(put_contacts))
+        .route("/v1/batch", post(post_batch))
         .route("/v1/users/{userid}", get(get_user))
         .route("/v1/tokens", post(post_token))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -1,13 +1,13 @@
 //! The admin API's state: its settings, and [`Admin`], everything its
-//! handlers work on (the store and the model under one writer lock, the
-//! authenticator, the shards).
+//! handlers work on (the store, the writer lock, the authenticator, the
+//! shards).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::control::ShardControl;
 use crate::auth::Authenticator;
-use crate::store::{Relations, Store};
+use crate::store::Store;
 
 /// Settings of the admin API.
 pub struct AdminConfig {
@@ -26,19 +26,14 @@ pub fn system_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The durable store and the model, changed together under one lock.
-pub(super) struct Writer {
-    pub(super) store: Store,
-    pub(super) relations: Relations,
-}
-
-/// Everything behind the API: the store, the model, the authenticator, the
-/// shards.
+/// Everything behind the API: the store, the authenticator, the shards.
 pub struct Admin {
+    /// The durable relations (shared with blocking tasks).
+    pub(super) store: Arc<Store>,
     /// One writer at a time. Held from the store commit until the shards
-    /// have applied the effects, so effects reach the shards in commit
-    /// order; reads take it briefly to see a committed state.
-    pub(super) writer: tokio::sync::Mutex<Writer>,
+    /// have applied the change and sent what it shows and hides, so
+    /// changes reach the shards one at a time, in commit order.
+    pub(super) writer: Arc<tokio::sync::Mutex<()>>,
     /// Issues tokens for `POST /v1/tokens`.
     pub(super) auth: Authenticator,
     /// From [`AdminConfig`].
@@ -50,18 +45,17 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// The API over `store` and the model loaded from it
-    /// (`store.load()`). The caller has already applied
-    /// `relations.initial_effects()` to the shards.
+    /// The API over `store`, whose relations the caller has already
+    /// installed on the shards.
     pub fn new(
         config: AdminConfig,
         store: Store,
-        relations: Relations,
         auth: Authenticator,
         shards: Arc<dyn ShardControl>,
     ) -> Admin {
         Admin {
-            writer: tokio::sync::Mutex::new(Writer { store, relations }),
+            store: Arc::new(store),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
             auth,
             token: config.token,
             now: config.now,

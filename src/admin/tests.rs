@@ -1,7 +1,8 @@
 //! Admin API tests over real sockets: the router served by [`serve`] on
 //! 127.0.0.1:0, a minimal HTTP/1.1 client, and fake shards that record the
-//! effects they are given.
+//! net changes they are given.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,13 +11,12 @@ use std::thread::JoinHandle;
 
 use serde_json::{json, Value};
 
-use super::control::{BoxFuture, RoomLive, ShardControl, UserLive};
+use super::control::{BoxFuture, Pushes, RoomLive, ShardControl, UserLive};
 use super::*;
 use crate::auth::Authenticator;
 use crate::ids::{ChatId, UserId};
 use crate::store::db::FlakyBackend;
-use crate::store::effect::RelationEffect;
-use crate::store::{Relations, Store};
+use crate::store::{NetChange, Store};
 
 const TOKEN: &str = "admin-secret-token";
 const JWT_SECRET: &[u8] = b"jwt secret";
@@ -26,18 +26,38 @@ fn fixed_now() -> u64 {
     NOW
 }
 
-/// Shards that record applied effects and report canned live state.
+/// Shards that record applied changes, keep the memberships (to answer
+/// which rooms a user is in) and report canned live state.
 #[derive(Default)]
 struct FakeShards {
-    applied: Mutex<Vec<RelationEffect>>,
+    applied: Mutex<Vec<NetChange>>,
     calls: Mutex<usize>,
+    /// `(user, chat)`.
+    members: Mutex<BTreeSet<(u64, u64)>>,
 }
 
 impl ShardControl for FakeShards {
-    fn apply(&self, effects: Vec<RelationEffect>) -> BoxFuture<()> {
+    fn apply(&self, change: Arc<NetChange>) -> BoxFuture<Pushes> {
         *self.calls.lock().unwrap() += 1;
-        self.applied.lock().unwrap().extend(effects);
-        Box::pin(async {})
+        let mut members = self.members.lock().unwrap();
+        for &(c, u) in &change.members_added {
+            members.insert((u, c));
+        }
+        for &(c, u) in &change.members_removed {
+            members.remove(&(u, c));
+        }
+        self.applied.lock().unwrap().push((*change).clone());
+        Box::pin(async { Pushes(Box::pin(async {})) })
+    }
+    fn user_rooms(&self, user: UserId) -> BoxFuture<Vec<ChatId>> {
+        let rooms = self
+            .members
+            .lock()
+            .unwrap()
+            .range((user, 0)..=(user, u64::MAX))
+            .map(|&(_, c)| c)
+            .collect();
+        Box::pin(async { rooms })
     }
     fn room_live(&self, _chat: ChatId) -> BoxFuture<RoomLive> {
         Box::pin(async {
@@ -63,8 +83,24 @@ impl ShardControl for FakeShards {
 }
 
 impl FakeShards {
-    fn take(&self) -> Vec<RelationEffect> {
+    fn take(&self) -> Vec<NetChange> {
         std::mem::take(&mut self.applied.lock().unwrap())
+    }
+}
+
+fn members(added: &[(u64, u64)], removed: &[(u64, u64)]) -> NetChange {
+    NetChange {
+        members_added: added.to_vec(),
+        members_removed: removed.to_vec(),
+        ..NetChange::default()
+    }
+}
+
+fn contacts(added: &[(u64, u64)], removed: &[(u64, u64)]) -> NetChange {
+    NetChange {
+        contacts_added: added.to_vec(),
+        contacts_removed: removed.to_vec(),
+        ..NetChange::default()
     }
 }
 
@@ -78,14 +114,16 @@ struct Server {
 
 impl Server {
     fn start(store: Store) -> Server {
-        let relations = store.load().unwrap();
         let shards = Arc::new(FakeShards::default());
+        // What the server's start-up installs on the shards.
+        let loaded = store.load(1, |_| 0, |_| 0).unwrap();
+        *shards.members.lock().unwrap() = loaded.memberships[0].iter().collect();
         let config = AdminConfig {
             token: TOKEN.to_owned(),
             now: fixed_now,
         };
         let auth = Authenticator::new(JWT_SECRET);
-        let admin = Arc::new(Admin::new(config, store, relations, auth, shards.clone()));
+        let admin = Arc::new(Admin::new(config, store, auth, shards.clone()));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -181,14 +219,6 @@ impl Resp {
     }
 }
 
-fn vis(user: UserId, watcher: UserId, delta: i32) -> RelationEffect {
-    RelationEffect::Visibility {
-        user,
-        watcher,
-        delta,
-    }
-}
-
 #[test]
 fn v1_requests_without_the_right_token_are_401() {
     let tmp = tempfile::tempdir().unwrap();
@@ -247,9 +277,7 @@ fn member_put_and_delete_are_idempotent_and_reach_the_shards() {
     assert_eq!(srv.call("PUT", "/v1/rooms/7/members/1", None).status, 204);
     assert_eq!(srv.call("PUT", "/v1/rooms/7/members/2", None).status, 204);
     let got = srv.shards.take();
-    assert_eq!(got.len(), 4);
-    assert!(got.contains(&RelationEffect::MemberAdded { chat: 7, user: 2 }));
-    assert!(got.contains(&vis(1, 2, 1)) && got.contains(&vis(2, 1, 1)));
+    assert_eq!(got, [members(&[(7, 1)], &[]), members(&[(7, 2)], &[])]);
     // Again: 204, nothing to apply.
     assert_eq!(srv.call("PUT", "/v1/rooms/7/members/2", None).status, 204);
     assert!(srv.shards.take().is_empty());
@@ -270,8 +298,11 @@ fn member_put_and_delete_are_idempotent_and_reach_the_shards() {
         204
     );
     let got = srv.shards.take();
-    assert_eq!(got.len(), 3);
-    assert!(got.contains(&RelationEffect::MemberRemoved { chat: 7, user: 2 }));
+    assert_eq!(
+        got,
+        [members(&[], &[(7, 2)])],
+        "the second DELETE changes nothing"
+    );
 }
 
 #[test]
@@ -283,8 +314,8 @@ fn room_put_replaces_deduplicated_members_and_delete_empties_it() {
     srv.shards.take();
     assert_eq!(put(r#"{"members":["1","4","4"]}"#), 204);
     let got = srv.shards.take();
-    // 2, 3 leave; 4 comes; pairs (1,2) (1,3) (2,3) -1, (1,4) +1, each twice.
-    assert_eq!(got.len(), 3 + 8);
+    // 2, 3 leave; 4 comes; 1 stays and is no change.
+    assert_eq!(got, [members(&[(7, 4)], &[(7, 2), (7, 3)])]);
     let r = srv.call("GET", "/v1/rooms/7", None).json();
     assert_eq!(r["members"], json!(["1", "4"]));
 
@@ -304,7 +335,7 @@ fn contacts_and_user_view() {
         json!({"userid":"1","presence":3,"statusd_clients":2,"chatd_clients":1,"contacts":[],"rooms":[]})
     );
     assert_eq!(srv.call("PUT", "/v1/users/1/contacts/2", None).status, 204);
-    assert_eq!(srv.shards.take(), vec![vis(1, 2, 1), vis(2, 1, 1)]);
+    assert_eq!(srv.shards.take(), [contacts(&[(1, 2)], &[])]);
     assert_eq!(srv.call("PUT", "/v1/users/2/contacts/1", None).status, 204);
     assert!(srv.shards.take().is_empty());
     assert_eq!(srv.call("PUT", "/v1/rooms/7/members/1", None).status, 204);
@@ -316,7 +347,7 @@ fn contacts_and_user_view() {
         srv.call("DELETE", "/v1/users/2/contacts/1", None).status,
         204
     );
-    assert_eq!(srv.shards.take(), vec![vis(1, 2, -1), vis(2, 1, -1)]);
+    assert_eq!(srv.shards.take(), [contacts(&[], &[(1, 2)])]);
     assert_eq!(
         srv.call("DELETE", "/v1/users/2/contacts/1", None).status,
         204
@@ -417,18 +448,17 @@ fn bad_input_is_400_with_a_json_error_and_changes_nothing() {
     let r = srv.call("GET", "/v1/rooms/7", None).json();
     assert_eq!(r["members"], json!(["1", "2"]));
     drop(srv);
-    let r = Store::open(tmp.path()).unwrap().load().unwrap();
-    let mut want = Relations::new();
-    want.set_members(7, &[1, 2]);
-    want.add_contact(1, 3);
-    assert_eq!(r, want);
+    let store = Store::open(tmp.path()).unwrap();
+    assert_eq!(store.members(7).unwrap(), [1, 2]);
+    assert_eq!(store.contacts(1).unwrap(), [3]);
+    assert_eq!(store.contacts(3).unwrap(), [1]);
 }
 
 #[test]
 fn member_list_over_the_limit_is_400() {
     let tmp = tempfile::tempdir().unwrap();
     let srv = Server::in_dir(tmp.path());
-    let ids: Vec<String> = (1..=crate::limits::MAX_ROOM_MEMBERS_PER_PUT as u64 + 1)
+    let ids: Vec<String> = (1..=crate::limits::MAX_IDS_PER_LIST as u64 + 1)
         .map(|i| i.to_string())
         .collect();
     let body = json!({ "members": ids }).to_string();
@@ -480,4 +510,78 @@ fn failed_store_write_is_500_and_leaves_model_and_shards_alone() {
         srv.call("GET", "/v1/users/1", None).json()["contacts"],
         json!([])
     );
+}
+
+#[test]
+fn put_contacts_makes_the_list_exact_in_both_directions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = Server::in_dir(tmp.path());
+    let put =
+        |user: u64, body: &str| srv.call("PUT", &format!("/v1/users/{user}/contacts"), Some(body));
+    assert_eq!(put(1, r#"{"contacts":["2","3","3"]}"#).status, 204);
+    assert_eq!(srv.shards.take(), [contacts(&[(1, 2), (1, 3)], &[])]);
+    assert_eq!(put(1, r#"{"contacts":["3","4"]}"#).status, 204);
+    assert_eq!(srv.shards.take(), [contacts(&[(1, 4)], &[(1, 2)])]);
+    assert_eq!(
+        srv.call("GET", "/v1/users/4", None).json()["contacts"],
+        json!(["1"])
+    );
+    assert_eq!(put(1, r#"{"contacts":[]}"#).status, 204);
+    assert_eq!(srv.shards.take(), [contacts(&[], &[(1, 3), (1, 4)])]);
+    for bad in [
+        r#"{"contacts":["1"]}"#,
+        r#"{"contacts":["0"]}"#,
+        "{}",
+        r#"{"contacts":"2"}"#,
+    ] {
+        put(1, bad).assert_error(400);
+    }
+    assert!(srv.shards.take().is_empty());
+}
+
+#[test]
+fn a_batch_is_validated_whole_and_applied_as_one_net_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = Server::in_dir(tmp.path());
+    let batch = |body: &str| srv.call("POST", "/v1/batch", Some(body));
+    let r = batch(
+        r#"{"ops":[
+            {"op":"put_room","chatid":"7","members":["1","2"]},
+            {"op":"put_member","chatid":"7","userid":"3"},
+            {"op":"delete_member","chatid":"7","userid":"3"},
+            {"op":"put_contact","a":"1","b":"2"},
+            {"op":"put_contacts","userid":"5","contacts":["1"]}
+        ]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), json!({"applied": 5}));
+    assert_eq!(
+        srv.shards.take(),
+        [NetChange {
+            members_added: vec![(7, 1), (7, 2)],
+            contacts_added: vec![(1, 2), (1, 5)],
+            ..NetChange::default()
+        }]
+    );
+    // A bad op at index 2: 400 naming it, and nothing of the batch done.
+    let r = batch(
+        r#"{"ops":[
+            {"op":"delete_room","chatid":"7"},
+            {"op":"put_member","chatid":"8","userid":"1"},
+            {"op":"put_member","chatid":"8","userid":"0"}
+        ]}"#,
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json(), json!({"error": "bad userid: '0'", "index": 2}));
+    assert!(srv.shards.take().is_empty());
+    assert_eq!(
+        srv.call("GET", "/v1/rooms/7", None).json()["members"],
+        json!(["1", "2"])
+    );
+    srv.call("GET", "/v1/rooms/8", None).assert_error(404);
+    // A batch that changes nothing reaches no shard.
+    let r = batch(r#"{"ops":[{"op":"put_member","chatid":"7","userid":"1"}]}"#);
+    assert_eq!(r.status, 200);
+    assert!(srv.shards.take().is_empty());
+    batch(r#"{"ops":[]"#).assert_error(400);
 }

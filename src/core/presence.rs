@@ -1,18 +1,29 @@
 //! Presence of the users homed on one shard (protocol section 5): each
-//! connected statusd client's value, the user's combined presence, and who
-//! may see the user (a count of relations per watcher: contact or shared
-//! room, section 5.3).
+//! connected statusd client's value, the user's combined presence, and the
+//! state of the updates that tell its watchers about it.
 //!
-//! Sans-IO: methods return what changed ([`Change`], [`VisibilityChange`])
-//! and the caller decides whom to send `OP_PRES` to, using [`Presence::clients`]
-//! and [`Presence::watchers`]. Relation counts come from the server's
-//! relation model; this module only keeps them.
+//! Who may see a user is not kept here: it is computed from the relations
+//! when needed ([`crate::core::relations`]). An update goes out in two
+//! steps: the home gathers the active watchers, then sends them every
+//! value the user took since the last update, in order
+//! ([`Presence::queue_update`], [`Presence::finish_publish`]). At most one
+//! gather per user is in flight, so two updates of one user never
+//! overtake each other; a change during a gather is sent with it and marks
+//! the user dirty, so that another gather follows and watchers it did not
+//! reach get the value as it is then (see `shard::statusd::publish`).
+//!
+//! A user is *active* (kept here) from its first client until it has none
+//! and its last update is out ([`Presence::release_if_quiet`]); its home
+//! tells every shard when that starts and ends.
+//!
+//! Sans-IO: methods return what changed ([`Change`]) and the caller decides
+//! whom to send `OP_PRES` to, using [`Presence::clients`].
 //!
 //! Invariants (checked by [`Presence::invariants`] in tests):
 //! - a user's presence is the maximum of its clients' values, 0 with none;
 //! - stored values are 7-bit (the MSB is only an input flag);
-//! - every stored relation count is above zero;
-//! - a user with no client and no watcher is not stored.
+//! - a stored user has a client, a gather in flight, or watchers that were
+//!   last told a value other than 0; `dirty` only while gathering.
 
 use crate::ids::FastMap;
 use crate::ids::UserId;
@@ -38,17 +49,6 @@ impl Change {
     }
 }
 
-/// Whether a relation change flipped "watcher may see user".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VisibilityChange {
-    /// Still visible, or still invisible.
-    None,
-    /// Send the user's presence to the watcher's clients if not 0.
-    BecameVisible,
-    /// Send `OP_PRES user 0` to the watcher's clients if the presence is not 0.
-    BecameInvisible,
-}
-
 #[derive(Debug)]
 struct UserState<H> {
     /// Connected statusd clients and their 7-bit values; a handful per user,
@@ -56,8 +56,14 @@ struct UserState<H> {
     clients: Vec<(H, u8)>,
     /// Cached maximum of `clients`' values (0 with none).
     presence: u8,
-    /// Watcher -> number of relations that let it see this user (> 0).
-    watchers: FastMap<UserId, u32>,
+    /// A gather of this user's watchers is in flight.
+    publishing: bool,
+    /// The presence changed since that gather started.
+    dirty: bool,
+    /// The values taken since the last update was sent, in order.
+    queue: Vec<u8>,
+    /// The value the last finished update left watchers with.
+    announced: u8,
 }
 
 impl<H> UserState<H> {
@@ -65,12 +71,17 @@ impl<H> UserState<H> {
         UserState {
             clients: Vec::new(),
             presence: 0,
-            watchers: FastMap::default(),
+            publishing: false,
+            dirty: false,
+            queue: Vec::new(),
+            announced: 0,
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.clients.is_empty() && self.watchers.is_empty()
+    /// Nothing left to tell anyone: no client, no update in flight, and
+    /// the last update sent 0.
+    fn is_quiet(&self) -> bool {
+        self.clients.is_empty() && !self.publishing && self.announced == 0
     }
 
     fn recompute(&mut self) {
@@ -125,7 +136,7 @@ impl<H: Copy + Eq + Hash + Debug> Presence<H> {
     }
 
     /// The client is gone: presence becomes the maximum of the rest, 0 if
-    /// none is left.
+    /// none is left. The user stays until [`Presence::release_if_quiet`].
     pub fn disconnect(&mut self, user: UserId, conn: H) -> Change {
         let Some(state) = self.users.get_mut(&user) else {
             return Change { old: 0, new: 0 };
@@ -135,11 +146,70 @@ impl<H: Copy + Eq + Hash + Debug> Presence<H> {
             state.clients.swap_remove(pos);
             state.recompute();
         }
-        let new = state.presence;
-        if state.is_empty() {
-            self.users.remove(&user);
+        Change {
+            old,
+            new: state.presence,
         }
-        Change { old, new }
+    }
+
+    /// Whether `user` is active (see the module doc).
+    pub fn is_active(&self, user: UserId) -> bool {
+        self.users.contains_key(&user)
+    }
+
+    /// Forgets `user` if nothing is left to tell anyone about it; true when
+    /// it was forgotten (it stops being active).
+    pub fn release_if_quiet(&mut self, user: UserId) -> bool {
+        if self.users.get(&user).is_some_and(UserState::is_quiet) {
+            self.users.remove(&user);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// `user`'s presence changed: its new value is queued for its
+    /// watchers. True when the caller must start a gather of them now;
+    /// false when one is in flight (the user is marked dirty, and
+    /// [`Presence::finish_publish`] asks for another).
+    pub fn queue_update(&mut self, user: UserId) -> bool {
+        let Some(state) = self.users.get_mut(&user) else {
+            debug_assert!(false, "update of inactive user {user}");
+            return false;
+        };
+        state.queue.push(state.presence);
+        if state.publishing {
+            state.dirty = true;
+            false
+        } else {
+            state.publishing = true;
+            true
+        }
+    }
+
+    /// The gather of `user`'s watchers is complete: returns the values to
+    /// send them, in order (every change since the last update; the last
+    /// one is the current presence; none when nothing changed since), and
+    /// whether another gather must follow (a change came after this one
+    /// started).
+    pub fn finish_publish(&mut self, user: UserId) -> (Vec<u8>, bool) {
+        let Some(state) = self.users.get_mut(&user) else {
+            debug_assert!(false, "publish of unknown user {user}");
+            return (Vec::new(), false);
+        };
+        debug_assert!(state.publishing, "no publish of {user} in flight");
+        state.announced = state.presence;
+        let again = std::mem::take(&mut state.dirty);
+        state.publishing = again;
+        (std::mem::take(&mut state.queue), again)
+    }
+
+    /// Whether a watcher that stops seeing `user` may be showing a value
+    /// other than 0 for it, and so must be sent `OP_PRES user 0`.
+    pub fn may_show_nonzero(&self, user: UserId) -> bool {
+        self.users
+            .get(&user)
+            .is_some_and(|s| s.presence != 0 || s.publishing || s.announced != 0)
     }
 
     /// The user's combined presence (0: offline or unknown).
@@ -155,59 +225,7 @@ impl<H: Copy + Eq + Hash + Debug> Presence<H> {
             .flat_map(|s| s.clients.iter().map(|&(c, _)| c))
     }
 
-    /// Adds `delta` to the number of relations that let `watcher` see
-    /// `user`, and says whether visibility flipped. The count never goes
-    /// below zero (asserted in debug builds, saturated otherwise).
-    pub fn visibility(&mut self, user: UserId, watcher: UserId, delta: i32) -> VisibilityChange {
-        if delta == 0 {
-            return VisibilityChange::None;
-        }
-        let state = self.users.entry(user).or_insert_with(UserState::new);
-        let old = state.watchers.get(&watcher).copied().unwrap_or(0);
-        let sum = i64::from(old) + i64::from(delta);
-        debug_assert!(sum >= 0, "relation count of ({user}, {watcher}) below zero");
-        let new = u32::try_from(sum.max(0)).unwrap_or(u32::MAX);
-        if new == 0 {
-            state.watchers.remove(&watcher);
-        } else {
-            state.watchers.insert(watcher, new);
-        }
-        if state.is_empty() {
-            self.users.remove(&user);
-        }
-        match (old > 0, new > 0) {
-            (false, true) => VisibilityChange::BecameVisible,
-            (true, false) => VisibilityChange::BecameInvisible,
-            _ => VisibilityChange::None,
-        }
-    }
-
-    /// `user`'s presence as `watcher` may see it: 0 when offline or not
-    /// visible to `watcher`. One lookup of `user`, and the watcher check
-    /// only when there is something to show (login dumps ask this of
-    /// every user a watcher may see, half of them offline in a storm).
-    pub fn visible_presence(&self, user: UserId, watcher: UserId) -> u8 {
-        match self.users.get(&user) {
-            Some(s) if s.presence != 0 && s.watchers.contains_key(&watcher) => s.presence,
-            _ => 0,
-        }
-    }
-
-    /// Every user who may see `user`, each once.
-    pub fn watchers(&self, user: UserId) -> impl Iterator<Item = UserId> + '_ {
-        self.users
-            .get(&user)
-            .into_iter()
-            .flat_map(|s| s.watchers.keys().copied())
-    }
-
-    /// How many users may see `user`.
-    pub fn watcher_count(&self, user: UserId) -> usize {
-        self.users.get(&user).map_or(0, |s| s.watchers.len())
-    }
-
-    /// Users held (with a client or a watcher): shows that idle users are
-    /// freed.
+    /// Users held (active): shows that idle users are freed.
     pub fn user_count(&self) -> usize {
         self.users.len()
     }
@@ -215,16 +233,20 @@ impl<H: Copy + Eq + Hash + Debug> Presence<H> {
     /// Checks every invariant of the module doc. O(everything); for tests.
     pub fn invariants(&self) {
         for (user, s) in &self.users {
-            assert!(!s.is_empty(), "user {user} leaked");
+            assert!(!s.is_quiet(), "user {user} leaked");
+            assert!(!s.dirty || s.publishing, "dirty without a gather");
+            assert!(
+                s.queue.is_empty() || s.publishing,
+                "queued without a gather"
+            );
+            if let Some(&last) = s.queue.last() {
+                assert_eq!(last, s.presence, "the last queued value is the presence");
+            }
             let max = s.clients.iter().map(|&(_, v)| v).max().unwrap_or(0);
             assert_eq!(s.presence, max, "presence of {user}");
             assert!(
                 s.clients.iter().all(|&(_, v)| v & AUTOMATIC == 0),
                 "stored MSB"
-            );
-            assert!(
-                s.watchers.values().all(|&n| n > 0),
-                "zero relation count kept"
             );
             for (i, &(c, _)) in s.clients.iter().enumerate() {
                 assert!(

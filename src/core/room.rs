@@ -1,6 +1,7 @@
-//! Rooms homed on one shard: their membership (fed by the server from the
-//! relation store), the connections joined to them, the call participants
-//! and the in-call flag (protocol sections 4.2-4.4).
+//! Rooms homed on one shard: the connections joined to them, the call
+//! participants and the in-call flag (protocol sections 4.2-4.4). Who is a
+//! member is the shard's relation index ([`crate::core::relations`]); the
+//! caller checks it before a join and reports lost memberships.
 //!
 //! Owns the call heartbeat timeouts, on its own [`TimerWheel`]. A heartbeat
 //! only records `last_beat_ms` (O(1), no wheel operation, no allocation);
@@ -13,14 +14,14 @@
 //! never sends anything: it pushes [`RoomOutput`]s for the caller to encode.
 //!
 //! Invariants (checked by [`Rooms::invariants`] in tests):
-//! - every joined connection's user is a member;
 //! - the per-user index lists exactly the joined connections;
 //! - call participants are joined connections, each with one live timer;
 //! - `flag == (distinct users in the call >= 2)`;
-//! - a room with no members and no joined connection does not exist.
+//! - a room with no joined connection does not exist (so a room costs
+//!   nothing here until someone joins it).
 
+use crate::ids::FastMap;
 use crate::ids::{ChatId, ClientId, UserId};
-use crate::ids::{FastMap, FastSet};
 use crate::limits::{TIMER_SLOTS, TIMER_TICK_MS};
 use crate::timer::{TimerKey, TimerWheel};
 use std::fmt::Debug;
@@ -89,7 +90,6 @@ struct UserConns<H> {
 
 #[derive(Debug)]
 struct Room<H> {
-    members: FastSet<UserId>,
     joined: FastMap<H, Joined>,
     by_user: FastMap<UserId, UserConns<H>>,
     /// Distinct users with at least one connection in the call.
@@ -101,7 +101,6 @@ struct Room<H> {
 impl<H> Default for Room<H> {
     fn default() -> Self {
         Room {
-            members: FastSet::default(),
             joined: FastMap::default(),
             by_user: FastMap::default(),
             call_users: 0,
@@ -136,18 +135,12 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
         }
     }
 
-    /// `user` became a member of `chat` (idempotent).
-    pub fn add_member(&mut self, chat: ChatId, user: UserId) {
-        self.rooms.entry(chat).or_default().members.insert(user);
-    }
-
-    /// Removes membership; that user's joined connections leave the room
-    /// (each gets `Left`) and the call.
+    /// `user` lost its membership of `chat`: its joined connections leave
+    /// the room (each gets `Left`) and the call.
     pub fn remove_member(&mut self, chat: ChatId, user: UserId, out: &mut Vec<RoomOutput<H>>) {
         let Some(room) = self.rooms.get_mut(&chat) else {
             return;
         };
-        room.members.remove(&user);
         if let Some(uc) = room.by_user.remove(&user) {
             if uc.in_call > 0 {
                 room.call_users -= 1;
@@ -163,15 +156,9 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
         self.after_change(chat, out);
     }
 
-    /// Whether `user` is a member of `chat`.
-    pub fn is_member(&self, chat: ChatId, user: UserId) -> bool {
-        self.rooms
-            .get(&chat)
-            .is_some_and(|r| r.members.contains(&user))
-    }
-
-    /// `OP_JOIN`: `Joined` with the current flag if `user` is a member
-    /// (again, without a duplicate entry, when already joined), else
+    /// `OP_JOIN`: `Joined` with the current flag if `member` (the caller
+    /// asked the relation index whether `user` is a member of `chat`;
+    /// again, without a duplicate entry, when already joined), else
     /// `NotMember`.
     pub fn join(
         &mut self,
@@ -179,16 +166,14 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
         conn: H,
         user: UserId,
         client: ClientId,
+        member: bool,
         out: &mut Vec<RoomOutput<H>>,
     ) {
-        let Some(room) = self
-            .rooms
-            .get_mut(&chat)
-            .filter(|r| r.members.contains(&user))
-        else {
+        if !member {
             out.push(RoomOutput::NotMember { conn, chat });
             return;
-        };
+        }
+        let room = self.rooms.entry(chat).or_default();
         if let Some(j) = room.joined.get(&conn) {
             debug_assert_eq!(j.user, user, "one connection, two users");
         } else {
@@ -399,8 +384,8 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
         self.rooms_in_call
     }
 
-    /// Rooms held (with members or joined connections): shows that empty
-    /// rooms are freed.
+    /// Rooms held (with joined connections): shows that empty rooms are
+    /// freed.
     pub fn room_count(&self) -> usize {
         self.rooms.len()
     }
@@ -424,7 +409,7 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
                 in_call: flag,
             });
         }
-        if room.members.is_empty() && room.joined.is_empty() {
+        if room.joined.is_empty() {
             debug_assert!(!room.flag && room.by_user.is_empty());
             self.rooms.remove(&chat);
         }
@@ -435,17 +420,10 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
         let mut participants = 0;
         let mut in_call_rooms = 0;
         for (chat, room) in &self.rooms {
-            assert!(
-                !room.members.is_empty() || !room.joined.is_empty(),
-                "room {chat} leaked"
-            );
+            assert!(!room.joined.is_empty(), "room {chat} leaked");
             let mut indexed = 0;
             let mut call_users = 0;
             for (user, uc) in &room.by_user {
-                assert!(
-                    room.members.contains(user),
-                    "joined user {user} not a member of {chat}"
-                );
                 assert!(!uc.conns.is_empty(), "empty per-user entry");
                 let mut in_call = 0;
                 for c in &uc.conns {

@@ -154,6 +154,14 @@ impl ServiceInput for ChatdInput {
                     let code = ErrorCode::TooManyRooms;
                     conn::send_error(shard, st, c, code, wire::OP_JOIN, chatid);
                 } else {
+                    // Counted now, not when the home shard confirms: joins
+                    // pipelined in one read would all pass the check above
+                    // before the first confirmation came back.
+                    if let Some(cn) = st.conn(c) {
+                        if !cn.joined.contains(&chatid) {
+                            cn.joined.push(chatid);
+                        }
+                    }
                     let home = route::room_home(chatid, shard.shards());
                     shard.send(
                         home,
@@ -224,7 +232,10 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
             conn,
             user,
             client,
-        } => st.rooms.join(chat, conn, user, client, &mut out),
+        } => {
+            let member = st.relations.is_member(chat, user);
+            st.rooms.join(chat, conn, user, client, member, &mut out)
+        }
         ShardMsg::Leave { chat, conn } => st.rooms.leave(chat, conn, &mut out),
         ShardMsg::InCall {
             chat,
@@ -302,10 +313,10 @@ pub fn poll_call_timeouts(shard: &Shard, now: u64) {
 /// on this shard (in order with frames delivered directly), else on the
 /// mesh (in order with frames delivered on the mesh).
 pub fn notify(shard: &Shard, c: ConnRef, notice: Notice) {
-    if c.shard as usize == shard.id {
+    if c.shard() == shard.id {
         conn::apply_notice(shard, c, notice);
     } else {
-        shard.send(c.shard as usize, ShardMsg::Notice { conn: c, notice });
+        shard.send(c.shard(), ShardMsg::Notice { conn: c, notice });
     }
 }
 

@@ -22,6 +22,7 @@ use super::{route, writer, Conn, Phase, Shard, State};
 use crate::core::ratelimit::TokenBucket;
 use crate::ids::{ChatId, Service};
 use crate::limits;
+use crate::net::chunk::ChunkPool;
 use crate::net::io::Stream;
 use crate::net::outbuf::{Flush, OutQueue, PushError, Wake};
 use crate::net::transport::Transport;
@@ -57,10 +58,7 @@ pub fn register(
         Service::Statusd => shard.shared.config.setpres_rate,
     };
     let mut st = shard.state.borrow_mut();
-    let gen = st.next_gen;
-    st.next_gen = st.next_gen.wrapping_add(1);
-    let slot = st.conns.insert(Conn {
-        gen,
+    let inserted = st.conns.insert(Conn {
         service,
         stream,
         transport,
@@ -76,16 +74,25 @@ pub fn register(
         at_home: false,
         bucket: TokenBucket::new(rate, rate.saturating_mul(limits::RATE_BURST_SECS), now),
     });
-    let c = ConnRef {
-        shard: shard.id as u16,
-        gen,
-        slot: slot as u32,
+    let Some((slot, gen)) = inserted else {
+        // The shard holds all the connections a reference can name: this
+        // one gets a reference to the one slot never used, so its read loop
+        // finds it gone and closes it at once.
+        tracing::warn!(
+            shard = shard.id,
+            "{} connections on one shard: closing a new one",
+            limits::CONN_SLOTS_MAX - 1
+        );
+        return ConnRef::new(shard.id, limits::CONN_SLOTS_MAX - 1, 0);
     };
+    let c = ConnRef::new(shard.id, slot, gen);
     // The idle timeout applies before login too (protocol section 3).
     let config = &shard.shared.config;
     let first = now.saturating_add(config.login_timeout_ms.min(config.idle_timeout_ms));
     let key = st.timers.insert(first, c);
-    st.conns[slot].timer = Some(key);
+    if let Some(conn) = st.conn(c) {
+        conn.timer = Some(key);
+    }
     shard.metrics.connections[service.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let open = shard
         .shared
@@ -103,10 +110,9 @@ pub fn register(
 pub fn unregister(shard: &Shard, c: ConnRef) {
     let conn = {
         let mut st = shard.state.borrow_mut();
-        if st.conn(c).is_none() {
+        let Some(mut conn) = st.conns.remove(c.slot(), c.gen()) else {
             return;
-        }
-        let mut conn = st.conns.remove(c.slot as usize);
+        };
         if let Some(key) = conn.timer.take() {
             st.timers.cancel(key);
         }
@@ -164,7 +170,7 @@ impl Shard {
     /// mesh message per other shard.
     pub fn deliver(&self, frame: &Bytes, conns: &[ConnRef], flush: Flush) {
         let me = self.id;
-        if self.shards() == 1 || conns.iter().all(|c| c.shard as usize == me) {
+        if self.shards() == 1 || conns.iter().all(|c| c.shard() == me) {
             return self.deliver_local(frame, conns, flush);
         }
         // Count first, so each other shard's list is taken once at its exact
@@ -174,7 +180,7 @@ impl Shard {
         counts.clear();
         counts.resize(self.shards(), 0);
         for c in conns {
-            counts[c.shard as usize] += 1;
+            counts[c.shard()] += 1;
         }
         let mut groups = self.scratch_groups.borrow_mut();
         for (shard, &n) in counts.iter().enumerate() {
@@ -187,7 +193,7 @@ impl Shard {
             let cap = self.shared.config.outbuf_cap();
             let mut st = self.state.borrow_mut();
             for &c in conns {
-                let shard = c.shard as usize;
+                let shard = c.shard();
                 if shard == me {
                     queue_frame_capped(self, &mut st, c, frame, flush, cap);
                 } else if let Some((_, g)) = groups.iter_mut().find(|(s, _)| *s == shard) {
@@ -288,13 +294,33 @@ fn after_push(
             chatd_proto::encode_error(ErrorCode::SlowConsumer, 0, 0, b)
         });
         if let Some((conn, chunks)) = st.conn_and_chunks(c) {
-            // The queue is not empty, so a writer exists (or the batch
-            // flush or the close below wakes one): no spawn needed.
-            if conn.out.push(&err, cap, Flush::Now, chunks).is_ok() {
+            let (queued, wake) = queue_last_error(&mut conn.out, &err, cap, chunks);
+            if queued {
                 shard.metrics.error(ErrorCode::SlowConsumer as u8);
+            }
+            if wake == Wake::Spawn {
+                writer::spawn_writer(shard, st, c);
             }
         }
         close(shard, st, c);
+    }
+}
+
+/// Queues `err`, the last frame of a connection about to be closed as a
+/// slow consumer, if it still fits under `cap`. Returns whether it did and
+/// the wake its writer needs, which the caller must act on: a queue that
+/// holds only batched frames has no writer, and once this push has marked
+/// the writer running, the close that follows finds nothing to start.
+fn queue_last_error(
+    out: &mut OutQueue,
+    err: &Bytes,
+    cap: usize,
+    chunks: &mut ChunkPool,
+) -> (bool, Wake) {
+    match out.push(err, cap, Flush::Now, chunks) {
+        Ok(wake) => (true, wake),
+        // The close wakes (or starts) the writer to flush what is queued.
+        Err(PushError::Full) => (false, Wake::Done),
     }
 }
 
@@ -394,7 +420,15 @@ pub fn apply_notice(shard: &Shard, c: ConnRef, notice: Notice) {
             shard.metrics.command_out(Service::Chatd, cw::OP_LEAVE, 1);
             push_frame(shard, st, c, frame);
         }
-        Notice::Error { code, opcode, id } => send_error(shard, st, c, code, opcode, id),
+        Notice::Error { code, opcode, id } => {
+            if code == ErrorCode::NotMember && opcode == cw::OP_JOIN {
+                // A refused join no longer counts against the room limit.
+                if let Some(conn) = st.conn(c) {
+                    conn.joined.retain(|&j| j != id);
+                }
+            }
+            send_error(shard, st, c, code, opcode, id)
+        }
     }
 }
 
@@ -460,11 +494,7 @@ pub fn start_drain(shard: &Shard, deadline_ms: u64) {
     let conns: Vec<ConnRef> = st
         .conns
         .iter()
-        .map(|(slot, conn)| ConnRef {
-            shard: shard.id as u16,
-            gen: conn.gen,
-            slot: slot as u32,
-        })
+        .map(|(slot, gen, _)| ConnRef::new(shard.id, slot, gen))
         .collect();
     for c in conns {
         send_error(shard, &mut st, c, ErrorCode::ShuttingDown, 0, 0);
@@ -482,10 +512,62 @@ pub fn drain_finished(shard: &Shard, now: u64) -> bool {
         return true;
     }
     if now >= end {
-        for (_, conn) in st.conns.iter() {
+        for (_, _, conn) in st.conns.iter() {
             conn.stream.shutdown();
         }
         return true;
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A queue that holds only batched frames and is nearly full: `frame`
+    /// does not fit, the 11-byte OP_ERROR would (small frames are copied
+    /// into the queue's chunk and charged their bytes).
+    fn batched_only(cap: usize, pool: &mut ChunkPool) -> OutQueue {
+        let mut q = OutQueue::default();
+        let first = q.push(&Bytes::from_static(b"pres"), cap, Flush::Batched, pool);
+        assert_eq!(first, Ok(Wake::Batch));
+        q
+    }
+
+    #[test]
+    fn a_slow_consumers_error_behind_batched_frames_gets_a_writer_started() {
+        let cap = 4 + chatd_proto::ERROR_LEN;
+        let err = Bytes::from(vec![0u8; chatd_proto::ERROR_LEN]);
+        let big = Bytes::from(vec![0u8; 64]);
+        let pool = &mut ChunkPool::default();
+
+        // What the code did: the push's wake dropped, then the close woke
+        // the writer. Nobody started one: the error and the batched frame
+        // would never be written.
+        let mut q = batched_only(cap, pool);
+        assert_eq!(q.push(&big, cap, Flush::Now, pool), Err(PushError::Full));
+        assert!(q.push(&err, cap, Flush::Now, pool).is_ok());
+        assert_eq!(q.wake_writer(), Wake::Done, "the close starts nothing");
+
+        // Now: the error's push says a writer must be started.
+        let mut q = batched_only(cap, pool);
+        assert_eq!(q.push(&big, cap, Flush::Now, pool), Err(PushError::Full));
+        assert_eq!(
+            queue_last_error(&mut q, &err, cap, pool),
+            (true, Wake::Spawn)
+        );
+    }
+
+    #[test]
+    fn an_error_that_does_not_fit_leaves_the_start_to_the_close() {
+        let cap = 4 + chatd_proto::ERROR_LEN - 1;
+        let pool = &mut ChunkPool::default();
+        let mut q = batched_only(cap, pool);
+        let err = Bytes::from(vec![0u8; chatd_proto::ERROR_LEN]);
+        assert_eq!(
+            queue_last_error(&mut q, &err, cap, pool),
+            (false, Wake::Done)
+        );
+        assert_eq!(q.wake_writer(), Wake::Spawn, "the close starts the writer");
+    }
 }

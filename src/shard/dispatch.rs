@@ -1,14 +1,17 @@
 //! Where a message to this shard is handled: [`handle`] sends each
 //! [`ShardMsg`] to the module that owns its state, and [`flush`] runs the
 //! messages a shard queued for itself, then sends the ones it addressed to
-//! other shards.
+//! other shards, then the answers to the admin thread that waited for them
+//! ([`Shard::ack_after_flush`]).
 
 use super::msg::ShardMsg;
-use super::{chatd, conn, control, statusd, Shard};
+use super::{chatd, conn, control, flips, statusd, Shard};
 
 /// Handles everything queued for this shard by itself, then sends what
-/// handlers addressed to other shards. Call after every entry point (a
-/// read handled, an inbox batch, a timer tick, a connection gone).
+/// handlers addressed to other shards, then the answers to the admin
+/// thread queued by [`Shard::ack_after_flush`] (so that what the admin
+/// sends next is behind them). Call after every entry point (a read
+/// handled, an inbox batch, a timer tick, a connection gone).
 pub fn flush(shard: &Shard) {
     if shard.draining_local.replace(true) {
         return;
@@ -25,10 +28,21 @@ pub fn flush(shard: &Shard) {
     for (to, msg) in out {
         shard.shared.mesh.send(to, msg);
     }
+    let acks = std::mem::take(&mut *shard.acks.borrow_mut());
+    for (done, value) in acks {
+        // An error means the admin side stopped waiting (shutdown).
+        let _ = done.send(value);
+    }
 }
 
 /// Handles one message addressed to this shard.
 pub fn handle(shard: &Shard, msg: ShardMsg) {
+    #[cfg(debug_assertions)]
+    if let ShardMsg::Join { chat, .. } = msg {
+        if crate::fatal::debug_panic_room() == Some(chat) {
+            panic!("CHATD_DEBUG_PANIC_ROOM: OP_JOIN {chat} on its home shard");
+        }
+    }
     match msg {
         ShardMsg::Nop => {}
         ShardMsg::Join { .. }
@@ -54,11 +68,20 @@ pub fn handle(shard: &Shard, msg: ShardMsg) {
         | ShardMsg::PresGone { .. }
         | ShardMsg::PresFanout { .. }
         | ShardMsg::DumpQuery { .. }
-        | ShardMsg::PresPull { .. }
-        | ShardMsg::DumpPart { .. } => statusd::handle_user_msg(shard, msg),
-        ShardMsg::Effects { .. } | ShardMsg::QueryRoom { .. } | ShardMsg::QueryUser { .. } => {
-            control::handle_admin_msg(shard, msg)
+        | ShardMsg::DumpPart { .. }
+        | ShardMsg::Active { .. }
+        | ShardMsg::Gather { .. }
+        | ShardMsg::Gathered { .. } => statusd::handle_user_msg(shard, msg),
+        ShardMsg::FlipGather { .. } | ShardMsg::FlipPart { .. } | ShardMsg::Emit { .. } => {
+            flips::handle(shard, msg)
         }
+        ShardMsg::Install { .. }
+        | ShardMsg::Apply { .. }
+        | ShardMsg::Flips { .. }
+        | ShardMsg::RoundDone
+        | ShardMsg::QueryRooms { .. }
+        | ShardMsg::QueryRoom { .. }
+        | ShardMsg::QueryUser { .. } => control::handle_admin_msg(shard, msg),
         ShardMsg::Shutdown { deadline_ms } => conn::start_drain(shard, deadline_ms),
     }
 }

@@ -12,6 +12,11 @@
 //! emptiness check and the sender pushes before it reads `parked` (both
 //! sequentially consistent), so at least one of them sees the other; and
 //! `Notify::notify_one` stores a permit when nobody is waiting yet.
+//!
+//! A shard's channel closes only when its thread ends: normally after a
+//! drain (messages sent to it then are moot), or by a panic, which the
+//! binary turns into the end of the process ([`crate::fatal`]). A message
+//! to a closed channel outside a drain is logged, once per shard.
 
 use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
@@ -26,12 +31,17 @@ use super::msg::ShardMsg;
 pub struct Inbox {
     parked: AtomicBool,
     notify: Notify,
+    /// A message to this shard found its channel closed outside a drain,
+    /// and that was logged.
+    gone_reported: AtomicBool,
 }
 
 /// Senders into every shard. Cheap to clone; `Send`.
 #[derive(Clone)]
 pub struct Mesh {
     senders: Arc<[(Sender<ShardMsg>, Arc<Inbox>)]>,
+    /// Set once the process drains: shards that finished may be gone.
+    draining: Arc<AtomicBool>,
 }
 
 /// One shard's end: its receiver and wake-up.
@@ -50,6 +60,7 @@ pub fn mesh(shards: usize) -> (Mesh, Vec<InboxRx>) {
         let inbox = Arc::new(Inbox {
             parked: AtomicBool::new(false),
             notify: Notify::new(),
+            gone_reported: AtomicBool::new(false),
         });
         senders.push((tx, inbox.clone()));
         rxs.push(InboxRx { rx, inbox });
@@ -57,6 +68,7 @@ pub fn mesh(shards: usize) -> (Mesh, Vec<InboxRx>) {
     (
         Mesh {
             senders: senders.into(),
+            draining: Arc::new(AtomicBool::new(false)),
         },
         rxs,
     )
@@ -68,18 +80,31 @@ impl Mesh {
         self.senders.len()
     }
 
-    /// Sends `msg` to shard `to` and wakes it if it is parked.
-    pub fn send(&self, to: usize, msg: ShardMsg) {
+    /// The process is draining: from now on a shard that finished its
+    /// drain may be gone, and messages to it are dropped without a word.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, SeqCst);
+    }
+
+    /// Sends `msg` to shard `to` and wakes it if it is parked. Returns
+    /// false when the shard is gone (its thread ended), which outside a
+    /// drain is logged once per shard.
+    pub fn send(&self, to: usize, msg: ShardMsg) -> bool {
         let (tx, inbox) = &self.senders[to];
-        // The receiver lives as long as the process unless the shard
-        // thread died; then there is nobody to deliver to.
         if tx.send(msg).is_err() {
-            return;
+            if !self.draining.load(SeqCst) && !inbox.gone_reported.swap(true, SeqCst) {
+                tracing::error!(
+                    shard = to,
+                    "shard {to} is gone: messages to it (its rooms, users and connections) are dropped"
+                );
+            }
+            return false;
         }
         fence(SeqCst);
         if inbox.parked.load(SeqCst) && inbox.parked.swap(false, SeqCst) {
             inbox.notify.notify_one();
         }
+        true
     }
 }
 
@@ -114,22 +139,49 @@ mod tests {
         let (mesh, mut rxs) = mesh(1);
         let rx = rxs.remove(0);
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
         let sender = std::thread::spawn(move || {
             for _ in 0..1000 {
-                mesh.send(0, ShardMsg::Nop);
+                assert!(mesh.send(0, ShardMsg::Nop));
             }
         });
-        rt.block_on(async {
+        // A lost wake-up parks the receiver for good: fail, do not hang.
+        let got = rt.block_on(async {
             let mut got = 0;
-            while got < 1000 {
-                match rx.try_recv() {
-                    Some(_) => got += 1,
-                    None => rx.wait().await,
+            let receive = async {
+                while got < 1000 {
+                    match rx.try_recv() {
+                        Some(_) => got += 1,
+                        None => rx.wait().await,
+                    }
                 }
-            }
+            };
+            let woke = tokio::time::timeout(std::time::Duration::from_secs(10), receive).await;
+            (woke.is_ok(), got)
         });
+        assert_eq!(
+            got,
+            (true, 1000),
+            "the receiver stayed parked: a lost wake-up"
+        );
         sender.join().unwrap();
+    }
+
+    #[test]
+    fn a_message_to_a_shard_that_is_gone_is_refused_not_lost_silently() {
+        let reported = |m: &Mesh| m.senders[1].1.gone_reported.load(SeqCst);
+        // Outside a drain a dead shard is reported (logged once).
+        let (dead, rxs) = mesh(2);
+        drop(rxs);
+        assert!(!dead.send(1, ShardMsg::Nop));
+        assert!(reported(&dead));
+        // During a drain shards that finished are expected to be gone.
+        let (drained, rxs) = mesh(2);
+        drop(rxs);
+        drained.begin_drain();
+        assert!(!drained.send(1, ShardMsg::Nop));
+        assert!(!reported(&drained));
     }
 }

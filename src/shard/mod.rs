@@ -6,8 +6,11 @@
 //! - the connections its listeners accepted ([`conn`]),
 //! - the rooms whose home it is ([`route::room_home`]): joined
 //!   connections, call participants and flag ([`chatd`]),
-//! - the users whose home it is ([`route::user_home`]): presence and who
-//!   may see them ([`statusd`]).
+//! - the users whose home it is ([`route::user_home`]): presence and the
+//!   updates that tell their watchers ([`statusd`]),
+//! - its part of the relations: memberships of the rooms it is home to,
+//!   contacts of the users it is home to, and who is active
+//!   ([`crate::core::relations`]).
 //!
 //! Shards share no mutable state; they talk through [`mesh`]. Work for
 //! the shard itself goes through a local queue instead of the channel, so a
@@ -16,18 +19,20 @@
 //! # Layers
 //!
 //! This file holds the shard's types ([`Shard`], [`State`], [`Conn`],
-//! [`Shared`]); each module below uses only the ones listed before it, so
+//! [`Shared`], and the state of presence work in flight: [`Dump`],
+//! [`Updates`], [`Flips`]); each module below uses only the ones listed before it, so
 //! no module imports one that imports it back:
 //!
 //! - leaves: [`msg`], [`route`], [`mesh`], [`pool`], [`striped`],
-//!   [`client_ids`], [`user_conns`];
+//!   [`client_ids`], [`user_conns`], [`slots`];
 //! - [`writer`]: writing a connection's queued frames (its writer task,
 //!   and the replies its read task writes);
 //! - [`conn`]: a connection's life on the shard (register, queue, close,
 //!   timeouts, login bookkeeping) and delivery to many connections;
 //! - [`chatd`], [`statusd`]: each service's own commands, and the rooms
-//!   and users this shard is home to; [`control`]: the admin thread's
-//!   messages;
+//!   and users this shard is home to; [`flips`]: round 2 of a relation
+//!   change (what it showed and hid); [`control`]: the admin thread's
+//!   messages (start-up relations, relation changes, queries);
 //! - [`input`]: the one input path both services share (decode errors,
 //!   login, keepalive, rate limit), generic over [`input::ServiceInput`],
 //!   which [`chatd`] and [`statusd`] implement;
@@ -42,12 +47,14 @@ pub mod conn;
 pub mod control;
 pub mod dispatch;
 pub mod driver;
+pub mod flips;
 pub mod input;
 pub mod mesh;
 pub mod msg;
 pub mod pool;
 pub mod route;
 pub mod run;
+pub mod slots;
 pub mod statusd;
 pub mod striped;
 pub mod user_conns;
@@ -61,14 +68,14 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use chatd_proto::Limits;
-use slab::Slab;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::core::presence::Presence;
 use crate::core::ratelimit::TokenBucket;
+use crate::core::relations::{FlipSets, ShardRelations};
 use crate::core::room::Rooms;
-use crate::ids::{ChatId, ClientId, FastMap, Service, UserId};
+use crate::ids::{ChatId, ClientId, FastMap, FastSet, Service, UserId};
 use crate::limits;
 use crate::metrics::ShardMetrics;
 use crate::net::arena::FrameArena;
@@ -81,6 +88,7 @@ use crate::timer::{TimerKey, TimerWheel};
 use self::client_ids::ClientIds;
 use self::mesh::Mesh;
 use self::msg::{ConnRef, ShardMsg};
+use self::slots::Slots;
 
 /// What every shard (and the admin thread) shares: read-only after start,
 /// or internally synchronized without a server-wide lock.
@@ -120,16 +128,19 @@ impl Shared {
 
 /// State owned by one shard. Borrowed only inside one handler at a time.
 pub struct State {
-    /// Connections accepted by this shard.
-    pub conns: Slab<Conn>,
-    /// Next generation for a slot, so stale [`ConnRef`]s miss.
-    pub next_gen: u16,
+    /// Connections accepted by this shard, each slot with its generation
+    /// (so stale [`ConnRef`]s miss).
+    pub conns: Slots<Conn>,
     /// Rooms homed here.
     pub rooms: Rooms<ConnRef>,
-    /// Users homed here: presence and visibility.
+    /// Users homed here: presence and the state of their updates.
     pub presence: Presence<ConnRef>,
     /// Login dumps in progress for statusd clients of users homed here.
     pub dumps: FastMap<ConnRef, Dump>,
+    /// This shard's part of the relations, and who is active.
+    pub relations: ShardRelations,
+    /// Gathers and the relation change's round in flight here.
+    pub updates: Updates,
     /// Login, idle and close deadlines of this shard's connections.
     pub timers: TimerWheel<ConnRef>,
     /// Small frames the server builds.
@@ -149,18 +160,13 @@ pub struct State {
 impl State {
     /// The connection `c` refers to, if it is still open on this shard.
     pub fn conn(&mut self, c: ConnRef) -> Option<&mut Conn> {
-        self.conns
-            .get_mut(c.slot as usize)
-            .filter(|conn| conn.gen == c.gen)
+        self.conns.get_mut(c.slot(), c.gen())
     }
 
     /// The connection `c` refers to, with the shard's output chunk pool
     /// its queue copies frames into.
     pub fn conn_and_chunks(&mut self, c: ConnRef) -> Option<(&mut Conn, &mut ChunkPool)> {
-        let conn = self
-            .conns
-            .get_mut(c.slot as usize)
-            .filter(|conn| conn.gen == c.gen)?;
+        let conn = self.conns.get_mut(c.slot(), c.gen())?;
         Some((conn, &mut self.out_chunks))
     }
 }
@@ -180,8 +186,6 @@ pub enum Phase {
 
 /// One connection's shard-side state.
 pub struct Conn {
-    /// Generation of the slot (see [`ConnRef`]).
-    pub gen: u16,
     /// Which listener accepted it.
     pub service: Service,
     /// The socket, shared with the read and write tasks.
@@ -206,7 +210,9 @@ pub struct Conn {
     pub login_deadline_ms: u64,
     /// Its entry on the shard's timer wheel.
     pub timer: Option<TimerKey>,
-    /// chatd: rooms it has joined (as their home shards confirmed).
+    /// chatd: rooms it has joined or asked to join. A join counts from
+    /// when it is sent (so `--max-rooms-per-conn` holds however many are
+    /// pipelined) until its refusal (NOT_MEMBER) or OP_LEAVE comes back.
     pub joined: Vec<ChatId>,
     /// Logged in: counted in the user's connections, and the user's home
     /// shard was told (both undone when it closes).
@@ -219,14 +225,105 @@ pub struct Conn {
 /// [`statusd`]).
 #[derive(Debug, Default)]
 pub struct Dump {
-    /// Shards whose part has not arrived yet.
+    /// Shards whose answer to the dump's queries has not arrived yet.
     pub parts_left: usize,
     /// Entries sent so far.
     pub entries: u64,
+    /// Users whose entry was sent (a dump gathered again skips them).
+    pub sent: Vec<UserId>,
+    /// A query found a later relation epoch: gather again once all
+    /// answers are in.
+    pub stale: bool,
     /// OP_SETPRES values the client sent during the dump, applied (and
     /// answered) once it ends.
     pub held: Vec<u8>,
 }
+
+/// Presence work in flight at this shard: gathers of watchers (for
+/// updates and login dumps, see [`statusd`]) and round 2 of a relation
+/// change (see [`flips`]).
+#[derive(Debug, Default)]
+pub struct Updates {
+    /// Gathers by id.
+    pub gathers: FastMap<u64, Gather>,
+    /// The next gather id.
+    pub next_id: u64,
+    /// Round 2 of the relation change being applied.
+    pub flips: Flips,
+}
+
+/// A gather of the active members of `user`'s rooms, from every shard
+/// (see [`statusd`]).
+#[derive(Debug)]
+pub struct Gather {
+    /// Whose watchers are gathered.
+    pub user: UserId,
+    /// Publish the user's presence to them (and its active contacts).
+    pub publish: bool,
+    /// The login dump of this client of `user` needs them as candidates.
+    pub dump: Option<ConnRef>,
+    /// For a gather that follows an update (changes came during its
+    /// gather): who that update reached, sorted.
+    pub prev: Option<Vec<UserId>>,
+    /// Shards whose part has not arrived.
+    pub parts_left: usize,
+    /// The epoch of the parts so far; `None` before the first.
+    pub epoch: Option<u64>,
+    /// Two parts were read at different epochs.
+    pub mixed: bool,
+    /// The parts' users (repeats possible).
+    pub users: Vec<UserId>,
+}
+
+/// This shard's state of the relation change being applied (see
+/// [`flips`]).
+#[derive(Debug, Default)]
+pub struct Flips {
+    /// Round 2 in flight here, if any.
+    pub round: Option<FlipRound>,
+    /// A relation change is being applied (from its round 1 here until
+    /// the admin says its round 2 is over everywhere).
+    pub open: bool,
+    /// Users homed here whose watchers stopped possibly showing a value
+    /// other than 0 while the round was open: a watcher that lost sight
+    /// of them in this change was not told 0 by their last update (it was
+    /// gathered at the new epoch, without it), so it still needs `OP_PRES
+    /// user 0` (see `flips::emit`).
+    pub stopped_showing: FastSet<UserId>,
+}
+
+impl Flips {
+    /// `user`'s last update left its watchers at 0 (it may have just gone
+    /// quiet): remembered while a round is open.
+    pub fn stopped_showing(&mut self, user: UserId) {
+        if self.open {
+            self.stopped_showing.insert(user);
+        }
+    }
+}
+
+/// Round 2 of a relation change at this shard (see [`flips`]): for each
+/// user of `touched` homed here and active, its flip sets are gathered
+/// from every shard, a chunk of users at a time; what changed is sent;
+/// then `done` is answered.
+#[derive(Debug)]
+pub struct FlipRound {
+    /// The relation change's epoch.
+    pub epoch: u64,
+    /// Every active user the change touched, sorted.
+    pub touched: Arc<Vec<UserId>>,
+    /// Users homed here still to do.
+    pub queue: Vec<UserId>,
+    /// The chunk in flight, with its sets merged so far.
+    pub sets: FastMap<UserId, FlipSets>,
+    /// Shards whose part of the chunk has not arrived.
+    pub parts_left: usize,
+    /// Answered once the round is over here.
+    pub done: tokio::sync::oneshot::Sender<Vec<UserId>>,
+}
+
+/// An answer to the admin thread and its value.
+type Ack = (tokio::sync::oneshot::Sender<Vec<UserId>>, Vec<UserId>);
 
 /// One shard: its state and its ways out.
 pub struct Shard {
@@ -247,6 +344,9 @@ pub struct Shard {
     pub(super) draining_local: Cell<bool>,
     /// Messages to other shards, batched until the current handler ends.
     pub(super) outbox: RefCell<Vec<(usize, ShardMsg)>>,
+    /// Answers to the admin thread, sent after the outbox (see
+    /// [`Shard::ack_after_flush`]).
+    pub(super) acks: RefCell<Vec<Ack>>,
     /// Notified when a drain has finished: the shard thread then ends.
     pub finished: tokio::sync::Notify,
     /// Notified when the batch list becomes non-empty: the batch flush
@@ -281,11 +381,12 @@ impl Shard {
     pub(super) fn new(id: usize, shared: Arc<Shared>, this: std::rc::Weak<Shard>) -> Self {
         let now = shared.now_ms();
         let state = State {
-            conns: Slab::with_capacity(conn_slots(&shared)),
-            next_gen: 0,
+            conns: Slots::with_capacity(conn_slots(&shared), limits::CONN_SLOTS_MAX - 1, 0),
             rooms: Rooms::new(shared.config.call_timeout_ms, now),
             presence: Presence::new(),
             dumps: FastMap::default(),
+            relations: ShardRelations::new(),
+            updates: Updates::default(),
             timers: TimerWheel::new(limits::TIMER_TICK_MS, limits::TIMER_SLOTS, now),
             arena: FrameArena::default(),
             out_chunks: ChunkPool::default(),
@@ -303,6 +404,7 @@ impl Shard {
             local: RefCell::new(VecDeque::new()),
             draining_local: Cell::new(false),
             outbox: RefCell::new(Vec::new()),
+            acks: RefCell::new(Vec::new()),
             finished: tokio::sync::Notify::new(),
             batch_due: tokio::sync::Notify::new(),
             scratch_counts: RefCell::new(Vec::new()),
@@ -325,6 +427,19 @@ impl Shard {
         } else {
             self.outbox.borrow_mut().push((to, msg));
         }
+    }
+
+    /// Answers the admin thread with `value` once everything this shard
+    /// has queued so far is handled (its local queue) or sent (to other
+    /// shards) by [`dispatch::flush`]: whatever the admin sends next
+    /// reaches every shard behind it, which is what orders the rounds of a
+    /// relation change.
+    pub fn ack_after_flush(
+        &self,
+        done: tokio::sync::oneshot::Sender<Vec<UserId>>,
+        value: Vec<UserId>,
+    ) {
+        self.acks.borrow_mut().push((done, value));
     }
 
     /// An empty connection list (recycled; give it back when done).

@@ -6,22 +6,78 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::admin::control::{RoomLive, UserLive};
+use crate::core::pairset::PairSet;
+use crate::core::relations::{FlipSets, ShardDelta};
 use crate::ids::{ChatId, ClientId, UserId};
+use crate::limits;
 use crate::net::outbuf::Flush;
-use crate::store::effect::RelationEffect;
 use chatd_proto::ErrorCode;
 
 /// A connection, anywhere in the server: its shard, its slot in that
 /// shard's connection slab, and the slot's generation (so a message for a
-/// connection that closed never reaches the one that reused its slot).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// connection that closed never reaches the one that reused its slot; see
+/// [`super::slots`]).
+///
+/// 8 bytes, as it was with a 16-bit generation: the shard (below
+/// [`limits::SHARDS_MAX`], 10 bits) and the slot (below
+/// [`limits::CONN_SLOTS_MAX`], 22 bits) share one word, and the 32-bit
+/// generation takes the other. It sits in every recipient list, room and
+/// timer entry, and in each connection's read task, whose size is budgeted
+/// (`shard::driver`'s size test).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnRef {
-    /// Shard the connection lives on.
-    pub shard: u16,
+    /// Shard (high bits) and slot (low [`SLOT_BITS`] bits).
+    shard_slot: u32,
     /// Generation of the slot when the connection was made.
-    pub gen: u16,
+    gen: u32,
+}
+
+/// Bits of [`ConnRef`]'s word that hold the slot.
+const SLOT_BITS: u32 = limits::CONN_SLOTS_MAX.trailing_zeros();
+
+const _: () = {
+    assert!(limits::CONN_SLOTS_MAX.is_power_of_two());
+    assert!(limits::SHARDS_MAX.is_power_of_two());
+    assert!(SLOT_BITS + limits::SHARDS_MAX.trailing_zeros() <= 32);
+};
+
+impl ConnRef {
+    /// The connection in `slot` of `shard` with generation `gen`. The shard
+    /// is below [`limits::SHARDS_MAX`] (the command line refuses more) and
+    /// the slot below [`limits::CONN_SLOTS_MAX`] (the slab holds no more).
+    pub fn new(shard: usize, slot: usize, gen: u32) -> Self {
+        debug_assert!(shard < limits::SHARDS_MAX && slot < limits::CONN_SLOTS_MAX);
+        ConnRef {
+            shard_slot: ((shard as u32) << SLOT_BITS)
+                | (slot as u32 & (limits::CONN_SLOTS_MAX as u32 - 1)),
+            gen,
+        }
+    }
+
+    /// Shard the connection lives on.
+    pub fn shard(&self) -> usize {
+        (self.shard_slot >> SLOT_BITS) as usize
+    }
+
     /// Slot in the shard's connection slab.
-    pub slot: u32,
+    pub fn slot(&self) -> usize {
+        (self.shard_slot & (limits::CONN_SLOTS_MAX as u32 - 1)) as usize
+    }
+
+    /// Generation of the slot when the connection was made.
+    pub fn gen(&self) -> u32 {
+        self.gen
+    }
+}
+
+impl std::fmt::Debug for ConnRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnRef")
+            .field("shard", &self.shard())
+            .field("slot", &self.slot())
+            .field("gen", &self.gen)
+            .finish()
+    }
 }
 
 /// Something a room's or user's home shard tells one connection.
@@ -104,31 +160,86 @@ pub enum ShardMsg {
     /// `watchers` (users homed on the receiver).
     PresFanout { frame: Bytes, watchers: Vec<UserId> },
     /// A new statusd client `conn` of `watcher` needs the presence of
-    /// `users` (homed on the receiver) for its login dump; answer with
-    /// [`ShardMsg::DumpPart`] to `watcher`'s home shard.
+    /// `users` (homed on the receiver) for its login dump, as of relation
+    /// change `epoch`; answer with [`ShardMsg::DumpPart`] to `watcher`'s
+    /// home shard.
     DumpQuery {
         watcher: UserId,
         conn: ConnRef,
+        epoch: u64,
         users: Vec<UserId>,
     },
-    /// Each `(watcher, user)`, `user` homed on the receiver: `watcher`
-    /// just gained sight of `user`; send `user`'s presence, if not 0 and
-    /// still visible, to `watcher`'s clients through `watcher`'s home.
-    PresPull { pairs: Vec<(UserId, UserId)> },
     /// Part of a login dump, on its way through the watcher's home shard
     /// (so that it is ordered with the presence changes that follow it).
+    /// `stale`: the receiver of the query had applied a later relation
+    /// change, so the dump's candidates must be gathered again.
     DumpPart {
         watcher: UserId,
         conn: ConnRef,
         entries: Vec<(UserId, u8)>,
+        stale: bool,
+    },
+    /// Apply the presence updates a relation change causes: each
+    /// `(about, to, visible)` (`about` homed on the receiver): `to` now
+    /// sees `about` (send its presence if not 0) or no longer does (send
+    /// 0 if `to` may be showing something else).
+    Emit { pairs: Vec<(UserId, UserId, bool)> },
+
+    // ---- to every shard, about relations and active users ----------
+    /// `user` became active (`true`) or stopped being active; sent by its
+    /// home to every shard, itself included.
+    Active { user: UserId, active: bool },
+    /// Gather the active members of `user`'s rooms homed on the receiver
+    /// and answer [`ShardMsg::Gathered`] to `user`'s home.
+    Gather { id: u64, user: UserId },
+    /// One shard's part of gather `id`, with the epoch it was read at.
+    Gathered {
+        id: u64,
+        epoch: u64,
+        users: Vec<UserId>,
+    },
+    /// Compute the [`FlipSets`] of `users` (homed on shard `from`) for
+    /// relation change `epoch` and answer [`ShardMsg::FlipPart`] to `from`.
+    FlipGather {
+        epoch: u64,
+        from: u16,
+        users: Vec<UserId>,
+    },
+    /// One shard's [`FlipSets`], per user.
+    FlipPart {
+        epoch: u64,
+        sets: Vec<(UserId, FlipSets)>,
     },
 
     // ---- from the admin thread -------------------------------------
-    /// Apply relation effects, then answer with the pairs
-    /// `(user, watcher)` that became visible here.
-    Effects {
-        effects: Vec<RelationEffect>,
-        done: oneshot::Sender<Vec<(UserId, UserId)>>,
+    /// Start-up: this shard's part of the stored relations.
+    Install {
+        memberships: PairSet,
+        contacts: PairSet,
+        done: oneshot::Sender<Vec<UserId>>,
+    },
+    /// Round 1 of relation change `epoch`: apply this shard's part, then
+    /// answer (once what it sent is on its way) with the active users it
+    /// changed relations of.
+    Apply {
+        epoch: u64,
+        delta: ShardDelta,
+        done: oneshot::Sender<Vec<UserId>>,
+    },
+    /// Round 2 of relation change `epoch`: for each user of `touched`
+    /// homed here and active, compute what the change showed and hid, and
+    /// send those presence updates; then answer.
+    Flips {
+        epoch: u64,
+        touched: std::sync::Arc<Vec<UserId>>,
+        done: oneshot::Sender<Vec<UserId>>,
+    },
+    /// Round 2 of the last relation change is over on every shard.
+    RoundDone,
+    /// The rooms homed here that `user` is a member of.
+    QueryRooms {
+        user: UserId,
+        reply: oneshot::Sender<Vec<ChatId>>,
     },
     /// Live state of a room homed here.
     QueryRoom {
@@ -143,4 +254,26 @@ pub enum ShardMsg {
     /// Stop accepting; send OP_ERROR SHUTTING_DOWN to every connection,
     /// flush and close them within `deadline_ms`.
     Shutdown { deadline_ms: u64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnRef;
+    use crate::limits::{CONN_SLOTS_MAX, SHARDS_MAX};
+
+    #[test]
+    fn a_conn_ref_keeps_shard_slot_and_generation_in_8_bytes() {
+        for (shard, slot, gen) in [
+            (0, 0, 0),
+            (1, 77, 1 << 16),
+            (SHARDS_MAX - 1, CONN_SLOTS_MAX - 1, u32::MAX),
+            (5, 1 << 21, 0xFFFF),
+        ] {
+            let c = ConnRef::new(shard, slot, gen);
+            assert_eq!((c.shard(), c.slot(), c.gen()), (shard, slot, gen));
+        }
+        // Generations that differ only above 16 bits are different refs.
+        assert_ne!(ConnRef::new(0, 5, 1), ConnRef::new(0, 5, 1 + (1 << 16)));
+        assert_eq!(std::mem::size_of::<ConnRef>(), 8);
+    }
 }

@@ -1,10 +1,15 @@
 //! The statusd service on a shard: commands from this shard's statusd
-//! connections, and the presence of the users this shard is home to.
+//! connections, the presence of the users this shard is home to, and the
+//! updates that tell their watchers (docs/architecture.md, "Presence").
 //!
-//! Every presence update for a watcher travels through the watcher's home
-//! shard, and login dumps do too: so for each watcher, the dump entries and
-//! later changes arrive in the order they were produced, which is what
-//! makes every client's view converge (protocol 5.4).
+//! Every update about a user is sent by that user's home and travels
+//! through the watcher's home shard, and login dumps do too: so for each
+//! watcher, dump entries and later changes arrive in the order the user's
+//! home produced them. Who to tell is gathered from the relations when
+//! needed: the active members of the user's rooms (from the rooms' home
+//! shards) and its active contacts. Every gather and dump is read at one
+//! relation epoch on every shard or done again, which is what makes every
+//! client's view converge (protocol 5.4).
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -14,9 +19,9 @@ use chatd_proto::{DecodeError, ErrorCode, Limits};
 
 use super::input::{Consumed, Input, Sender, ServiceInput};
 use super::msg::{ConnRef, ShardMsg};
-use super::{route, Dump, Shard, State};
-use crate::core::presence::{Change, VisibilityChange};
-use crate::ids::{Service, UserId};
+use super::{route, Dump, Gather, Shard, State};
+use crate::core::presence::Change;
+use crate::ids::{FastSet, Service, UserId};
 use crate::net::outbuf::Flush;
 
 /// statusd's side of the input path ([`super::input`]): a login announces
@@ -114,15 +119,28 @@ impl ServiceInput for StatusdInput {
 }
 
 /// Handles a message for a user homed on this shard (or, for
-/// `PresFanout` and `DumpPart`, a watcher homed here).
+/// `PresFanout` and `DumpPart`, a watcher homed here; for `Active` and
+/// `Gather`, any shard).
 pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
     match msg {
         ShardMsg::PresHello { user, conn, raw } => {
-            let change = shard.state.borrow_mut().presence.connect(user, conn, raw);
+            let (was_active, change) = {
+                let mut st = shard.state.borrow_mut();
+                let was_active = st.presence.is_active(user);
+                (was_active, st.presence.connect(user, conn, raw))
+            };
+            if !was_active {
+                // Before any gather of this user's: every shard's part of
+                // a gather or dump that comes after sees it active.
+                broadcast(shard, |_| ShardMsg::Active { user, active: true });
+            }
             // The new client learns its own presence from the dump's last
             // command, so it is left out of the own-clients broadcast.
-            publish(shard, user, change, Some(conn));
-            start_dump(shard, user, conn);
+            tell_own_clients(shard, user, change, Some(conn));
+            shard.state.borrow_mut().dumps.insert(conn, Dump::default());
+            // One gather serves the update and the dump.
+            let publish = change.changed() && queue_update(shard, user);
+            start_gather(shard, user, publish, Some(conn), None);
         }
         ShardMsg::PresSet { user, conn, raw } => {
             // The login dump ends with the client's own OP_PRES 0, so an
@@ -140,7 +158,11 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
                 st.dumps.remove(&conn);
                 st.presence.disconnect(user, conn)
             };
-            publish(shard, user, change, None);
+            tell_own_clients(shard, user, change, None);
+            if change.changed() && queue_update(shard, user) {
+                start_gather(shard, user, true, None, None);
+            }
+            release_if_quiet(shard, user);
         }
         ShardMsg::PresFanout { frame, watchers } => {
             let mut conns = shard.take_conn_list();
@@ -149,22 +171,44 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
                 conns.extend(watchers.iter().flat_map(|&w| st.presence.clients(w)));
             }
             // Updates about other users: the ones a login storm multiplies,
-            // so these (only these) may wait for the batch flush.
-            deliver_pres(shard, &frame, 1, &conns, shard.presence_flush());
+            // so these (only these) may wait for the batch flush. A frame
+            // may hold several values of one user, in order.
+            let per_conn = frame.len() / wire::PRES_LEN;
+            deliver_pres(shard, &frame, per_conn, &conns, shard.presence_flush());
             shard.give_conn_list(conns);
         }
+        ShardMsg::Active { user, active } => {
+            shard.state.borrow_mut().relations.set_active(user, active);
+        }
+        ShardMsg::Gather { id, user } => {
+            let (epoch, users) = {
+                let st = shard.state.borrow();
+                let mut users = Vec::new();
+                st.relations.room_watchers(user, &mut users);
+                (st.relations.epoch(), users)
+            };
+            let home = route::user_home(user, shard.shards());
+            shard.send(home, ShardMsg::Gathered { id, epoch, users });
+        }
+        ShardMsg::Gathered { id, epoch, users } => gathered(shard, id, epoch, users),
         ShardMsg::DumpQuery {
             watcher,
             conn,
+            epoch,
             users,
         } => {
-            let entries: Vec<(UserId, u8)> = {
+            let (entries, stale) = {
                 let st = shard.state.borrow();
-                users
-                    .iter()
-                    .map(|&u| (u, st.presence.visible_presence(u, watcher)))
-                    .filter(|&(_, p)| p != 0)
-                    .collect()
+                if st.relations.epoch() == epoch {
+                    let entries = users
+                        .iter()
+                        .map(|&u| (u, st.presence.presence(u)))
+                        .filter(|&(_, p)| p != 0)
+                        .collect();
+                    (entries, false)
+                } else {
+                    (Vec::new(), true)
+                }
             };
             let home = route::user_home(watcher, shard.shards());
             shard.send(
@@ -173,33 +217,25 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
                     watcher,
                     conn,
                     entries,
+                    stale,
                 },
             );
-        }
-        ShardMsg::PresPull { pairs } => {
-            let shards = shard.shards();
-            for (watcher, user) in pairs {
-                let presence = shard
-                    .state
-                    .borrow()
-                    .presence
-                    .visible_presence(user, watcher);
-                if presence != 0 {
-                    let frame = pres_frame(shard, user, presence);
-                    let fanout = ShardMsg::PresFanout {
-                        frame,
-                        watchers: vec![watcher],
-                    };
-                    shard.send(route::user_home(watcher, shards), fanout);
-                }
-            }
         }
         ShardMsg::DumpPart {
             watcher,
             conn,
             entries,
-        } => dump_part(shard, watcher, conn, &entries),
+            stale,
+        } => dump_part(shard, watcher, conn, &entries, stale),
         _ => {}
+    }
+}
+
+/// Sends `make(shard)` to every shard, this one included (through its
+/// local queue, so in order with what it sends itself).
+pub(super) fn broadcast(shard: &Shard, make: impl Fn(usize) -> ShardMsg) {
+    for to in 0..shard.shards() {
+        shard.send(to, make(to));
     }
 }
 
@@ -209,41 +245,294 @@ fn set_presence(shard: &Shard, user: UserId, conn: ConnRef, raw: u8) {
     // Exactly one OP_PRES 0 to the sender, changed or not; when it
     // changed this is also its copy of the broadcast.
     send_pres(shard, &[conn], 0, change.new);
-    publish(shard, user, change, Some(conn));
+    tell_own_clients(shard, user, change, Some(conn));
+    if change.changed() && queue_update(shard, user) {
+        start_gather(shard, user, true, None, None);
+    }
 }
 
-/// Applies a relation-count change for (`user`, `watcher`), `user` homed
-/// here (its twin, (`watcher`, `user`), is applied on `watcher`'s home).
-/// Became invisible: `watcher`'s clients get `user` 0 if it was not 0 (a
-/// login dump racing this is filtered by `visible_presence` where it is
-/// answered).
-/// Became visible: returns true, and the caller pulls `watcher`'s presence
-/// for `user`'s clients once both directions are applied everywhere (see
-/// `control::MeshControl::apply`), which is what lets a login racing the
-/// change converge.
-pub fn visibility(shard: &Shard, user: UserId, watcher: UserId, delta: i32) -> bool {
-    let (change, presence) = {
+/// Queues `user`'s new presence for its watchers; true when a gather must
+/// start (none in flight).
+fn queue_update(shard: &Shard, user: UserId) -> bool {
+    shard.metrics.presence_changes.fetch_add(1, Relaxed);
+    shard.state.borrow_mut().presence.queue_update(user)
+}
+
+/// Asks every shard for the active members of `user`'s rooms homed there.
+fn start_gather(
+    shard: &Shard,
+    user: UserId,
+    publish: bool,
+    dump: Option<ConnRef>,
+    prev: Option<Vec<UserId>>,
+) {
+    if !publish && dump.is_none() {
+        return;
+    }
+    let id = {
         let mut st = shard.state.borrow_mut();
-        let change = st.presence.visibility(user, watcher, delta);
-        (change, st.presence.presence(user))
+        let u = &mut st.updates;
+        let id = u.next_id;
+        u.next_id = u.next_id.wrapping_add(1);
+        u.gathers.insert(
+            id,
+            Gather {
+                user,
+                publish,
+                dump,
+                prev,
+                parts_left: shard.shards(),
+                epoch: None,
+                mixed: false,
+                users: Vec::new(),
+            },
+        );
+        id
     };
-    match change {
-        VisibilityChange::None => false,
-        VisibilityChange::BecameVisible => true,
-        VisibilityChange::BecameInvisible => {
-            if presence != 0 {
-                let frame = pres_frame(shard, user, 0);
-                let home = route::user_home(watcher, shard.shards());
-                let watchers = vec![watcher];
-                shard.send(home, ShardMsg::PresFanout { frame, watchers });
-            }
-            false
+    broadcast(shard, |_| ShardMsg::Gather { id, user });
+}
+
+/// One shard's part of gather `id` arrived.
+fn gathered(shard: &Shard, id: u64, epoch: u64, users: Vec<UserId>) {
+    let done = {
+        let mut st = shard.state.borrow_mut();
+        let my_epoch = st.relations.epoch();
+        let Some(g) = st.updates.gathers.get_mut(&id) else {
+            debug_assert!(false, "part of unknown gather {id}");
+            return;
+        };
+        g.parts_left -= 1;
+        g.mixed |= g.epoch.is_some_and(|e| e != epoch);
+        g.epoch = Some(epoch);
+        g.users.extend(users);
+        if g.parts_left > 0 {
+            return;
+        }
+        let g = st.updates.gathers.remove(&id);
+        // Read at one epoch everywhere, and that epoch is still this
+        // shard's: no relation change came in between, so the users are
+        // exactly who may see the user now (and any later change's
+        // updates will be sent after these).
+        g.map(|g| (g.mixed || g.epoch != Some(my_epoch), g))
+    };
+    let Some((again, g)) = done else {
+        return;
+    };
+    // The client may have gone meanwhile.
+    let dump = g
+        .dump
+        .filter(|c| shard.state.borrow().dumps.contains_key(c));
+    if again {
+        return start_gather(shard, g.user, g.publish, dump, g.prev);
+    }
+    if let Some(conn) = dump {
+        dump_candidates(shard, g.user, conn, &g.users);
+    }
+    if g.publish {
+        publish(shard, g.user, g.users, g.prev);
+    }
+}
+
+/// The gather of `user`'s room watchers completed for an update: add its
+/// active contacts and send every one of them the values the user took
+/// since the last update, in one frame. If changes came during the gather,
+/// gather again: watchers that one finds and this one did not (they became
+/// active meanwhile, and their login dump may hold an older value) get the
+/// value as it is then, and everyone gets the changes since (see
+/// docs/architecture.md, "Presence").
+fn publish(shard: &Shard, user: UserId, mut watchers: Vec<UserId>, prev: Option<Vec<UserId>>) {
+    let (values, again, now) = {
+        let mut st = shard.state.borrow_mut();
+        st.relations.active_contacts(user, &mut watchers);
+        let (values, again) = st.presence.finish_publish(user);
+        if !st.presence.may_show_nonzero(user) {
+            st.updates.flips.stopped_showing(user);
+        }
+        (values, again, st.presence.presence(user))
+    };
+    watchers.sort_unstable();
+    watchers.dedup();
+    if !values.is_empty() {
+        shard
+            .metrics
+            .watchers_per_change
+            .observe(watchers.len() as u64);
+        let frame = shard
+            .state
+            .borrow_mut()
+            .arena
+            .frame(values.len() * wire::PRES_LEN, |b| {
+                for &v in &values {
+                    wire::encode_pres(user, v, b);
+                }
+            });
+        fan_out(shard, &frame, watchers.clone());
+    } else if let Some(prev) = &prev {
+        let new: Vec<UserId> = watchers
+            .iter()
+            .copied()
+            .filter(|w| prev.binary_search(w).is_err())
+            .collect();
+        if !new.is_empty() {
+            let frame = pres_frame(shard, user, now);
+            fan_out(shard, &frame, new);
+        }
+    }
+    if again {
+        start_gather(shard, user, true, None, Some(watchers));
+    } else {
+        release_if_quiet(shard, user);
+    }
+}
+
+/// Sends `frame` to every client of each of `watchers`, through the
+/// watchers' home shards (one message per shard).
+pub(super) fn fan_out(shard: &Shard, frame: &Bytes, watchers: Vec<UserId>) {
+    let shards = shard.shards();
+    if shards == 1 {
+        if !watchers.is_empty() {
+            let frame = frame.clone();
+            shard.send(0, ShardMsg::PresFanout { frame, watchers });
+        }
+        return;
+    }
+    let mut by_shard: Vec<Vec<UserId>> = vec![Vec::new(); shards];
+    for w in watchers {
+        by_shard[route::user_home(w, shards)].push(w);
+    }
+    for (to, watchers) in by_shard.into_iter().enumerate() {
+        if !watchers.is_empty() {
+            let frame = frame.clone();
+            shard.send(to, ShardMsg::PresFanout { frame, watchers });
         }
     }
 }
 
+/// Forgets `user` if nothing is left to tell about it, and tells every
+/// shard it is no longer active.
+fn release_if_quiet(shard: &Shard, user: UserId) {
+    if shard.state.borrow_mut().presence.release_if_quiet(user) {
+        broadcast(shard, |_| ShardMsg::Active {
+            user,
+            active: false,
+        });
+    }
+}
+
+/// The dump of client `conn` of `watcher` has its room candidates: add
+/// every contact (its home decides whether it is online, see
+/// docs/architecture.md), drop those already sent, and ask each
+/// candidate's home for its presence at this epoch.
+fn dump_candidates(shard: &Shard, watcher: UserId, conn: ConnRef, room_users: &[UserId]) {
+    let shards = shard.shards();
+    let mut by_shard: Vec<Vec<UserId>> = vec![Vec::new(); shards];
+    let epoch = {
+        let mut st = shard.state.borrow_mut();
+        let st = &mut *st;
+        let Some(d) = st.dumps.get_mut(&conn) else {
+            return;
+        };
+        let mut users: Vec<UserId> = room_users.to_vec();
+        users.extend(st.relations.contacts_of(watcher));
+        users.sort_unstable();
+        users.dedup();
+        if !d.sent.is_empty() {
+            let sent: FastSet<UserId> = d.sent.iter().copied().collect();
+            users.retain(|u| !sent.contains(u));
+        }
+        for u in users.into_iter().filter(|&u| u != watcher) {
+            by_shard[route::user_home(u, shards)].push(u);
+        }
+        d.parts_left = by_shard.iter().filter(|v| !v.is_empty()).count();
+        d.stale = false;
+        if d.parts_left == 0 {
+            None
+        } else {
+            Some(st.relations.epoch())
+        }
+    };
+    let Some(epoch) = epoch else {
+        let dump = shard.state.borrow_mut().dumps.remove(&conn);
+        if let Some(dump) = dump {
+            finish_dump(shard, watcher, conn, dump);
+        }
+        return;
+    };
+    for (to, users) in by_shard.into_iter().enumerate() {
+        if !users.is_empty() {
+            shard.send(
+                to,
+                ShardMsg::DumpQuery {
+                    watcher,
+                    conn,
+                    epoch,
+                    users,
+                },
+            );
+        }
+    }
+}
+
+/// One shard's part of a login dump arrived at the watcher's home.
+fn dump_part(shard: &Shard, watcher: UserId, conn: ConnRef, entries: &[(UserId, u8)], stale: bool) {
+    enum Next {
+        Wait,
+        Again,
+        Finish(Dump),
+    }
+    let next = {
+        let mut st = shard.state.borrow_mut();
+        let Some(d) = st.dumps.get_mut(&conn) else {
+            return;
+        };
+        d.parts_left -= 1;
+        d.entries += entries.len() as u64;
+        d.sent.extend(entries.iter().map(|&(u, _)| u));
+        d.stale |= stale;
+        if d.parts_left > 0 {
+            Next::Wait
+        } else if d.stale {
+            Next::Again
+        } else {
+            st.dumps.remove(&conn).map_or(Next::Wait, Next::Finish)
+        }
+    };
+    if !entries.is_empty() {
+        // All entries in one buffer: the stream is just commands back to back.
+        let frame = shard
+            .state
+            .borrow_mut()
+            .arena
+            .frame(entries.len() * wire::PRES_LEN, |b| {
+                for &(u, p) in entries {
+                    wire::encode_pres(u, p, b);
+                }
+            });
+        deliver_pres(shard, &frame, entries.len(), &[conn], Flush::Now);
+    }
+    match next {
+        Next::Wait => {}
+        // A relation change came in between: gather the candidates again
+        // (the entries sent stay: they were true then, and later changes
+        // reach this client like any other).
+        Next::Again => start_gather(shard, watcher, false, Some(conn), None),
+        Next::Finish(dump) => finish_dump(shard, watcher, conn, dump),
+    }
+}
+
+/// Ends a login dump with `OP_PRES 0 own_presence`, then applies the
+/// OP_SETPRES commands that waited for it, in order.
+fn finish_dump(shard: &Shard, user: UserId, conn: ConnRef, dump: Dump) {
+    shard.metrics.login_dump_size.observe(dump.entries);
+    let own = shard.state.borrow().presence.presence(user);
+    send_pres(shard, &[conn], 0, own);
+    for raw in dump.held {
+        set_presence(shard, user, conn, raw);
+    }
+}
+
 /// One OP_PRES frame from the shard's arena.
-fn pres_frame(shard: &Shard, user: UserId, presence: u8) -> Bytes {
+pub(super) fn pres_frame(shard: &Shard, user: UserId, presence: u8) -> Bytes {
     shard
         .state
         .borrow_mut()
@@ -268,121 +557,20 @@ fn deliver_pres(shard: &Shard, frame: &Bytes, per_conn: usize, conns: &[ConnRef]
     shard.deliver(frame, conns, flush);
 }
 
-/// A user's presence changed: tell every client of every watcher (through
-/// the watchers' home shards) and the user's own clients but `skip`.
-fn publish(shard: &Shard, user: UserId, change: Change, skip: Option<ConnRef>) {
+/// A user's presence changed: tell its own clients but `skip` at once
+/// (`OP_PRES 0`); its watchers are told by the gather that follows.
+fn tell_own_clients(shard: &Shard, user: UserId, change: Change, skip: Option<ConnRef>) {
     if !change.changed() {
         return;
     }
-    shard.metrics.presence_changes.fetch_add(1, Relaxed);
-    let shards = shard.shards();
-    let (own, by_shard) = {
+    let own: Vec<ConnRef> = {
         let st = shard.state.borrow();
         // A client still in its login dump learns its own presence from
         // the dump's last command, which is read when the dump ends.
-        let own: Vec<ConnRef> = st
-            .presence
+        st.presence
             .clients(user)
             .filter(|&c| Some(c) != skip && !st.dumps.contains_key(&c))
-            .collect();
-        let mut by_shard: Vec<Vec<UserId>> = vec![Vec::new(); shards];
-        let mut n = 0;
-        for w in st.presence.watchers(user) {
-            by_shard[route::user_home(w, shards)].push(w);
-            n += 1;
-        }
-        shard.metrics.watchers_per_change.observe(n);
-        (own, by_shard)
+            .collect()
     };
     send_pres(shard, &own, 0, change.new);
-    let frame = pres_frame(shard, user, change.new);
-    for (to, watchers) in by_shard.into_iter().enumerate() {
-        if !watchers.is_empty() {
-            shard.send(
-                to,
-                ShardMsg::PresFanout {
-                    frame: frame.clone(),
-                    watchers,
-                },
-            );
-        }
-    }
-}
-
-/// Starts the login dump of a new statusd client `conn` of `user`: asks
-/// the home shard of every user it may see for their presence.
-fn start_dump(shard: &Shard, user: UserId, conn: ConnRef) {
-    let shards = shard.shards();
-    let mut by_shard: Vec<Vec<UserId>> = vec![Vec::new(); shards];
-    {
-        let st = shard.state.borrow();
-        for v in st.presence.watchers(user) {
-            by_shard[route::user_home(v, shards)].push(v);
-        }
-    }
-    let parts = by_shard.iter().filter(|v| !v.is_empty()).count();
-    if parts == 0 {
-        return finish_dump(shard, user, conn, Dump::default());
-    }
-    let dump = Dump {
-        parts_left: parts,
-        ..Dump::default()
-    };
-    shard.state.borrow_mut().dumps.insert(conn, dump);
-    for (to, users) in by_shard.into_iter().enumerate() {
-        if !users.is_empty() {
-            shard.send(
-                to,
-                ShardMsg::DumpQuery {
-                    watcher: user,
-                    conn,
-                    users,
-                },
-            );
-        }
-    }
-}
-
-/// One shard's part of a login dump arrived at the watcher's home.
-fn dump_part(shard: &Shard, watcher: UserId, conn: ConnRef, entries: &[(UserId, u8)]) {
-    let done = {
-        let mut st = shard.state.borrow_mut();
-        let Some(d) = st.dumps.get_mut(&conn) else {
-            return;
-        };
-        d.parts_left -= 1;
-        d.entries += entries.len() as u64;
-        if d.parts_left == 0 {
-            st.dumps.remove(&conn)
-        } else {
-            None
-        }
-    };
-    if !entries.is_empty() {
-        // All entries in one buffer: the stream is just commands back to back.
-        let frame = shard
-            .state
-            .borrow_mut()
-            .arena
-            .frame(entries.len() * wire::PRES_LEN, |b| {
-                for &(u, p) in entries {
-                    wire::encode_pres(u, p, b);
-                }
-            });
-        deliver_pres(shard, &frame, entries.len(), &[conn], Flush::Now);
-    }
-    if let Some(dump) = done {
-        finish_dump(shard, watcher, conn, dump);
-    }
-}
-
-/// Ends a login dump with `OP_PRES 0 own_presence`, then applies the
-/// OP_SETPRES commands that waited for it, in order.
-fn finish_dump(shard: &Shard, user: UserId, conn: ConnRef, dump: Dump) {
-    shard.metrics.login_dump_size.observe(dump.entries);
-    let own = shard.state.borrow().presence.presence(user);
-    send_pres(shard, &[conn], 0, own);
-    for raw in dump.held {
-        set_presence(shard, user, conn, raw);
-    }
 }

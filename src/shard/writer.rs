@@ -137,6 +137,12 @@ pub async fn write_loop(shard: Rc<Shard>, c: ConnRef, stream: Rc<Stream>) {
 /// connection is gone or the peer is (then the socket is shut down, which
 /// ends the read loop too).
 async fn write_batch(shard: &Shard, c: ConnRef, stream: &Stream, batch: &mut Vec<Bytes>) -> bool {
+    // Counted when issued, not when done: a peer that has read the bytes
+    // then knows the write is counted (the completion reaches this task
+    // only after the peer may already have them).
+    if let Some(conn) = shard.state.borrow_mut().conn(c) {
+        metrics::add(&shard.metrics.socket_writes[conn.service.index()], 1);
+    }
     let (res, b) = stream.writev(std::mem::take(batch)).await;
     *batch = b;
     let mut st = shard.state.borrow_mut();
@@ -149,7 +155,6 @@ async fn write_batch(shard: &Shard, c: ConnRef, stream: &Stream, batch: &mut Vec
             let commands = conn.transport.written(batch, n);
             conn.out.written(batch, commands, chunks);
             metrics::add(&shard.metrics.bytes_out[service.index()], n as u64);
-            metrics::add(&shard.metrics.socket_writes[service.index()], 1);
             true
         }
         _ => {

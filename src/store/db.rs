@@ -1,10 +1,15 @@
 //! Durable relations: room members and contacts in a redb database at
 //! `<data_dir>/relations.redb`.
 //!
-//! Owns the on-disk format. Every write is one write transaction committed
-//! with [`Durability::Immediate`] before the call returns, so a change the
-//! admin API acknowledged survives a crash. It computes no effects and keeps
-//! no model: [`Store::load`] hands the contents to [`Relations`].
+//! Owns the on-disk format. Every change ([`Store::apply`]) is one write
+//! transaction committed with [`Durability::Immediate`] before the call
+//! returns, so a change the admin API acknowledged survives a crash, and
+//! a batch is all or nothing. It keeps no model: [`Store::load`] hands the
+//! contents to the shards at start-up, and the admin API's reads
+//! ([`Store::members`], [`Store::contacts`]) are read transactions.
+//!
+//! redb's page cache is capped at [`limits::STORE_CACHE_BYTES`]; it is
+//! the store's memory, not the relations' (which live on the shards).
 
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
@@ -12,8 +17,10 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::core::pairset::PairSet;
 use crate::ids::{ChatId, UserId};
-use crate::store::relations::Relations;
+use crate::limits;
+use crate::store::change::{NetChange, Op, Plan};
 
 /// `(chatid, userid) -> ()`: one row per membership. The key order lets a
 /// room's members be read or replaced as one range.
@@ -92,10 +99,13 @@ impl Store {
                 source,
             })?;
         let path = data_dir.join(DB_FILE);
-        let db = Database::create(&path).map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        let db = Database::builder()
+            .set_cache_size(limits::STORE_CACHE_BYTES)
+            .create(&path)
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
         let store = Store { db };
         // Create both tables up front so that readers never meet a missing
         // table, and so that a file that opens but whose tables cannot be
@@ -118,71 +128,135 @@ impl Store {
         Ok(store)
     }
 
-    /// Reads every relation into a fresh model.
-    pub fn load(&self) -> Result<Relations, StoreError> {
+    /// Reads every relation, split the way the shards own them: for shard
+    /// `i`, `memberships[i]` holds `(user, chat)` for the rooms with
+    /// `room_home(chat) == i`, and `contacts[i]` holds `(user, contact)`
+    /// for the users with `user_home(user) == i`. One pass over each
+    /// table; no pair of users is ever counted.
+    pub fn load(
+        &self,
+        shards: usize,
+        room_home: impl Fn(ChatId) -> usize,
+        user_home: impl Fn(UserId) -> usize,
+    ) -> Result<Loaded, StoreError> {
         let txn = self.db.begin_read()?;
-        let mut relations = Relations::new();
-        for row in txn.open_table(MEMBERS)?.iter()? {
+        // Memberships are stored by room and indexed by user: count each
+        // shard's first, so each is read into a vector of exactly its size
+        // and sorted in place (no vector grows, and one is freed as soon
+        // as its set is built).
+        let table = txn.open_table(MEMBERS)?;
+        let mut counts = vec![0usize; shards];
+        for row in table.iter()? {
+            counts[room_home(row?.0.value().0)] += 1;
+        }
+        let mut members: Vec<Vec<(u64, u64)>> =
+            counts.iter().map(|&n| Vec::with_capacity(n)).collect();
+        for row in table.iter()? {
             let (key, _) = row?;
             let (chat, user) = key.value();
-            relations.load_member(chat, user);
+            members[room_home(chat)].push((user, chat));
         }
+        let member_count = counts.iter().sum::<usize>() as u64;
+        let memberships = members.into_iter().map(PairSet::from_unsorted).collect();
+        // Contacts are stored by user, both ways: each shard's part comes
+        // in order and goes straight into its set.
+        let mut contacts: Vec<PairSet> = (0..shards).map(|_| PairSet::new()).collect();
+        let mut contact_rows = 0;
         for row in txn.open_table(CONTACTS)?.iter()? {
             let (key, _) = row?;
             let (a, b) = key.value();
-            relations.load_contact(a, b);
+            // A row of a user with itself (never written by this server)
+            // is skipped: nobody is its own contact.
+            if a != b {
+                contacts[user_home(a)].push_sorted((a, b));
+                contact_rows += 1;
+            }
         }
-        Ok(relations)
-    }
-
-    /// Stores that `user` is a member of `chat`.
-    pub fn add_member(&self, chat: ChatId, user: UserId) -> Result<(), StoreError> {
-        self.write(|members, _| {
-            members.insert((chat, user), ())?;
-            Ok(())
+        Ok(Loaded {
+            memberships,
+            contacts,
+            members: member_count,
+            contact_rows,
         })
     }
 
-    /// Stores that `user` is not a member of `chat`.
-    pub fn remove_member(&self, chat: ChatId, user: UserId) -> Result<(), StoreError> {
-        self.write(|members, _| {
-            members.remove((chat, user))?;
-            Ok(())
-        })
+    /// The members of `chat`, ascending.
+    pub fn members(&self, chat: ChatId) -> Result<Vec<UserId>, StoreError> {
+        self.read_range(MEMBERS, chat)
     }
 
-    /// Replaces the member list of `chat` (duplicates are harmless).
-    pub fn set_members(&self, chat: ChatId, new: &[UserId]) -> Result<(), StoreError> {
-        self.write(|members, _| {
-            members.retain_in((chat, 0)..=(chat, u64::MAX), |_, _| false)?;
-            for &user in new {
-                members.insert((chat, user), ())?;
+    /// The contacts of `user`, ascending.
+    pub fn contacts(&self, user: UserId) -> Result<Vec<UserId>, StoreError> {
+        self.read_range(CONTACTS, user)
+    }
+
+    /// The second halves of the keys `(first, *)` of `table`.
+    fn read_range(
+        &self,
+        table: TableDefinition<(u64, u64), ()>,
+        first: u64,
+    ) -> Result<Vec<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(table)?;
+        let mut out = Vec::new();
+        for row in table.range((first, 0)..=(first, u64::MAX))? {
+            out.push(row?.0.value().1);
+        }
+        Ok(out)
+    }
+
+    /// Runs `ops` in order as one durable write transaction and returns
+    /// the net difference it made (the input is validated: non-zero ids,
+    /// nobody its own contact). Only the keys the operations name and the
+    /// rooms and users they reset are read and written, in key order.
+    pub fn apply(&self, ops: &[Op]) -> Result<NetChange, StoreError> {
+        let plan = Plan::new(ops);
+        let mut net = NetChange::default();
+        self.write(|members, contacts| {
+            for &chat in &plan.reset_rooms {
+                let old = first_range(members, chat)?;
+                for user in old.into_iter().filter(|&u| !plan.names_member(chat, u)) {
+                    members.remove((chat, user))?;
+                    net.members_removed.push((chat, user));
+                }
+            }
+            for &(chat, user, exists) in &plan.members {
+                if exists {
+                    if members.insert((chat, user), ())?.is_none() {
+                        net.members_added.push((chat, user));
+                    }
+                } else if members.remove((chat, user))?.is_some() {
+                    net.members_removed.push((chat, user));
+                }
+            }
+            for &user in &plan.reset_users {
+                let old = first_range(contacts, user)?;
+                for other in old {
+                    let (lo, hi) = (user.min(other), user.max(other));
+                    // Found from both ends when both were reset: the
+                    // second finds it gone.
+                    if !plan.names_contact(lo, hi) && contacts.remove((lo, hi))?.is_some() {
+                        contacts.remove((hi, lo))?;
+                        net.contacts_removed.push((lo, hi));
+                    }
+                }
+            }
+            for &(lo, hi, exists) in &plan.contacts {
+                if exists {
+                    if contacts.insert((lo, hi), ())?.is_none() {
+                        contacts.insert((hi, lo), ())?;
+                        net.contacts_added.push((lo, hi));
+                    }
+                } else if contacts.remove((lo, hi))?.is_some() {
+                    contacts.remove((hi, lo))?;
+                    net.contacts_removed.push((lo, hi));
+                }
             }
             Ok(())
-        })
-    }
-
-    /// Removes every member of `chat`.
-    pub fn delete_room(&self, chat: ChatId) -> Result<(), StoreError> {
-        self.set_members(chat, &[])
-    }
-
-    /// Stores that `a` and `b` are contacts of each other.
-    pub fn add_contact(&self, a: UserId, b: UserId) -> Result<(), StoreError> {
-        self.write(|_, contacts| {
-            contacts.insert((a, b), ())?;
-            contacts.insert((b, a), ())?;
-            Ok(())
-        })
-    }
-
-    /// Stores that `a` and `b` are not contacts.
-    pub fn remove_contact(&self, a: UserId, b: UserId) -> Result<(), StoreError> {
-        self.write(|_, contacts| {
-            contacts.remove((a, b))?;
-            contacts.remove((b, a))?;
-            Ok(())
-        })
+        })?;
+        net.members_removed.sort_unstable();
+        net.contacts_removed.sort_unstable();
+        Ok(net)
     }
 
     /// Runs `f` on both tables in one write transaction and commits it
@@ -206,6 +280,29 @@ impl Store {
 
 /// A writable relation table.
 type RelTable<'txn> = redb::Table<'txn, (u64, u64), ()>;
+
+/// The second halves of the keys `(first, *)` of a writable table.
+fn first_range(table: &RelTable<'_>, first: u64) -> Result<Vec<u64>, StoreError> {
+    let mut out = Vec::new();
+    for row in table.range((first, 0)..=(first, u64::MAX))? {
+        out.push(row?.0.value().1);
+    }
+    Ok(out)
+}
+
+/// The relations read at start-up, split by owning shard (see
+/// [`Store::load`]).
+#[derive(Debug)]
+pub struct Loaded {
+    /// Per shard: `(user, chat)` of the rooms it is home to.
+    pub memberships: Vec<PairSet>,
+    /// Per shard: `(user, contact)` of the users it is home to.
+    pub contacts: Vec<PairSet>,
+    /// Memberships in all.
+    pub members: u64,
+    /// Contact rows in all (two per contact pair).
+    pub contact_rows: u64,
+}
 
 /// An in-memory redb backend whose writes fail while a flag is set, to test
 /// what callers do when a durable commit fails.
@@ -251,93 +348,5 @@ impl redb::StorageBackend for FlakyBackend {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn open_creates_a_private_data_dir_and_an_empty_store() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("a/b");
-        let store = Store::open(&dir).unwrap();
-        assert_eq!(store.load().unwrap(), Relations::new());
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700);
-        assert!(dir.join(DB_FILE).exists());
-    }
-
-    #[test]
-    fn relations_survive_reopen() {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut want = Relations::new();
-        {
-            let store = Store::open(tmp.path()).unwrap();
-            store.set_members(7, &[1, 2, 3, 2]).unwrap();
-            want.set_members(7, &[1, 2, 3, 2]);
-            store.add_member(8, 1).unwrap();
-            want.add_member(8, 1);
-            store.remove_member(7, 3).unwrap();
-            want.remove_member(7, 3);
-            store.set_members(9, &[4, 5]).unwrap();
-            want.set_members(9, &[4, 5]);
-            store.delete_room(9).unwrap();
-            want.delete_room(9);
-            store.add_contact(1, 4).unwrap();
-            want.add_contact(1, 4);
-            store.add_contact(2, 5).unwrap();
-            want.add_contact(2, 5);
-            store.remove_contact(5, 2).unwrap();
-            want.remove_contact(5, 2);
-            assert_eq!(store.load().unwrap(), want);
-        }
-        let store = Store::open(tmp.path()).unwrap();
-        let got = store.load().unwrap();
-        assert_eq!(got, want);
-        assert_eq!(got.members(7).unwrap().len(), 2);
-        assert!(got.contacts_of(4).unwrap().contains(&1));
-        assert!(got.contacts_of(2).is_none());
-    }
-
-    #[test]
-    fn set_members_replaces_only_that_room() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
-        store.set_members(7, &[1, 2]).unwrap();
-        store.set_members(8, &[1, 2]).unwrap();
-        store.set_members(7, &[3]).unwrap();
-        let r = store.load().unwrap();
-        assert_eq!(
-            r.members(7).unwrap().iter().copied().collect::<Vec<_>>(),
-            [3]
-        );
-        assert_eq!(r.members(8).unwrap().len(), 2);
-    }
-
-    #[test]
-    fn corrupt_database_file_is_an_error_not_an_empty_store() {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join(DB_FILE), vec![0x5a; 64 * 1024]).unwrap();
-        let err = Store::open(tmp.path())
-            .err()
-            .expect("garbage must not open");
-        assert!(matches!(err, StoreError::Open { .. }), "{err}");
-        assert!(err.to_string().contains(DB_FILE), "{err}");
-    }
-
-    #[test]
-    fn failed_commit_is_an_error() {
-        let backend = FlakyBackend::default();
-        let fail = backend.fail.clone();
-        let store = Store::with_backend(backend).unwrap();
-        store.add_member(7, 1).unwrap();
-        fail.store(true, std::sync::atomic::Ordering::SeqCst);
-        assert!(store.add_member(7, 2).is_err());
-    }
-
-    #[test]
-    fn database_path_that_is_a_directory_is_an_error() {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir(tmp.path().join(DB_FILE)).unwrap();
-        assert!(Store::open(tmp.path()).is_err());
-    }
-}
+#[path = "db_tests.rs"]
+mod tests;

@@ -51,10 +51,10 @@ pub struct Server {
 }
 
 /// Listen addresses: chatd, statusd, admin.
-type Listen = [SocketAddr; 3];
+pub type Listen = [SocketAddr; 3];
 
 /// Every listener on a free loopback port.
-const ANY_PORT: Listen =
+pub const ANY_PORT: Listen =
     [SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0); 3];
 
 /// The command line of a test server: every listener on a free loopback
@@ -63,8 +63,9 @@ pub fn chatd_command(data_dir: &Path, shards: usize) -> Command {
     command_on(data_dir, shards, ANY_PORT)
 }
 
-/// [`chatd_command`] with the listeners on `listen`.
-fn command_on(data_dir: &Path, shards: usize, listen: Listen) -> Command {
+/// [`chatd_command`] with the listeners on `listen` (chatd, statusd,
+/// admin).
+pub fn command_on(data_dir: &Path, shards: usize, listen: Listen) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatd"));
     cmd.args(["--chatd-listen", &listen[0].to_string()])
         .args(["--statusd-listen", &listen[1].to_string()])
@@ -74,6 +75,54 @@ fn command_on(data_dir: &Path, shards: usize, listen: Listen) -> Command {
         .arg("--data-dir")
         .arg(data_dir);
     cmd
+}
+
+/// What a chatd run that ended by itself left: its status, stdout and
+/// stderr.
+pub struct Exited {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` (a chatd command line) until it exits by itself, which it
+/// must within [`WAIT`] (else it is killed and the test fails).
+pub fn run_to_exit(mut cmd: Command) -> Exited {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn chatd");
+    let read_all = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let stdout = read_all(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read_all(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = stderr.join().unwrap_or_default();
+            panic!("chatd still running after {WAIT:?}, expected it to exit:\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Exited {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
 }
 
 impl Server {
@@ -89,7 +138,16 @@ impl Server {
 
     /// Starts a server on `data_dir` (kept by the caller).
     pub fn start_in(data_dir: &Path, shards: usize, args: &[&str]) -> Result<Server, String> {
-        Server::start_on(data_dir, shards, ANY_PORT, args)
+        Server::start_on(data_dir, shards, ANY_PORT, args, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_with_env(shards: usize, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let mut s = Server::start_on(&dir, shards, ANY_PORT, args, env).expect("server starts");
+        s._tmp = Some(tmp);
+        s
     }
 
     /// Stops the server (SIGTERM, which drains it) and starts it again on
@@ -97,8 +155,8 @@ impl Server {
     pub fn restart(&mut self, args: &[&str]) {
         assert_eq!(self.terminate(), Some(0), "server exit status");
         let listen = [self.chatd, self.statusd, self.admin];
-        let mut new =
-            Server::start_on(&self.data_dir, self.shards, listen, args).expect("server restarts");
+        let mut new = Server::start_on(&self.data_dir, self.shards, listen, args, &[])
+            .expect("server restarts");
         new._tmp = self._tmp.take();
         *self = new;
     }
@@ -109,6 +167,7 @@ impl Server {
         shards: usize,
         listen: Listen,
         args: &[&str],
+        env: &[(&str, &str)],
     ) -> Result<Server, String> {
         // One log per start (a restart's must not be the one its
         // predecessor's drop removes).
@@ -119,6 +178,7 @@ impl Server {
         let err_file = std::fs::File::create(&stderr_log).map_err(|e| e.to_string())?;
         let mut cmd = command_on(data_dir, shards, listen);
         cmd.args(args)
+            .envs(env.iter().copied())
             .env_remove("CHATD_JWT_SECRET")
             .env_remove("CHATD_ADMIN_TOKEN")
             .stdin(Stdio::null())
@@ -203,6 +263,23 @@ impl Server {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 panic!("server did not stop within {WAIT:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `within` for the process to end by itself; its exit
+    /// status, or `None` if it is still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -373,6 +450,24 @@ fn read_until<T>(
     }
 }
 
+/// True if the peer closes `s` within `d` (end of stream or reset),
+/// false if it stays open and silent that long. Fails if a whole command
+/// or any new byte arrives instead: the caller expects nothing but the
+/// close.
+fn closed_within(s: &mut TcpStream, buf: &[u8], d: Duration) -> bool {
+    assert!(buf.is_empty(), "unread bytes before an expected close");
+    s.set_read_timeout(Some(d.max(Duration::from_millis(1))))
+        .expect("timeout");
+    let mut chunk = [0u8; 64];
+    match s.read(&mut chunk) {
+        Ok(0) => true,
+        Ok(n) => panic!("expected a close, got {:?}", &chunk[..n]),
+        Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => false,
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => true,
+        Err(e) => panic!("read: {e}"),
+    }
+}
+
 /// A chatd client over a real socket.
 pub struct ChatdClient {
     pub stream: TcpStream,
@@ -470,6 +565,12 @@ impl ChatdClient {
         }
     }
 
+    /// True if the server closes the connection within `d`; false if it
+    /// stays open and silent (anything it sends fails the test).
+    pub fn closed_within(&mut self, d: Duration) -> bool {
+        closed_within(&mut self.stream, &self.buf, d)
+    }
+
     /// Expects OP_ERROR `code` for `opcode`/`id`, then the close.
     pub fn expect_error_and_close(&mut self, code: u8, opcode: u8, id: u64) {
         self.expect(Ev::Error { code, opcode, id });
@@ -558,6 +659,12 @@ impl StatusdClient {
             .expect("connection closed while waiting for a command")
     }
 
+    /// True if the server closes the connection within `d`; false if it
+    /// stays open and silent (anything it sends fails the test).
+    pub fn closed_within(&mut self, d: Duration) -> bool {
+        closed_within(&mut self.stream, &self.buf, d)
+    }
+
     /// Reads the login dump until its final `OP_PRES 0 own`.
     pub fn read_dump(&mut self) {
         loop {
@@ -641,14 +748,44 @@ pub fn rooms_on_every_shard(shards: usize, from: u64) -> Vec<u64> {
         .collect()
 }
 
-/// Polls `f` every 10 ms until it holds; fails after [`WAIT`]. Only for
-/// state that no event announces (admin counters after a disconnect).
-pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+/// Polls `f` every 10 ms until it gives `Ok`; fails after [`WAIT`] with
+/// `what` and the last `Err`. Only for state that no event announces
+/// (admin counters after a disconnect).
+pub fn poll<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + WAIT;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last: {last}"
+            ),
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Polls `f` until it holds (see [`poll`]).
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    poll(what, || if f() { Ok(()) } else { Err("false".into()) })
+}
+
+/// Polls admin `GET path` until `ok` holds (see [`poll`]): for live
+/// counters the shards update on their own schedule, with no event a
+/// client could await. Returns the document that satisfied it.
+pub fn eventually(
+    server: &Server,
+    path: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    poll(&format!("GET {path}"), || {
+        let v = server.get_json(path);
+        if ok(&v) {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    })
 }
 
 impl Server {

@@ -321,7 +321,7 @@ fn a_rewritten_rtmsg_decodes_as_the_event_recipients_get() {
 
 /// Owned requests for property tests (strategies cannot yield borrows).
 #[derive(Clone, Debug)]
-enum OwnedReq {
+pub(super) enum OwnedReq {
     Keepalive,
     Auth(Vec<u8>),
     Hello(u16),
@@ -332,7 +332,7 @@ enum OwnedReq {
 }
 
 impl OwnedReq {
-    fn borrow(&self) -> Request<'_> {
+    pub(super) fn borrow(&self) -> Request<'_> {
         match self {
             OwnedReq::Keepalive => Request::Keepalive,
             OwnedReq::Auth(t) => Request::Auth { token: t },
@@ -354,7 +354,7 @@ impl OwnedReq {
     }
 }
 
-fn any_request() -> impl Strategy<Value = OwnedReq> {
+pub(super) fn any_request() -> impl Strategy<Value = OwnedReq> {
     prop_oneof![
         Just(OwnedReq::Keepalive),
         prop::collection::vec(any::<u8>(), 1..=64).prop_map(OwnedReq::Auth),
@@ -375,7 +375,7 @@ fn any_request() -> impl Strategy<Value = OwnedReq> {
 
 /// Owned events for property tests.
 #[derive(Clone, Debug)]
-enum OwnedEv {
+pub(super) enum OwnedEv {
     Keepalive,
     Error(u8, u8, u64),
     Hello(u32),
@@ -386,7 +386,7 @@ enum OwnedEv {
 }
 
 impl OwnedEv {
-    fn borrow(&self) -> Event<'_> {
+    pub(super) fn borrow(&self) -> Event<'_> {
         match self {
             OwnedEv::Keepalive => Event::Keepalive,
             OwnedEv::Error(code, opcode, id) => Event::Error {
@@ -412,7 +412,7 @@ impl OwnedEv {
     }
 }
 
-fn any_event() -> impl Strategy<Value = OwnedEv> {
+pub(super) fn any_event() -> impl Strategy<Value = OwnedEv> {
     prop_oneof![
         Just(OwnedEv::Keepalive),
         (any::<u8>(), any::<u8>(), any::<u64>()).prop_map(|(a, b, c)| OwnedEv::Error(a, b, c)),

@@ -1,9 +1,11 @@
 //! Codec tests: round trips, byte streams cut at every point, golden bytes
 //! that pin the little-endian layouts, and each decode error reported as
 //! early as the contract allows. Property tests cover arbitrary commands,
-//! arbitrary cut points and arbitrary bytes.
+//! arbitrary cut points and arbitrary bytes; [`fuzz`] is a bounded fuzz run
+//! of every decoder on mutated streams.
 
 mod chatd;
+mod fuzz;
 mod statusd;
 
 use super::{encode_error, DecodeError, ErrorCode, ERROR_LEN, OP_AUTH, OP_ERROR};

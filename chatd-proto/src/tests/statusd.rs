@@ -148,7 +148,7 @@ fn bad_token_len_is_refused_from_the_two_length_bytes_alone() {
 }
 
 #[derive(Clone, Debug)]
-enum OwnedReq {
+pub(super) enum OwnedReq {
     Keepalive,
     Auth(Vec<u8>),
     Hello(u16, u8),
@@ -156,7 +156,7 @@ enum OwnedReq {
 }
 
 impl OwnedReq {
-    fn borrow(&self) -> Request<'_> {
+    pub(super) fn borrow(&self) -> Request<'_> {
         match self {
             OwnedReq::Keepalive => Request::Keepalive,
             OwnedReq::Auth(t) => Request::Auth { token: t },
@@ -171,7 +171,7 @@ impl OwnedReq {
     }
 }
 
-fn any_request() -> impl Strategy<Value = OwnedReq> {
+pub(super) fn any_request() -> impl Strategy<Value = OwnedReq> {
     prop_oneof![
         Just(OwnedReq::Keepalive),
         prop::collection::vec(any::<u8>(), 1..=64).prop_map(OwnedReq::Auth),
@@ -180,7 +180,7 @@ fn any_request() -> impl Strategy<Value = OwnedReq> {
     ]
 }
 
-fn any_event() -> impl Strategy<Value = Event> {
+pub(super) fn any_event() -> impl Strategy<Value = Event> {
     prop_oneof![
         Just(Event::Keepalive),
         (any::<u8>(), any::<u8>(), any::<u64>()).prop_map(|(code, opcode, id)| Event::Error {

@@ -3,6 +3,7 @@
 //! threads up after setup, progress lines on stderr, and resource snapshots
 //! for the report.
 
+pub mod bigroom;
 pub mod calls;
 pub mod connections;
 pub mod direct;

@@ -1,7 +1,7 @@
-//! Presence rules one by one, the draft's example, then random sequences
-//! against a plain reference model.
+//! Presence rules one by one, the draft's example, the update state, then
+//! random sequences against a plain reference model.
 
-use super::{Change, Presence, VisibilityChange};
+use super::{Change, Presence};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,19 +9,6 @@ const AUTO: u8 = 0x80;
 
 fn change(old: u8, new: u8) -> Change {
     Change { old, new }
-}
-
-#[test]
-fn visible_presence_needs_both_a_presence_and_visibility() {
-    let mut p: Presence<u32> = Presence::new();
-    let _ = p.visibility(1, 2, 1);
-    assert_eq!(p.visible_presence(1, 2), 0, "visible but offline");
-    let _ = p.connect(1, 10, 3);
-    assert_eq!(p.visible_presence(1, 2), 3);
-    assert_eq!(p.visible_presence(1, 4), 0, "online but not visible to 4");
-    assert_eq!(p.visible_presence(9, 2), 0, "unknown user");
-    let _ = p.visibility(1, 2, -1);
-    assert_eq!(p.visible_presence(1, 2), 0, "no longer visible");
 }
 
 #[test]
@@ -80,74 +67,70 @@ fn an_automatic_value_only_touches_its_sender() {
 }
 
 #[test]
-fn the_last_client_leaving_means_offline_and_frees_the_user() {
+fn the_last_client_leaving_means_offline_and_frees_the_user_once_told() {
     let mut p: Presence<u32> = Presence::new();
     p.connect(1, 10, 3);
+    assert!(p.queue_update(1));
+    assert_eq!(p.finish_publish(1), (vec![3], false));
     assert_eq!(p.disconnect(1, 10), change(3, 0));
     assert_eq!(p.presence(1), 0);
-    assert_eq!(p.user_count(), 0);
-    assert_eq!(p.disconnect(1, 10), change(0, 0), "twice is harmless");
-}
-
-#[test]
-fn visibility_flips_only_on_the_first_and_last_relation() {
-    let mut p: Presence<u32> = Presence::new();
-    assert_eq!(p.visibility(1, 2, 1), VisibilityChange::BecameVisible);
-    assert_eq!(
-        p.visibility(1, 2, 1),
-        VisibilityChange::None,
-        "a second shared room"
-    );
-    assert!(p.watchers(1).any(|w| w == 2));
     assert!(
-        !p.watchers(2).any(|w| w == 1),
-        "counts are per direction; the caller adds both"
+        !p.release_if_quiet(1),
+        "watchers were told 3: not quiet yet"
     );
-    assert_eq!(p.visibility(1, 2, -1), VisibilityChange::None);
-    assert_eq!(p.visibility(1, 2, 0), VisibilityChange::None);
-    assert_eq!(p.visibility(1, 2, -1), VisibilityChange::BecameInvisible);
-    assert!(!p.watchers(1).any(|w| w == 2));
-    assert_eq!(p.user_count(), 0, "no client and no watcher: freed");
-}
-
-#[test]
-fn watchers_are_listed_once_each() {
-    let mut p: Presence<u32> = Presence::new();
-    p.visibility(1, 2, 3);
-    p.visibility(1, 3, 1);
-    p.visibility(4, 2, 1);
-    let mut w: Vec<_> = p.watchers(1).collect();
-    w.sort_unstable();
-    assert_eq!(w, vec![2, 3]);
-    assert_eq!(p.watcher_count(1), 2);
-    assert_eq!(p.watcher_count(9), 0);
-    p.connect(1, 10, 3);
-    p.disconnect(1, 10);
-    assert_eq!(p.watcher_count(1), 2, "a watched user outlives its clients");
+    assert!(p.may_show_nonzero(1));
+    assert!(p.queue_update(1));
+    assert!(!p.release_if_quiet(1), "the update of 0 is in flight");
+    assert_eq!(p.finish_publish(1), (vec![0], false));
+    assert!(!p.may_show_nonzero(1));
+    assert!(p.release_if_quiet(1));
+    assert_eq!(p.user_count(), 0);
+    assert!(!p.is_active(1));
+    assert_eq!(p.disconnect(1, 10), change(0, 0), "twice is harmless");
     p.invariants();
 }
 
 #[test]
-#[cfg(not(debug_assertions))]
-fn counts_saturate_at_zero_in_release() {
+fn a_client_that_never_showed_anything_leaves_at_once() {
     let mut p: Presence<u32> = Presence::new();
-    assert_eq!(p.visibility(1, 2, -1), VisibilityChange::None);
-    assert_eq!(p.visibility(1, 2, 1), VisibilityChange::BecameVisible);
+    assert_eq!(p.connect(1, 10, 0), change(0, 0));
+    assert!(p.is_active(1));
+    assert!(!p.may_show_nonzero(1));
+    assert_eq!(p.disconnect(1, 10), change(0, 0));
+    assert!(p.release_if_quiet(1));
+    p.invariants();
 }
 
 #[test]
-#[cfg(debug_assertions)]
-#[should_panic(expected = "below zero")]
-fn a_negative_count_is_a_bug() {
+fn changes_during_a_gather_go_with_it_in_order_and_ask_for_one_more() {
     let mut p: Presence<u32> = Presence::new();
-    p.visibility(1, 2, -1);
+    p.connect(1, 10, 3);
+    assert!(p.queue_update(1));
+    p.set(1, 10, 4);
+    assert!(!p.queue_update(1), "one gather at a time");
+    p.set(1, 10, 5);
+    assert!(!p.queue_update(1));
+    p.invariants();
+    assert_eq!(
+        p.finish_publish(1),
+        (vec![3, 4, 5], true),
+        "every value, in order"
+    );
+    p.invariants();
+    assert_eq!(p.finish_publish(1), (vec![], false), "nothing new since");
+    p.set(1, 10, 6);
+    assert!(p.queue_update(1), "idle again");
+    p.invariants();
 }
 
 /// The rules of section 5.2 written the plain way.
 #[derive(Default)]
 struct Model {
     clients: HashMap<u64, BTreeMap<u32, u8>>,
-    relations: HashMap<(u64, u64), i64>,
+    /// Per user: a gather in flight, dirty, the value last sent.
+    publish: HashMap<u64, (bool, bool, u8)>,
+    /// Per user: the values not sent yet.
+    queued: HashMap<u64, Vec<u8>>,
 }
 
 impl Model {
@@ -173,7 +156,8 @@ enum Op {
     Connect(u64, u32, u8),
     Set(u64, u32, u8),
     Disconnect(u64, u32),
-    Relate(u64, u64, i32),
+    /// The gather of the user's watchers completes.
+    Finish(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -181,7 +165,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1u64..4, 0u32..4, any::<u8>()).prop_map(|(u, c, r)| Op::Connect(u, c, r)),
         3 => (1u64..4, 0u32..4, any::<u8>()).prop_map(|(u, c, r)| Op::Set(u, c, r)),
         1 => (1u64..4, 0u32..4).prop_map(|(u, c)| Op::Disconnect(u, c)),
-        2 => (1u64..4, 1u64..4, -2i32..3).prop_map(|(u, w, d)| Op::Relate(u, w, d)),
+        2 => (1u64..4).prop_map(Op::Finish),
     ]
 }
 
@@ -191,6 +175,9 @@ proptest! {
         let mut p: Presence<u32> = Presence::new();
         let mut m = Model::default();
         for op in ops {
+            // What the shard does after each event: publish a change,
+            // forget a user with nothing left to tell.
+            let mut changed = None;
             match op {
                 Op::Connect(u, c, raw) => {
                     // A handle is one connection of one user, connected once.
@@ -198,31 +185,50 @@ proptest! {
                     let old = m.presence(u);
                     m.clients.entry(u).or_default().insert(c, 0);
                     m.apply(u, c, raw);
-                    prop_assert_eq!(p.connect(u, c, raw), change(old, m.presence(u)));
+                    let ch = p.connect(u, c, raw);
+                    prop_assert_eq!(ch, change(old, m.presence(u)));
+                    changed = Some((u, ch));
                 }
                 Op::Set(u, c, raw) => {
                     if !m.clients.get(&u).is_some_and(|cs| cs.contains_key(&c)) { continue; }
                     let old = m.presence(u);
                     m.apply(u, c, raw);
-                    prop_assert_eq!(p.set(u, c, raw), change(old, m.presence(u)));
+                    let ch = p.set(u, c, raw);
+                    prop_assert_eq!(ch, change(old, m.presence(u)));
+                    changed = Some((u, ch));
                 }
                 Op::Disconnect(u, c) => {
                     let old = m.presence(u);
                     if let Some(cs) = m.clients.get_mut(&u) { cs.remove(&c); }
-                    prop_assert_eq!(p.disconnect(u, c), change(old, m.presence(u)));
+                    let ch = p.disconnect(u, c);
+                    prop_assert_eq!(ch, change(old, m.presence(u)));
+                    changed = Some((u, ch));
                 }
-                Op::Relate(u, w, d) => {
-                    let n = m.relations.entry((u, w)).or_default();
-                    // Never drive a count below zero: that is a caller bug.
-                    let d = d.max(-(*n as i32));
-                    let before = *n > 0;
-                    *n += i64::from(d);
-                    let expected = match (before, *n > 0) {
-                        (false, true) => VisibilityChange::BecameVisible,
-                        (true, false) => VisibilityChange::BecameInvisible,
-                        _ => VisibilityChange::None,
-                    };
-                    prop_assert_eq!(p.visibility(u, w, d), expected);
+                Op::Finish(u) => {
+                    let now = m.presence(u);
+                    let Some(st) = m.publish.get_mut(&u).filter(|s| s.0) else { continue; };
+                    let again = std::mem::take(&mut st.1);
+                    st.0 = again;
+                    st.2 = now;
+                    let queued = m.queued.remove(&u).unwrap_or_default();
+                    prop_assert_eq!(p.finish_publish(u), (queued, again));
+                }
+            }
+            if let Some((u, _)) = changed.filter(|(_, ch)| ch.changed()) {
+                let now = m.presence(u);
+                m.queued.entry(u).or_default().push(now);
+                let st = m.publish.entry(u).or_default();
+                let start = !st.0;
+                if st.0 { st.1 = true } else { st.0 = true }
+                prop_assert_eq!(p.queue_update(u), start);
+            }
+            for u in 1..4u64 {
+                let quiet = m.clients.get(&u).is_none_or(|c| c.is_empty())
+                    && m.publish.get(&u).is_none_or(|s| !s.0 && s.2 == 0);
+                let active = p.is_active(u);
+                prop_assert_eq!(p.release_if_quiet(u), quiet && active);
+                if quiet {
+                    m.publish.remove(&u);
                 }
             }
             p.invariants();
@@ -233,16 +239,14 @@ proptest! {
                 let expected: Vec<u32> =
                     m.clients.get(&u).map(|cs| cs.keys().copied().collect()).unwrap_or_default();
                 prop_assert_eq!(clients, expected);
-                let mut watchers: Vec<u64> = p.watchers(u).collect();
-                watchers.sort_unstable();
-                let expected: Vec<u64> =
-                    (1..4).filter(|&w| m.relations.get(&(u, w)).is_some_and(|&n| n > 0)).collect();
-                prop_assert_eq!(watchers, expected);
+                prop_assert_eq!(
+                    p.may_show_nonzero(u),
+                    m.presence(u) != 0 || m.publish.get(&u).is_some_and(|s| s.0 || s.2 != 0)
+                );
             }
             let live = (1..4u64)
                 .filter(|&u| {
-                    m.clients.get(&u).is_some_and(|c| !c.is_empty())
-                        || (1..4).any(|w| m.relations.get(&(u, w)).is_some_and(|&n| n > 0))
+                    m.clients.get(&u).is_some_and(|c| !c.is_empty()) || m.publish.contains_key(&u)
                 })
                 .count();
             prop_assert_eq!(p.user_count(), live);

@@ -2,12 +2,14 @@
 //! and mutated input for the frame decoder and the handshake parser (the
 //! cargo-fuzz targets in fuzz/ do the same for longer, on nightly). The
 //! number of cases is fixed, so a run is repeatable and its length bounded;
-//! `CHATD_FUZZ_CASES` raises it for a longer run.
+//! `CHATD_FUZZ_CASES` raises it for a longer run. The mutations are
+//! `chatd_proto::testing`'s, shared with the codec's own fuzz run.
 //!
 //! What must hold for any input: no panic; the result does not depend on
 //! how reads cut the bytes; the decoder never hands over more bytes than
 //! it was given.
 
+use chatd_proto::testing::{any_mutations, fuzz_cases, mutate};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
@@ -15,56 +17,12 @@ use super::decode::{any_item, build};
 use super::read_in_pieces;
 use crate::ws::handshake::{parse, OriginPolicy, Parsed};
 
-/// Cases per fuzz test: `CHATD_FUZZ_CASES`, or 2,000.
-fn cases() -> u32 {
-    std::env::var("CHATD_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000)
-}
-
-/// A change to a byte string.
-#[derive(Clone, Debug)]
-enum Mutation {
-    Flip(prop::sample::Index, u8),
-    Insert(prop::sample::Index, u8),
-    Remove(prop::sample::Index),
-    Truncate(prop::sample::Index),
-}
-
-fn apply(bytes: &mut Vec<u8>, mutations: &[Mutation]) {
-    for m in mutations {
-        match m {
-            Mutation::Flip(i, bit) if !bytes.is_empty() => {
-                let i = i.index(bytes.len());
-                bytes[i] ^= 1 << (bit % 8);
-            }
-            Mutation::Insert(i, b) => bytes.insert(i.index(bytes.len() + 1), *b),
-            Mutation::Remove(i) if !bytes.is_empty() => {
-                bytes.remove(i.index(bytes.len()));
-            }
-            Mutation::Truncate(i) => bytes.truncate(i.index(bytes.len() + 1)),
-            _ => {}
-        }
-    }
-}
-
-fn any_mutations() -> impl Strategy<Value = Vec<Mutation>> {
-    let m = prop_oneof![
-        4 => (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
-        2 => (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
-        2 => any::<prop::sample::Index>().prop_map(Mutation::Remove),
-        1 => any::<prop::sample::Index>().prop_map(Mutation::Truncate),
-    ];
-    prop::collection::vec(m, 0..6)
-}
-
 /// Client bytes: a valid stream mutated, or random bytes.
 fn any_client_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         3 => (prop::collection::vec(any_item(300), 1..6), any_mutations()).prop_map(|(items, ms)| {
             let mut bytes = build(&items).bytes;
-            apply(&mut bytes, &ms);
+            mutate(&mut bytes, &ms);
             bytes
         }),
         1 => prop::collection::vec(any::<u8>(), 0..400),
@@ -79,7 +37,7 @@ fn any_request_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         3 => any_mutations().prop_map(move |ms| {
             let mut bytes = base.to_vec();
-            apply(&mut bytes, &ms);
+            mutate(&mut bytes, &ms);
             bytes
         }),
         1 => prop::collection::vec(any::<u8>(), 0..300),
@@ -87,7 +45,7 @@ fn any_request_bytes() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(Config { cases: cases(), ..Config::default() })]
+    #![proptest_config(Config { cases: fuzz_cases(), ..Config::default() })]
 
     #[test]
     fn fuzz_frame_decoder(

@@ -204,8 +204,10 @@ impl OutQueue {
         pool: &mut ChunkPool,
     ) -> Result<Wake, PushError> {
         // The common case, kept small enough to inline into fan-out: a
-        // small frame that fits the current chunk.
-        if frame.len() < limits::OUT_SHARE_MIN_BYTES {
+        // small frame that fits the current chunk. (An empty frame, a
+        // transport's marker, wraps to usize::MAX: it is a segment of its
+        // own, see `push_slow`.)
+        if frame.len().wrapping_sub(1) < limits::OUT_SHARE_MIN_BYTES - 1 {
             if let Some(p) = self.out.as_deref_mut() {
                 if let Some(chunk) = &mut p.chunk {
                     if chunk.capacity() - chunk.len() >= frame.len() {
@@ -235,8 +237,12 @@ impl OutQueue {
     ) -> Result<Wake, PushError> {
         let queued = self.queued_bytes();
         let p = self.out.get_or_insert_with(Box::default);
-        let share = frame.len() >= limits::OUT_SHARE_MIN_BYTES
-            && p.segs.len() < limits::SHARED_FRAMES_QUEUED_MAX;
+        // An empty frame is a transport's marker (where its own bytes go
+        // among the frames, `net::transport`): it keeps its place as a
+        // segment of its own, and pins nothing.
+        let share = frame.is_empty()
+            || (frame.len() >= limits::OUT_SHARE_MIN_BYTES
+                && p.segs.len() < limits::SHARED_FRAMES_QUEUED_MAX);
         let cost = if share {
             // A segment of its own, and one for the chunk's bytes before
             // it, which are sealed into a segment.
@@ -517,6 +523,36 @@ mod tests {
         );
         assert_eq!(q.queued_bytes(), cap);
         assert_eq!(drain(&mut q, &mut pool, BIG), b"12345678");
+    }
+
+    #[test]
+    fn an_empty_frame_keeps_its_place_as_a_segment_of_its_own() {
+        // A transport's marker: its own bytes go where it is, after the
+        // frames queued before it and before those queued after.
+        let mut pool = ChunkPool::default();
+        let mut q = OutQueue::default();
+        let _ = q.push(&b(b"ab"), BIG, Flush::Now, &mut pool);
+        let _ = q.push(&Bytes::new(), BIG, Flush::Now, &mut pool);
+        let _ = q.push(&b(b"cd"), BIG, Flush::Now, &mut pool);
+        assert_eq!(q.queued_bytes(), 4 + 2 * O, "the marker is a segment");
+        let mut batch = Vec::new();
+        q.take_batch(&mut batch, 8);
+        let parts: Vec<&[u8]> = batch.iter().map(|s| &s[..]).collect();
+        assert_eq!(parts, [&b"ab"[..], b"", b"cd"]);
+        q.written(&mut batch, 4, &mut pool);
+        assert!(q.is_empty());
+
+        // Alone in an empty queue, it still wakes a writer.
+        let mut q = OutQueue::default();
+        assert_eq!(
+            q.push(&Bytes::new(), BIG, Flush::Now, &mut pool),
+            Ok(Wake::Spawn)
+        );
+        assert!(!q.is_empty());
+        q.take_batch(&mut batch, 8);
+        assert_eq!(batch.len(), 1);
+        q.written(&mut batch, 0, &mut pool);
+        assert!(q.is_empty());
     }
 
     #[test]

@@ -232,3 +232,20 @@ pub const WS_HANDSHAKE_MAX_BYTES: usize = 8 * 1024;
 /// Most header lines in a WebSocket handshake request (httparse needs a
 /// fixed array). Browsers send 10-20; more is refused with HTTP 400.
 pub const WS_HANDSHAKE_MAX_HEADERS: usize = 64;
+
+/// Most plaintext one TLS write encrypts (the frames of a batch past it
+/// wait for the next write). Encrypted bytes must be written whole, so a
+/// batch's records are held until the socket took them all: this bounds
+/// that buffer per connection whatever the batch (up to 1,024 frames of a
+/// 64 KiB message would be 64 MiB), while 16 full records per write keep
+/// the system call and record overhead small.
+pub const TLS_WRITE_PLAINTEXT_MAX: usize = 256 * 1024;
+
+/// The longest command a client may send: OP_RTMSG with the longest
+/// message `--max-rtmsg-len` allows (header 25 bytes), or OP_AUTH with the
+/// longest token (3 + 4,096), whichever is longer. A WebSocket message
+/// longer than this is closed with 1009 (protocol section 8), so a small
+/// `--max-rtmsg-len` still lets a login through.
+pub fn longest_command(max_rtmsg_len: u32) -> usize {
+    (max_rtmsg_len as usize + chatd_proto::chatd::RTMSG_HEADER_LEN).max(3 + MAX_TOKEN_LEN)
+}

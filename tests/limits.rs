@@ -287,8 +287,8 @@ fn a_stalled_reader_pins_no_more_than_its_cap(shards: usize) {
     let sock =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    sock.connect(&server.chatd.into()).expect("connect");
-    let mut stalled = ChatdClient::from_stream(std::net::TcpStream::from(sock));
+    sock.connect(&server.chatd.addr().into()).expect("connect");
+    let mut stalled = ChatdClient::from_stream(server.chatd, std::net::TcpStream::from(sock));
     stalled.login(&server.token(2));
     assert!(!sender.join(stalled_room));
     assert!(!sender.join(empty_room));

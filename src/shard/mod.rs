@@ -117,6 +117,9 @@ pub struct Shared {
     pub start_gate: StartGate,
     /// `--max-connections`, resolved.
     pub max_conns: u64,
+    /// The certificate and key with `--tls-cert`: every listener speaks
+    /// TLS, each new connection with the pair current at accept.
+    pub tls: Option<Arc<crate::tls::Reloadable>>,
 }
 
 impl Shared {
@@ -510,6 +513,8 @@ pub struct ShardListeners {
     pub chatd: std::net::TcpListener,
     /// statusd listener.
     pub statusd: std::net::TcpListener,
+    /// WebSocket listener (both services).
+    pub ws: std::net::TcpListener,
 }
 
 /// The start signal every shard waits for before accepting: relations

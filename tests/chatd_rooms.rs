@@ -492,15 +492,6 @@ fn tiny_window_client(server: &Server, user: u64) -> ChatdClient {
 }
 
 fn a_slow_consumer_is_closed_and_nobody_else_suffers(shards: usize) {
-    if common::transport().tls() {
-        // KNOWN BUG (issue 17, open): over TLS the healthy receiver stops
-        // getting messages once the slow one's socket is full (the shard
-        // goes idle: a lost wake-up, not a busy loop); it failed the same
-        // way before main was merged. Skipped in the TLS pass only, so
-        // the rest of that pass runs; it must be fixed, then this removed.
-        eprintln!("skipped over TLS: known bug, see the comment");
-        return;
-    }
     const MSG: usize = 16 * 1024;
     const WINDOW: u32 = 3;
     const MAX_BYTES: usize = 256 << 20;

@@ -320,14 +320,21 @@ fn a_stalled_reader_pins_no_more_than_its_cap(shards: usize) {
         sender.rtmsg(stalled_room, 0, 0, 2, &[i as u8]);
         sender.rtmsg(empty_room, 0, 0, 1, &large);
     }
-    // Everything sent before it has been handled.
+    // Everything sent before it has been handled by the sender's shard.
     sender.keepalive_roundtrip();
-    let grown = server_rss(&server).saturating_sub(before);
-    assert!(
-        grown < RSS_GROWTH_MAX,
-        "the server grew by {} MiB",
-        grown >> 20
-    );
+    // On two shards a room's home may be the other shard: the large
+    // frames wait in its channel, each holding the sender's read buffer,
+    // until that shard gets to them, which on a busy box can be tens of
+    // MiB for a moment. That passes; what the stalled reader pins stays,
+    // so the bound must hold once the server has settled.
+    common::poll("the server's growth to stay under the bound", || {
+        let grown = server_rss(&server).saturating_sub(before);
+        if grown < RSS_GROWTH_MAX {
+            Ok(())
+        } else {
+            Err(format!("the server grew by {} MiB", grown >> 20))
+        }
+    });
     // Within its cap, the stalled reader was not closed: it gets every
     // message in order once it reads.
     for i in 0..filled {

@@ -21,7 +21,7 @@
 //!
 //! The contract with the output queue, whatever the transport: the queue
 //! lends a batch of frames (`Vec<Bytes>`, in order); one write goes out
-//! ([`write_batch`]); the transport's `written` says how many of the
+//! (`write_batch`); the transport's `written` says how many of the
 //! batch's bytes that was (`commands`: command-stream bytes, headers and
 //! records not counted) and hands every lent frame back in `batch`; then
 //! `OutQueue::written(batch, commands, chunks)` drops what went out and

@@ -1,0 +1,163 @@
+//! Clusters (protocol section 10): a real nats-server with JetStream and
+//! several chatd nodes on loopback; clients spread over the nodes see one
+//! server.
+
+mod common;
+
+use common::cluster::{await_route, Cluster};
+use common::{wait_until, Ev};
+
+/// Members of `chat` from `node`'s admin API, ascending.
+fn members(node: &common::Server, chat: u64) -> Vec<u64> {
+    let (status, body) = node.http("GET", &format!("/v1/rooms/{chat}"), None, true);
+    if status == 404 {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let mut m: Vec<u64> = v["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().and_then(|s| s.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    m.sort_unstable();
+    m
+}
+
+#[test]
+fn relations_written_on_any_node_apply_on_every_node() {
+    let c = Cluster::start(3, 2);
+    // A write answered by node 1 is applied there already.
+    c.at(0).add_member(100, 1);
+    assert_eq!(members(c.at(0), 100), vec![1]);
+    // And on the others within a second (normally milliseconds).
+    for n in &c.nodes {
+        wait_until("member on every node", || members(n, 100) == vec![1]);
+    }
+    // A client of another node can join the room.
+    let mut b = c.at(1).chatd(1);
+    assert!(!b.join(100));
+
+    // The batch endpoint, on node 3.
+    c.at(2).admin_ok(
+        "POST",
+        "/v1/batch",
+        Some(r#"{"ops":[{"op":"put_room","chatid":"101","members":["1","2","3"]},{"op":"delete_member","chatid":"100","userid":"1"}]}"#),
+        200,
+    );
+    for n in &c.nodes {
+        wait_until("batch on every node", || {
+            members(n, 101) == vec![1, 2, 3] && members(n, 100).is_empty()
+        });
+    }
+    // The removal made node 2's client leave the room.
+    b.expect(Ev::Leave(100));
+
+    // Client ids are unique over the cluster: each node's carry its slot.
+    let ids: Vec<u32> = c.nodes.iter().map(|n| n.chatd(2).client_id).collect();
+    let mut slots: Vec<u32> = ids.iter().map(|id| id >> 24).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    assert_eq!(slots.len(), 3, "client ids {ids:?}");
+
+    // A node started later loads the relations before it accepts: its
+    // first client can join at once.
+    let late = c.node("n4", &[]);
+    let mut d = late.chatd(3);
+    assert!(!d.join(101));
+}
+
+#[test]
+fn rtmsg_reaches_every_node_in_all_three_addressings_in_order() {
+    let c = Cluster::start(3, 2);
+    c.at(0).admin_ok(
+        "PUT",
+        "/v1/rooms/200",
+        Some(r#"{"members":["1","2","3"]}"#),
+        204,
+    );
+    for n in &c.nodes {
+        wait_until("room on every node", || members(n, 200) == vec![1, 2, 3]);
+    }
+    let mut a = c.at(0).chatd(1);
+    let mut b = c.at(1).chatd(2);
+    let mut b2 = c.at(1).chatd(2);
+    let mut d = c.at(2).chatd(3);
+    for cl in [&mut a, &mut b, &mut b2, &mut d] {
+        cl.join(200);
+    }
+    await_route(&mut a, &mut b, 200);
+    await_route(&mut a, &mut b2, 200);
+    await_route(&mut a, &mut d, 200);
+    await_route(&mut d, &mut a, 200);
+    await_route(&mut b, &mut d, 200);
+
+    // Room-wide, in order, to everyone but the sender, over the nodes.
+    let from_a = (1, a.client_id);
+    for i in 0..50u32 {
+        a.rtmsg(200, 0, 0, 1, &i.to_be_bytes());
+    }
+    for r in [&mut b, &mut b2, &mut d] {
+        for i in 0..50u32 {
+            r.expect_rtmsg_from(200, from_a, 1, &i.to_be_bytes());
+        }
+    }
+    // To a user: both of user 2's clients on node 2, nobody else.
+    d.rtmsg(200, 2, 0, 2, b"to user 2");
+    d.rtmsg(200, 0, 0, 3, b"end");
+    let from_d = (3, d.client_id);
+    for r in [&mut b, &mut b2] {
+        r.expect_rtmsg_from(200, from_d, 2, b"to user 2");
+        r.expect_rtmsg_from(200, from_d, 3, b"end");
+    }
+    a.expect_rtmsg_from(200, from_d, 3, b"end");
+    // To one client: only b2.
+    a.rtmsg(200, 2, b2.client_id, 4, b"to b2");
+    a.rtmsg(200, 0, 0, 3, b"end");
+    b2.expect_rtmsg_from(200, from_a, 4, b"to b2");
+    b2.expect_rtmsg_from(200, from_a, 3, b"end");
+    b.expect_rtmsg_from(200, from_a, 3, b"end");
+    d.expect_rtmsg_from(200, from_a, 3, b"end");
+}
+
+#[test]
+fn in_call_flag_counts_distinct_users_over_every_node() {
+    let c = Cluster::start(3, 2);
+    c.at(0).admin_ok(
+        "PUT",
+        "/v1/rooms/300",
+        Some(r#"{"members":["1","2","3"]}"#),
+        204,
+    );
+    for n in &c.nodes {
+        wait_until("room on every node", || members(n, 300) == vec![1, 2, 3]);
+    }
+    let mut a = c.at(0).chatd(1);
+    let mut a3 = c.at(2).chatd(1);
+    let mut b = c.at(1).chatd(2);
+    for cl in [&mut a, &mut a3, &mut b] {
+        assert!(!cl.join(300));
+    }
+    await_route(&mut a, &mut b, 300);
+    await_route(&mut b, &mut a, 300);
+    await_route(&mut a, &mut a3, 300);
+    await_route(&mut b, &mut a3, 300);
+    // User 1 in the call on two nodes: one user, no flag.
+    a.in_call(300, true);
+    a3.in_call(300, true);
+    // User 2 on a third node makes two: everyone on every node sees it.
+    b.in_call(300, true);
+    for cl in [&mut a, &mut a3, &mut b] {
+        cl.expect(Ev::InCall(300, true));
+    }
+    // A client joining later, on another node, gets the flag with its join.
+    let mut d = c.at(2).chatd(3);
+    assert!(d.join(300));
+    // User 2 leaves the call: one user left, the flag drops everywhere.
+    b.in_call(300, false);
+    for cl in [&mut a, &mut a3, &mut b, &mut d] {
+        cl.expect(Ev::InCall(300, false));
+    }
+}

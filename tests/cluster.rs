@@ -4,8 +4,9 @@
 
 mod common;
 
-use common::cluster::{await_route, Cluster};
-use common::{wait_until, Ev};
+use common::cluster::{await_route, Cluster, NODE_TIMEOUT_MS};
+use common::{wait_until, Ev, SEv};
+use std::time::{Duration, Instant};
 
 /// Members of `chat` from `node`'s admin API, ascending.
 fn members(node: &common::Server, chat: u64) -> Vec<u64> {
@@ -160,4 +161,166 @@ fn in_call_flag_counts_distinct_users_over_every_node() {
     for cl in [&mut a, &mut a3, &mut b, &mut d] {
         cl.expect(Ev::InCall(300, false));
     }
+}
+
+/// Waits until `watcher` is told `OP_PRES user presence`, skipping other
+/// updates about `user` on the way (5.4 promises the last value, and a
+/// node that joins or reconnects may resend one); nothing else may come.
+fn await_pres(watcher: &mut common::StatusdClient, user: u64, presence: u8) {
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match watcher.recv_within(left) {
+            Some(SEv::Pres { userid, presence: p }) if userid == user => {
+                if p == presence {
+                    return;
+                }
+            }
+            Some(other) => panic!("user {}: unexpected {other:?}", watcher.user),
+            None => panic!(
+                "user {} never saw user {user} at {presence} within {:?}",
+                watcher.user,
+                common::WAIT
+            ),
+        }
+    }
+}
+
+#[test]
+fn presence_combines_clients_on_every_node_and_reaches_watchers_everywhere() {
+    let c = Cluster::start(3, 2);
+    c.at(0).add_contact(1, 2);
+    c.at(0).add_contact(1, 3);
+    wait_until("contacts on every node", || {
+        c.nodes.iter().all(|n| {
+            n.http("GET", "/v1/users/3", None, true)
+                .1
+                .contains("\"1\"")
+        })
+    });
+    // User 2 watches from node 2; user 1 comes online on node 1.
+    let mut w2 = c.at(1).statusd(2, 1);
+    let mut u1 = c.at(0).statusd(1, 3);
+    await_pres(&mut w2, 1, 3);
+    // A second client of user 1, on node 3, automatically at 4: the
+    // combined presence is the maximum over both nodes.
+    let mut u1b = c.at(2).statusd(1, 0x80 | 4);
+    assert_eq!(u1b.own, 4);
+    await_pres(&mut w2, 1, 4);
+    u1.expect_pres(0, 4);
+    // Set by the user on node 1 (MSB 0): every client on every node takes
+    // it, so the maximum is exactly that value.
+    u1.setpres_expect(2, 2);
+    await_pres(&mut w2, 1, 2);
+    u1b.expect_pres(0, 2);
+    // A login dump on node 3 carries the combined value.
+    let w3 = c.at(2).statusd(3, 1);
+    assert_eq!(w3.dump, vec![(1, 2)]);
+    // Node 3's client goes: node 1's still holds 2, nothing changes; the
+    // last one goes: 0 everywhere.
+    drop(u1b);
+    drop(u1);
+    await_pres(&mut w2, 1, 0);
+    wait_until("user 1 offline on node 3's API", || {
+        c.at(2).user_presence(1) == (0, 0)
+    });
+}
+
+#[test]
+fn a_killed_node_is_withdrawn_within_the_node_timeout_and_a_drained_one_at_once() {
+    let mut c = Cluster::start(3, 1);
+    c.at(0).admin_ok(
+        "PUT",
+        "/v1/rooms/500",
+        Some(r#"{"members":["1","2","3"]}"#),
+        204,
+    );
+    c.at(0).add_contact(1, 2);
+    c.at(0).add_contact(3, 2);
+    for n in &c.nodes {
+        wait_until("room on every node", || members(n, 500) == vec![1, 2, 3]);
+    }
+    // User 2 on node 1 watches user 1 (on node 3) and user 3 (on node 2),
+    // and shares a call with each.
+    let mut w = c.at(0).statusd(2, 1);
+    let mut a = c.at(0).chatd(2);
+    let _p1 = c.at(2).statusd(1, 3);
+    let _p3 = c.at(1).statusd(3, 4);
+    await_pres(&mut w, 1, 3);
+    await_pres(&mut w, 3, 4);
+    let mut b = c.at(2).chatd(1);
+    let mut d = c.at(1).chatd(3);
+    for cl in [&mut a, &mut b, &mut d] {
+        cl.join(500);
+    }
+    await_route(&mut b, &mut a, 500);
+    await_route(&mut d, &mut a, 500);
+    await_route(&mut a, &mut b, 500);
+    await_route(&mut a, &mut d, 500);
+    a.in_call(500, true);
+    b.in_call(500, true);
+    a.expect(Ev::InCall(500, true));
+
+    // kill -9 of node 3: its client leaves the call and its user goes
+    // offline within --node-timeout-ms + 1 s.
+    let killed = Instant::now();
+    c.nodes[2].kill();
+    a.expect(Ev::InCall(500, false));
+    await_pres(&mut w, 1, 0);
+    let took = killed.elapsed();
+    assert!(
+        took <= Duration::from_millis(NODE_TIMEOUT_MS + 1000),
+        "node loss noticed after {took:?}"
+    );
+
+    // A drained node (SIGTERM) withdraws its clients at once, well
+    // within the node timeout.
+    d.in_call(500, true);
+    a.expect(Ev::InCall(500, true));
+    let drained = Instant::now();
+    assert_eq!(c.nodes[1].terminate(), Some(0));
+    a.expect(Ev::InCall(500, false));
+    await_pres(&mut w, 3, 0);
+    let took = drained.elapsed();
+    assert!(
+        took < Duration::from_millis(NODE_TIMEOUT_MS),
+        "drained node withdrawn after {took:?}"
+    );
+}
+
+#[test]
+fn during_a_nats_outage_writes_answer_503_and_views_converge_after() {
+    let mut c = Cluster::start(2, 1);
+    c.at(0).add_contact(1, 2);
+    wait_until("contact on node 2", || {
+        c.at(1).http("GET", "/v1/users/2", None, true).1.contains("\"1\"")
+    });
+    let mut w = c.at(1).statusd(2, 1);
+    let mut u = c.at(0).statusd(1, 3);
+    await_pres(&mut w, 1, 3);
+
+    c.nats.stop();
+    // Writes answer 503 and change nothing (once the node noticed).
+    wait_until("a write answers 503", || {
+        c.at(0)
+            .http("PUT", "/v1/rooms/600/members/1", None, true)
+            .0
+            == 503
+    });
+    // Each node keeps serving its own clients.
+    u.setpres_expect(4, 4);
+
+    c.nats.restart();
+    // Converged: node 2's watcher sees user 1's value from the outage.
+    await_pres(&mut w, 1, 4);
+    wait_until("writes work again", || {
+        c.at(1)
+            .http("PUT", "/v1/rooms/601/members/1", None, true)
+            .0
+            == 204
+    });
+    assert!(members(c.at(0), 600).is_empty(), "a 503 write changed nothing");
+    wait_until("the write after on both nodes", || {
+        members(c.at(0), 601) == vec![1] && members(c.at(1), 601) == vec![1]
+    });
 }

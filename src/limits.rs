@@ -226,3 +226,9 @@ pub const CLUSTER_SLOT_TTL_MS: u64 = 30_000;
 /// Longest wait for NATS at start, and for a relation write's JetStream
 /// acknowledgement (beyond it the write answers 503).
 pub const CLUSTER_NATS_TIMEOUT_MS: u64 = 5000;
+
+/// Longest wait for the round trip to JetStream a relation write makes
+/// before publishing (beyond it the write answers 503 and nothing was
+/// sent): well above a LAN round trip, well below an admin client's
+/// patience.
+pub const CLUSTER_PROBE_TIMEOUT_MS: u64 = 1000;

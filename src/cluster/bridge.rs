@@ -396,6 +396,17 @@ impl RelationLog for NatsLog {
             if node.client.connection_state() != async_nats::connection::State::Connected {
                 return Err(unavailable("not connected to NATS".into()));
             }
+            // The state lags a server that just died: one round trip
+            // first, so that the publish below is almost never sent into
+            // a dead connection (where it would be buffered, answered 503
+            // after the ack timeout, and stored after NATS came back:
+            // docs/cluster.md, "NATS unavailable").
+            let probe = Duration::from_millis(limits::CLUSTER_PROBE_TIMEOUT_MS);
+            match tokio::time::timeout(probe, node.js.get_stream(REL_STREAM)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(unavailable(e.to_string())),
+                Err(_) => return Err(unavailable("NATS did not answer".into())),
+            }
             let id = [
                 node.me.incarnation,
                 (u64::from(node.me.slot) << 48) | (n & ((1 << 48) - 1)),
@@ -461,7 +472,14 @@ async fn run(
         }
     };
     let mut applied_rx = applied.subscribe();
-    let consumer = tokio::spawn(consume_relations(node.clone(), store, control, applied));
+    let restart = Arc::new(tokio::sync::Notify::new());
+    let consumer = tokio::spawn(consume_relations(
+        node.clone(),
+        store,
+        control,
+        applied,
+        restart.clone(),
+    ));
     if applied_rx.wait_for(|&a| a >= last).await.is_err() {
         let _ = joined.send(Err(ClusterError::JetStream(
             "relation consumer stopped".into(),
@@ -475,6 +493,7 @@ async fn run(
         rooms: HashMap::new(),
         hello_at: Instant::now(),
         epoch: Instant::now(),
+        restart,
     };
     // Hello: the others drop whatever an earlier run of this slot told
     // them and send what they hold.
@@ -525,6 +544,10 @@ struct Bridge {
     hello_at: Instant,
     /// Zero of the liveness clock.
     epoch: Instant,
+    /// Tells the relation consumer to start again (NATS came back: its
+    /// server-side consumer may be gone, and waiting for the client to
+    /// notice takes seconds).
+    restart: Arc<tokio::sync::Notify>,
 }
 
 impl Bridge {
@@ -700,6 +723,7 @@ impl Bridge {
     /// be stale and what it told them may be lost. Forget the others,
     /// say hello (they forget this node and resend theirs), resend ours.
     async fn resync(&mut self) {
+        self.restart.notify_one();
         for node in self.nodes.forget_all() {
             self.to_every_shard(|| ClusterIn::NodeGone { node });
         }
@@ -745,6 +769,7 @@ async fn consume_relations(
     store: Arc<Store>,
     control: Arc<dyn ShardControl>,
     applied: watch::Sender<u64>,
+    restart: Arc<tokio::sync::Notify>,
 ) {
     // Parts of changes not complete yet, by change id.
     let mut partial: HashMap<[u64; 2], Vec<Bytes>> = HashMap::new();
@@ -777,7 +802,14 @@ async fn consume_relations(
                 continue;
             }
         };
-        while let Some(m) = messages.next().await {
+        loop {
+            let m = tokio::select! {
+                m = messages.next() => m,
+                _ = restart.notified() => break,
+            };
+            let Some(m) = m else {
+                break;
+            };
             let m = match m {
                 Ok(m) => m,
                 Err(e) => {

@@ -330,3 +330,57 @@ fn during_a_nats_outage_writes_answer_503_and_views_converge_after() {
         members(c.at(0), 601) == vec![1] && members(c.at(1), 601) == vec![1]
     });
 }
+
+#[test]
+fn a_room_whose_clients_are_all_on_one_node_costs_no_cluster_traffic() {
+    let c = Cluster::start(2, 2);
+    c.at(0).admin_ok(
+        "PUT",
+        "/v1/rooms/700",
+        Some(r#"{"members":["1","2"]}"#),
+        204,
+    );
+    c.at(0).admin_ok(
+        "PUT",
+        "/v1/rooms/701",
+        Some(r#"{"members":["1","2"]}"#),
+        204,
+    );
+    wait_until("rooms on node 2", || members(c.at(1), 701) == vec![1, 2]);
+    // Room 700: both clients on node 1.
+    let mut a = c.at(0).chatd(1);
+    let mut b = c.at(0).chatd(2);
+    a.join(700);
+    b.join(700);
+    for i in 0..20u32 {
+        a.rtmsg(700, 0, 0, 1, &i.to_be_bytes());
+    }
+    for i in 0..20u32 {
+        b.expect_rtmsg_from(700, (1, a.client_id), 1, &i.to_be_bytes());
+    }
+    assert_eq!(c.at(0).metric("chatd_cluster_rtmsg_out_total"), 0.0);
+    // Room 701 with a client on node 2 too: messages go out, once each.
+    let mut d = c.at(1).chatd(2);
+    a.join(701);
+    d.join(701);
+    await_route(&mut a, &mut d, 701);
+    let before = c.at(0).metric("chatd_cluster_rtmsg_out_total");
+    assert!(before >= 1.0);
+    for i in 0..20u32 {
+        a.rtmsg(701, 0, 0, 1, &i.to_be_bytes());
+    }
+    for i in 0..20u32 {
+        d.expect_rtmsg_from(701, (1, a.client_id), 1, &i.to_be_bytes());
+    }
+    assert_eq!(
+        c.at(0).metric("chatd_cluster_rtmsg_out_total"),
+        before + 20.0
+    );
+    // Room 700 still costs nothing: node 2 has no client in it.
+    a.rtmsg(700, 0, 0, 1, b"local");
+    b.expect_rtmsg_from(700, (1, a.client_id), 1, b"local");
+    assert_eq!(
+        c.at(0).metric("chatd_cluster_rtmsg_out_total"),
+        before + 20.0
+    );
+}

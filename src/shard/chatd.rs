@@ -285,6 +285,7 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
                 // Another node has joined connections: one publish for
                 // all of them (docs/cluster.md).
                 if let Some(link) = &shard.shared.cluster {
+                    shard.metrics.rtmsg_to_cluster.fetch_add(1, Relaxed);
                     link.send(ToBridge::RtMsg {
                         chat,
                         to_user,
@@ -365,6 +366,7 @@ pub fn handle_cluster_room(shard: &Shard, msg: ClusterIn) {
             to_client,
             frame,
         } => {
+            shard.metrics.rtmsg_from_cluster.fetch_add(1, Relaxed);
             let mut recipients = shard.take_conn_list();
             shard
                 .state

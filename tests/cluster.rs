@@ -163,31 +163,39 @@ fn in_call_flag_counts_distinct_users_over_every_node() {
     }
 }
 
-/// Waits until `watcher` is told `OP_PRES user presence`, skipping other
-/// updates about `user` on the way (5.4 promises the last value, and a
-/// node that joins or reconnects may resend one); nothing else may come.
-fn await_pres(watcher: &mut common::StatusdClient, user: u64, presence: u8) {
-    let deadline = Instant::now() + common::WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match watcher.recv_within(left) {
-            Some(SEv::Pres {
-                userid,
-                presence: p,
-            }) if userid == user => {
-                if p == presence {
-                    return;
+/// A statusd client and its view (protocol 5.4: the last value it was
+/// sent per user, 0 if none; its own presence under 0).
+struct Watcher {
+    c: common::StatusdClient,
+    view: std::collections::HashMap<u64, u8>,
+}
+
+impl Watcher {
+    /// A statusd client of `user` logged in on `node` with `raw`; its
+    /// view starts from its login dump.
+    fn login(node: &common::Server, user: u64, raw: u8) -> Watcher {
+        let c = node.statusd(user, raw);
+        let mut view: std::collections::HashMap<u64, u8> = c.dump.iter().copied().collect();
+        view.insert(0, c.own);
+        Watcher { c, view }
+    }
+
+    /// Waits until its view shows `user` at `presence` (updates about
+    /// anyone arrive in any order across nodes; only the view counts).
+    fn await_view(&mut self, user: u64, presence: u8) {
+        let deadline = Instant::now() + common::WAIT;
+        while self.view.get(&user).copied().unwrap_or(0) != presence {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.c.recv_within(left) {
+                Some(SEv::Pres { userid, presence }) => {
+                    self.view.insert(userid, presence);
                 }
+                Some(other) => panic!("user {}: unexpected {other:?}", self.c.user),
+                None => panic!(
+                    "user {}: view {:?}, never saw user {user} at {presence}",
+                    self.c.user, self.view
+                ),
             }
-            // While waiting for its own value, a client may hear about
-            // others (a node dropped during an outage shows 0).
-            Some(SEv::Pres { userid, .. }) if user == 0 && userid != 0 => {}
-            Some(other) => panic!("user {}: unexpected {other:?}", watcher.user),
-            None => panic!(
-                "user {} never saw user {user} at {presence} within {:?}",
-                watcher.user,
-                common::WAIT
-            ),
         }
     }
 }
@@ -203,20 +211,21 @@ fn presence_combines_clients_on_every_node_and_reaches_watchers_everywhere() {
             .all(|n| n.http("GET", "/v1/users/3", None, true).1.contains("\"1\""))
     });
     // User 2 watches from node 2; user 1 comes online on node 1.
-    let mut w2 = c.at(1).statusd(2, 1);
-    let mut u1 = c.at(0).statusd(1, 3);
-    await_pres(&mut w2, 1, 3);
+    let mut w2 = Watcher::login(c.at(1), 2, 1);
+    let mut u1 = Watcher::login(c.at(0), 1, 3);
+    w2.await_view(1, 3);
     // A second client of user 1, on node 3, automatically at 4: the
     // combined presence is the maximum over both nodes.
-    let mut u1b = c.at(2).statusd(1, 0x80 | 4);
-    assert_eq!(u1b.own, 4);
-    await_pres(&mut w2, 1, 4);
-    u1.expect_pres(0, 4);
+    let mut u1b = Watcher::login(c.at(2), 1, 0x80 | 4);
+    assert_eq!(u1b.view[&0], 4);
+    w2.await_view(1, 4);
+    u1.await_view(0, 4);
     // Set by the user on node 1 (MSB 0): every client on every node takes
     // it, so the maximum is exactly that value.
-    u1.setpres_expect(2, 2);
-    await_pres(&mut w2, 1, 2);
-    u1b.expect_pres(0, 2);
+    u1.c.setpres(2);
+    u1.await_view(0, 2);
+    w2.await_view(1, 2);
+    u1b.await_view(0, 2);
     // A login dump on node 3 carries the combined value.
     let w3 = c.at(2).statusd(3, 1);
     assert_eq!(w3.dump, vec![(1, 2)]);
@@ -224,7 +233,7 @@ fn presence_combines_clients_on_every_node_and_reaches_watchers_everywhere() {
     // last one goes: 0 everywhere.
     drop(u1b);
     drop(u1);
-    await_pres(&mut w2, 1, 0);
+    w2.await_view(1, 0);
     wait_until("user 1 offline on node 3's API", || {
         c.at(2).user_presence(1) == (0, 0)
     });
@@ -246,12 +255,12 @@ fn a_killed_node_is_withdrawn_within_the_node_timeout_and_a_drained_one_at_once(
     }
     // User 2 on node 1 watches user 1 (on node 3) and user 3 (on node 2),
     // and shares a call with each.
-    let mut w = c.at(0).statusd(2, 1);
+    let mut w = Watcher::login(c.at(0), 2, 1);
     let mut a = c.at(0).chatd(2);
     let _p1 = c.at(2).statusd(1, 3);
     let _p3 = c.at(1).statusd(3, 4);
-    await_pres(&mut w, 1, 3);
-    await_pres(&mut w, 3, 4);
+    w.await_view(1, 3);
+    w.await_view(3, 4);
     let mut b = c.at(2).chatd(1);
     let mut d = c.at(1).chatd(3);
     for cl in [&mut a, &mut b, &mut d] {
@@ -270,7 +279,7 @@ fn a_killed_node_is_withdrawn_within_the_node_timeout_and_a_drained_one_at_once(
     let killed = Instant::now();
     c.nodes[2].kill();
     a.expect(Ev::InCall(500, false));
-    await_pres(&mut w, 1, 0);
+    w.await_view(1, 0);
     let took = killed.elapsed();
     assert!(
         took <= Duration::from_millis(NODE_TIMEOUT_MS + 1000),
@@ -282,14 +291,18 @@ fn a_killed_node_is_withdrawn_within_the_node_timeout_and_a_drained_one_at_once(
     d.in_call(500, true);
     a.expect(Ev::InCall(500, true));
     let drained = Instant::now();
-    assert_eq!(c.nodes[1].terminate(), Some(0));
+    // SAFETY: kill(2) with the pid of a child this test started.
+    unsafe {
+        libc::kill(c.nodes[1].pid() as i32, libc::SIGTERM);
+    }
     a.expect(Ev::InCall(500, false));
-    await_pres(&mut w, 3, 0);
+    w.await_view(3, 0);
     let took = drained.elapsed();
     assert!(
         took < Duration::from_millis(NODE_TIMEOUT_MS),
         "drained node withdrawn after {took:?}"
     );
+    assert_eq!(c.nodes[1].terminate(), Some(0));
 }
 
 #[test]
@@ -302,9 +315,9 @@ fn during_a_nats_outage_writes_answer_503_and_views_converge_after() {
             .1
             .contains("\"1\"")
     });
-    let mut w = c.at(1).statusd(2, 1);
-    let mut u = c.at(0).statusd(1, 3);
-    await_pres(&mut w, 1, 3);
+    let mut w = Watcher::login(c.at(1), 2, 1);
+    let mut u = Watcher::login(c.at(0), 1, 3);
+    w.await_view(1, 3);
 
     c.nats.stop();
     // Writes answer 503 and change nothing (once the node noticed).
@@ -313,12 +326,12 @@ fn during_a_nats_outage_writes_answer_503_and_views_converge_after() {
     });
     // Each node keeps serving its own clients (and may have dropped the
     // other node meanwhile: user 2 then shows 0 here).
-    u.setpres(4);
-    await_pres(&mut u, 0, 4);
+    u.c.setpres(4);
+    u.await_view(0, 4);
 
     c.nats.restart();
     // Converged: node 2's watcher sees user 1's value from the outage.
-    await_pres(&mut w, 1, 4);
+    w.await_view(1, 4);
     wait_until("writes work again", || {
         c.at(1).http("PUT", "/v1/rooms/601/members/1", None, true).0 == 204
     });

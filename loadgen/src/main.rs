@@ -112,6 +112,7 @@ fn peer(
     }
     let target = Target {
         chatd: server.chatd,
+        chatd_also: server.chatd_also.clone(),
         statusd: server.statusd,
         admin: server.admin,
         admin_token: String::new(),
@@ -160,6 +161,7 @@ fn with_target(
         })?;
         let target = Target {
             chatd: server.chatd,
+            chatd_also: server.chatd_also.clone(),
             statusd: server.statusd,
             admin: server.admin,
             admin_token: token,
@@ -179,6 +181,7 @@ fn with_target(
     );
     let target = Target {
         chatd: s.chatd,
+        chatd_also: Vec::new(),
         statusd: s.statusd,
         admin: s.admin,
         admin_token: s.admin_token.clone(),

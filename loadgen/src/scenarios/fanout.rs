@@ -232,6 +232,13 @@ async fn thread<P: PubSub>(
     for &r in &my_rooms {
         for s in 0..plan.slots {
             let idx = r * plan.slots + s;
+            // A cluster's nodes round-robin (the chatd wire only: the
+            // pub/sub baselines have one server).
+            let addr = if addr == env.target.chatd {
+                env.target.chatd_for(idx)
+            } else {
+                addr
+            };
             opens.push(Open {
                 addr,
                 index: idx,

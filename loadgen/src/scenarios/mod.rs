@@ -67,6 +67,8 @@ impl From<ProvisionError> for ScenarioError {
 pub struct Target {
     /// chatd listener.
     pub chatd: SocketAddr,
+    /// Other nodes' chatd listeners (cluster mode, `--chatd-also`).
+    pub chatd_also: Vec<SocketAddr>,
     /// statusd listener.
     pub statusd: SocketAddr,
     /// Admin API.
@@ -75,6 +77,17 @@ pub struct Target {
     pub admin_token: String,
     /// Server pid, when known.
     pub pid: Option<u32>,
+}
+
+impl Target {
+    /// The chatd listener connection `index` uses: `--chatd` and every
+    /// `--chatd-also`, round-robin.
+    pub fn chatd_for(&self, index: usize) -> SocketAddr {
+        match index % (1 + self.chatd_also.len()) {
+            0 => self.chatd,
+            i => self.chatd_also[i - 1],
+        }
+    }
 }
 
 /// Everything a scenario needs besides its own parameters.

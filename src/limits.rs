@@ -232,3 +232,8 @@ pub const CLUSTER_NATS_TIMEOUT_MS: u64 = 5000;
 /// sent): well above a LAN round trip, well below an admin client's
 /// patience.
 pub const CLUSTER_PROBE_TIMEOUT_MS: u64 = 1000;
+
+/// Longest wait for the other nodes' answers to an admin `GET`'s live
+/// fields (protocol 10 lets them lag up to a second; a node that does not
+/// answer in time is left out of the sums).
+pub const CLUSTER_QUERY_TIMEOUT_MS: u64 = 500;

@@ -261,13 +261,14 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             // the listeners accept.
             let store = Arc::new(store);
             let log = c.log();
+            let cluster_control = c.control(control.clone());
             let running = c.attach(crate::cluster::bridge::Attach {
                 shared: shared.clone(),
                 control: control.clone(),
                 store: store.clone(),
                 rx,
             })?;
-            let admin = Admin::clustered(admin_config, store, admin_auth, control, log);
+            let admin = Admin::clustered(admin_config, store, admin_auth, cluster_control, log);
             (admin, Some(running))
         }
         _ => (Admin::new(admin_config, store, admin_auth, control), None),

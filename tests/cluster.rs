@@ -156,6 +156,20 @@ fn in_call_flag_counts_distinct_users_over_every_node() {
     // A client joining later, on another node, gets the flag with its join.
     let mut d = c.at(2).chatd(3);
     assert!(d.join(300));
+    // The admin API of any node reports the room over every node (even
+    // one with no client in it).
+    for n in &c.nodes {
+        let v = n.get_json("/v1/rooms/300");
+        assert_eq!(
+            (&v["joined_clients"], &v["in_call"], &v["call_users"]),
+            (
+                &serde_json::json!(4),
+                &serde_json::json!(true),
+                &serde_json::json!(["1", "2"])
+            ),
+            "{v}"
+        );
+    }
     // User 2 leaves the call: one user left, the flag drops everywhere.
     b.in_call(300, false);
     for cl in [&mut a, &mut a3, &mut b, &mut d] {
@@ -220,6 +234,10 @@ fn presence_combines_clients_on_every_node_and_reaches_watchers_everywhere() {
     assert_eq!(u1b.view[&0], 4);
     w2.await_view(1, 4);
     u1.await_view(0, 4);
+    // The admin API of any node: the combined presence, every client.
+    for n in &c.nodes {
+        assert_eq!(n.user_presence(1), (4, 2));
+    }
     // Set by the user on node 1 (MSB 0): every client on every node takes
     // it, so the maximum is exactly that value.
     u1.c.setpres(2);

@@ -15,7 +15,7 @@
 //! reaches them through the mesh.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,15 +24,19 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::admin::control::{BoxFuture, LogError, RelationLog, ShardControl};
+use crate::admin::control::{
+    BoxFuture, LogError, Pushes, RelationLog, RoomLive, ShardControl, UserLive,
+};
 use crate::cluster::link::ToBridge;
 use crate::cluster::nodes::{Nodes, Seen};
 use crate::cluster::wire::{self, NodeMsg};
 use crate::config::Config;
 use crate::core::room::NodeSlot;
+use crate::ids::{ChatId, UserId};
 use crate::limits;
 use crate::shard::msg::{ClusterIn, ShardMsg};
 use crate::shard::{route, Shared};
+use crate::store::NetChange;
 use crate::store::{Op, Store};
 
 /// The JetStream stream of relation changes.
@@ -44,6 +48,8 @@ const SLOTS_STREAM: &str = "CHATD_SLOTS";
 const SLOTS_SUBJECT: &str = "chatd.slots";
 /// Control traffic every node subscribes to.
 const CTL_SUBJECT: &str = "chatd.ctl";
+/// The admin API's live-state queries, which every node answers.
+const QUERY_SUBJECT: &str = "chatd.query";
 
 /// A room's subject: only nodes with joined connections subscribe.
 fn room_subject(chat: u64) -> String {
@@ -83,6 +89,9 @@ pub struct Connected {
     stop: Option<oneshot::Sender<()>>,
     thread: std::thread::JoinHandle<()>,
     log: Arc<NatsLog>,
+    /// Live other nodes, kept by the bridge (how many answers a query
+    /// waits for).
+    live: Arc<AtomicUsize>,
 }
 
 /// Everything the runtime's tasks share.
@@ -105,6 +114,8 @@ pub fn connect(config: &Config) -> Result<Connected, ClusterError> {
     let (joined_tx, joined_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let id = node_id.clone();
+    let live = Arc::new(AtomicUsize::new(0));
+    let live_nodes = live.clone();
     let thread = std::thread::Builder::new()
         .name("cluster".into())
         .spawn(move || {
@@ -153,10 +164,14 @@ pub fn connect(config: &Config) -> Result<Connected, ClusterError> {
                 let Ok(attach) = attach_rx.await else {
                     return;
                 };
-                run(
-                    node, slots, attach, applied_tx, joined_tx, events_rx, stop_rx,
-                )
-                .await;
+                let wiring = Wiring {
+                    applied: applied_tx,
+                    joined: joined_tx,
+                    events: events_rx,
+                    stop: stop_rx,
+                    live: live_nodes,
+                };
+                run(node, slots, attach, wiring).await;
             });
         })
         .map_err(|e| ClusterError::Thread(e.to_string()))?;
@@ -169,6 +184,7 @@ pub fn connect(config: &Config) -> Result<Connected, ClusterError> {
             stop: Some(stop_tx),
             thread,
             log,
+            live,
         }),
         Ok(Err(e)) => {
             let _ = thread.join();
@@ -187,6 +203,16 @@ impl Connected {
     /// The log the admin API writes relations to.
     pub fn log(&self) -> Arc<dyn RelationLog> {
         self.log.clone()
+    }
+
+    /// The admin API's view of the cluster: `shards` (this node's) for
+    /// everything, with the live fields of `GET` summed over every node.
+    pub fn control(&self, shards: Arc<dyn ShardControl>) -> Arc<dyn ShardControl> {
+        Arc::new(ClusterControl {
+            shards,
+            node: self.log.node.clone(),
+            live: self.live.clone(),
+        })
     }
 
     /// Starts the bridge on the running shards, and waits until the
@@ -434,15 +460,28 @@ impl RelationLog for NatsLog {
 }
 
 /// The bridge's life once attached.
-async fn run(
-    node: Arc<Node>,
-    slots: Slots,
-    attach: Attach,
+/// The bridge's ways in and out besides the shards.
+struct Wiring {
+    /// The last relation stream sequence applied here.
     applied: watch::Sender<u64>,
+    /// Told once the relations are loaded (or loading failed).
     joined: std::sync::mpsc::Sender<Result<(), ClusterError>>,
-    mut events: mpsc::UnboundedReceiver<async_nats::Event>,
-    mut stop: oneshot::Receiver<()>,
-) {
+    /// The NATS client's connection events.
+    events: mpsc::UnboundedReceiver<async_nats::Event>,
+    /// Draining: say goodbye and stop.
+    stop: oneshot::Receiver<()>,
+    /// Live other nodes, for the admin API's queries.
+    live: Arc<AtomicUsize>,
+}
+
+async fn run(node: Arc<Node>, slots: Slots, attach: Attach, wiring: Wiring) {
+    let Wiring {
+        applied,
+        joined,
+        mut events,
+        mut stop,
+        live,
+    } = wiring;
     let Attach {
         shared,
         control,
@@ -450,13 +489,19 @@ async fn run(
         mut rx,
     } = attach;
     // Subscribe to control traffic before anything is announced.
-    let mut ctl = match node.client.subscribe(CTL_SUBJECT).await {
+    let subscribed = async {
+        let ctl = node.client.subscribe(CTL_SUBJECT).await?;
+        let queries = node.client.subscribe(QUERY_SUBJECT).await?;
+        Ok::<_, async_nats::SubscribeError>((ctl, queries))
+    };
+    let (mut ctl, mut queries) = match subscribed.await {
         Ok(s) => s,
         Err(e) => {
             let _ = joined.send(Err(ClusterError::JetStream(e.to_string())));
             return;
         }
     };
+    let local = control.clone();
     // Load the relations: consume the stream up to its end as of now.
     let last = match node.js.get_stream(REL_STREAM).await {
         Ok(mut s) => match s.info().await {
@@ -494,6 +539,7 @@ async fn run(
         hello_at: Instant::now(),
         epoch: Instant::now(),
         restart,
+        live,
     };
     // Hello: the others drop whatever an earlier run of this slot told
     // them and send what they hold.
@@ -509,8 +555,18 @@ async fn run(
         tokio::select! {
             _ = &mut stop => break,
             Some(msg) = rx.recv() => bridge.on_shard_msg(msg).await,
-            Some(msg) = ctl.next() => bridge.on_ctl(&msg.payload).await,
-            _ = heartbeat.tick() => bridge.tick().await,
+            Some(msg) = ctl.next() => {
+                bridge.on_ctl(&msg.payload).await;
+                bridge.count_live();
+            }
+            Some(msg) = queries.next() => {
+                // Answered by a task: the shards' answer takes a moment.
+                tokio::spawn(answer(node.client.clone(), local.clone(), msg));
+            }
+            _ = heartbeat.tick() => {
+                bridge.tick().await;
+                bridge.count_live();
+            }
             _ = renew.tick() => slots.renew().await,
             Some(e) = events.recv() => match e {
                 async_nats::Event::Disconnected => {
@@ -521,6 +577,7 @@ async fn run(
                     disconnected = false;
                     tracing::info!("cluster: NATS connection back; resynchronizing");
                     bridge.resync().await;
+                    bridge.count_live();
                 }
                 _ => {}
             },
@@ -544,6 +601,8 @@ struct Bridge {
     hello_at: Instant,
     /// Zero of the liveness clock.
     epoch: Instant,
+    /// Live other nodes, for [`ClusterControl`].
+    live: Arc<AtomicUsize>,
     /// Tells the relation consumer to start again (NATS came back: its
     /// server-side consumer may be gone, and waiting for the client to
     /// notice takes seconds).
@@ -564,6 +623,11 @@ impl Bridge {
 
     async fn publish_ctl(&self, msg: &NodeMsg) {
         self.publish(CTL_SUBJECT.into(), msg).await;
+    }
+
+    /// Publishes how many other nodes are live (after any change).
+    fn count_live(&self) {
+        self.live.store(self.nodes.live(), Ordering::Relaxed);
     }
 
     fn to_shard(&self, to: usize, msg: ClusterIn) {
@@ -881,5 +945,133 @@ fn assemble(partial: &mut HashMap<[u64; 2], Vec<Bytes>>, payload: &Bytes) -> Opt
             tracing::warn!("cluster: unreadable relation change: {e}");
             None
         }
+    }
+}
+
+/// Answers another node's live-state query with this node's part.
+async fn answer(
+    client: async_nats::Client,
+    shards: Arc<dyn ShardControl>,
+    msg: async_nats::Message,
+) {
+    let Some(reply) = msg.reply else {
+        return;
+    };
+    let answer = match wire::decode_query(&msg.payload) {
+        Ok(wire::Query::Room(chat)) => {
+            let live = shards.room_live(chat).await;
+            wire::Answer::Room {
+                joined: live.joined_clients,
+                call_users: live.call_users,
+            }
+        }
+        Ok(wire::Query::User(user)) => {
+            let live = shards.user_live(user).await;
+            wire::Answer::User {
+                statusd: live.statusd_clients,
+                chatd: live.chatd_clients,
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cluster: unreadable query: {e}");
+            return;
+        }
+    };
+    let _ = client.publish(reply, wire::encode_answer(&answer)).await;
+}
+
+/// The admin API's [`ShardControl`] in cluster mode: this node's shards,
+/// with the live fields of `GET` gathered from every node (protocol 10:
+/// they may lag up to a second).
+struct ClusterControl {
+    shards: Arc<dyn ShardControl>,
+    node: Arc<Node>,
+    live: Arc<AtomicUsize>,
+}
+
+impl ClusterControl {
+    /// Every other live node's answer to `q` (those that answer within
+    /// [`limits::CLUSTER_QUERY_TIMEOUT_MS`]; none while NATS is away).
+    fn gather(&self, q: wire::Query) -> BoxFuture<Vec<wire::Answer>> {
+        let client = self.node.client.clone();
+        let want = self.live.load(Ordering::Relaxed);
+        Box::pin(async move {
+            let mut out = Vec::new();
+            if want == 0 || client.connection_state() != async_nats::connection::State::Connected {
+                return out;
+            }
+            let inbox = client.new_inbox();
+            let Ok(mut sub) = client.subscribe(inbox.clone()).await else {
+                return out;
+            };
+            let sent = client
+                .publish_with_reply(QUERY_SUBJECT, inbox, wire::encode_query(q))
+                .await;
+            if sent.is_err() {
+                return out;
+            }
+            let wait = Duration::from_millis(limits::CLUSTER_QUERY_TIMEOUT_MS);
+            let deadline = tokio::time::Instant::now() + wait;
+            while out.len() < want {
+                match tokio::time::timeout_at(deadline, sub.next()).await {
+                    Ok(Some(m)) => {
+                        if let Ok(a) = wire::decode_answer(&m.payload) {
+                            out.push(a);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            out
+        })
+    }
+}
+
+impl ShardControl for ClusterControl {
+    fn apply(&self, change: Arc<NetChange>) -> BoxFuture<Pushes> {
+        self.shards.apply(change)
+    }
+
+    fn room_live(&self, chat: ChatId) -> BoxFuture<RoomLive> {
+        let local = self.shards.room_live(chat);
+        let others = self.gather(wire::Query::Room(chat));
+        Box::pin(async move {
+            let mut live = local.await;
+            for a in others.await {
+                if let wire::Answer::Room { joined, call_users } = a {
+                    live.joined_clients += joined;
+                    live.call_users.extend(call_users);
+                }
+            }
+            live.call_users.sort_unstable();
+            live.call_users.dedup();
+            // The flag counts distinct users over every node (4.4).
+            live.in_call = live.call_users.len() >= 2;
+            live
+        })
+    }
+
+    fn user_live(&self, user: UserId) -> BoxFuture<UserLive> {
+        let local = self.shards.user_live(user);
+        let others = self.gather(wire::Query::User(user));
+        Box::pin(async move {
+            // Presence is combined on every node already.
+            let mut live = local.await;
+            for a in others.await {
+                if let wire::Answer::User { statusd, chatd } = a {
+                    live.statusd_clients += statusd;
+                    live.chatd_clients += chatd;
+                }
+            }
+            live
+        })
+    }
+
+    fn user_rooms(&self, user: UserId) -> BoxFuture<Vec<ChatId>> {
+        self.shards.user_rooms(user)
+    }
+
+    fn metrics_text(&self) -> String {
+        self.shards.metrics_text()
     }
 }

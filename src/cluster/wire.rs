@@ -199,6 +199,96 @@ fn get_ids(r: &mut impl Buf) -> Result<Vec<u64>, WireError> {
     Ok((0..n).map(|_| r.get_u64()).collect())
 }
 
+// ---- live-state queries (the admin API's GETs) ---------------------------
+
+/// A question every node answers about its own clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Query {
+    Room(ChatId),
+    User(UserId),
+}
+
+/// One node's answer to a [`Query`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Its joined connections and its users in the call.
+    Room {
+        joined: u64,
+        call_users: Vec<UserId>,
+    },
+    /// Its statusd and chatd clients of the user.
+    User { statusd: u64, chatd: u64 },
+}
+
+/// Encodes a query.
+pub fn encode_query(q: Query) -> Bytes {
+    let mut b = BytesMut::with_capacity(9);
+    match q {
+        Query::Room(chat) => {
+            b.put_u8(1);
+            b.put_u64(chat);
+        }
+        Query::User(user) => {
+            b.put_u8(2);
+            b.put_u64(user);
+        }
+    }
+    b.freeze()
+}
+
+/// Decodes a query.
+pub fn decode_query(data: &[u8]) -> Result<Query, WireError> {
+    let mut r = data;
+    need(&r, 9)?;
+    match r.get_u8() {
+        1 => Ok(Query::Room(r.get_u64())),
+        2 => Ok(Query::User(r.get_u64())),
+        other => Err(WireError::UnknownTag(other)),
+    }
+}
+
+/// Encodes an answer.
+pub fn encode_answer(a: &Answer) -> Bytes {
+    let mut b = BytesMut::with_capacity(32);
+    match a {
+        Answer::Room { joined, call_users } => {
+            b.put_u8(1);
+            b.put_u64(*joined);
+            put_ids(&mut b, call_users);
+        }
+        Answer::User { statusd, chatd } => {
+            b.put_u8(2);
+            b.put_u64(*statusd);
+            b.put_u64(*chatd);
+        }
+    }
+    b.freeze()
+}
+
+/// Decodes an answer.
+pub fn decode_answer(data: &[u8]) -> Result<Answer, WireError> {
+    let mut r = data;
+    need(&r, 9)?;
+    match r.get_u8() {
+        1 => {
+            let joined = r.get_u64();
+            Ok(Answer::Room {
+                joined,
+                call_users: get_ids(&mut r)?,
+            })
+        }
+        2 => {
+            let statusd = r.get_u64();
+            need(&r, 8)?;
+            Ok(Answer::User {
+                statusd,
+                chatd: r.get_u64(),
+            })
+        }
+        other => Err(WireError::UnknownTag(other)),
+    }
+}
+
 // ---- relation changes ---------------------------------------------------
 
 const PUT_MEMBER: u8 = 1;
@@ -403,6 +493,27 @@ mod tests {
             decode(&Bytes::from_static(&[99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])),
             Err(WireError::UnknownTag(99))
         );
+    }
+
+    #[test]
+    fn queries_and_answers_read_back_as_written() {
+        for q in [Query::Room(7), Query::User(u64::MAX)] {
+            assert_eq!(decode_query(&encode_query(q)), Ok(q));
+        }
+        for a in [
+            Answer::Room {
+                joined: 3,
+                call_users: vec![1, 2],
+            },
+            Answer::User {
+                statusd: 4,
+                chatd: 5,
+            },
+        ] {
+            let bytes = encode_answer(&a);
+            assert_eq!(decode_answer(&bytes), Ok(a));
+            assert!(decode_answer(&bytes[..bytes.len() - 1]).is_err());
+        }
     }
 
     #[test]

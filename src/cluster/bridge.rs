@@ -459,7 +459,6 @@ impl RelationLog for NatsLog {
     }
 }
 
-/// The bridge's life once attached.
 /// The bridge's ways in and out besides the shards.
 struct Wiring {
     /// The last relation stream sequence applied here.
@@ -474,6 +473,7 @@ struct Wiring {
     live: Arc<AtomicUsize>,
 }
 
+/// The bridge's life once attached.
 async fn run(node: Arc<Node>, slots: Slots, attach: Attach, wiring: Wiring) {
     let Wiring {
         applied,

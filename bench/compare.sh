@@ -8,6 +8,9 @@
 #           fan-out subset with no checks (the performance floor)
 #   chatd1  chatd --shards 1      chatd2  chatd --shards 2 (CHATD2=1)
 #   redis   redis-server pub/sub  nats    nats-server core pub/sub
+#   chatd1ws  chatd1's own server, clients over WebSocket (WS=1)
+#   chatd1tls a chatd --shards 1 with a certificate, clients over TLS (TLS=1)
+#   natsws    the same nats-server, clients on its WebSocket listener (WS=1)
 # and, for each:
 #   (a) saturation: `loadgen fanout --max --window W` for every W of WINDOWS;
 #       the target's best window (highest deliveries/s) is its figure, with
@@ -19,12 +22,16 @@
 #       latency from the intended send time, loadgen's send lag (actual -
 #       intended) and whether the run is trustworthy; plus fanclient at the
 #       first of those rates.
-# Prints a side-by-side table and writes it, with every raw JSON report and
-# log, to bench/results/compare-<date>.md and bench/results/compare-<date>/.
+# Prints a side-by-side table (and the WebSocket and TLS ratios: chatd over
+# WebSocket and TLS against chatd over TCP in the same run, and against
+# NATS over its own WebSocket listener) and writes it, with every raw JSON
+# report and log, to bench/results/compare-<date>.md and
+# bench/results/compare-<date>/. fanclient speaks TCP only: the WebSocket
+# and TLS columns have no independent check.
 #
 # Settings (environment): ROOMS (100) MEMBERS (10) PUBLISHERS (1) SIZE (128)
 # WINDOWS ("16 64 256 1024") SAT_DURATION (5) RATE_PCTS ("10 25 50")
-# DURATION (5) WARMUP (1) THREADS (1 loadgen thread) CHATD2 (1)
+# DURATION (5) WARMUP (1) THREADS (1 loadgen thread) CHATD2 (1) WS (1) TLS (1)
 # CHATD_ARGS ("--no-pin": the clients share the cores, where tuning.md
 # measured pinned shards 23% slower).
 # QUICK=1: a smoke check in about two minutes (windows 64 256, 2 s runs,
@@ -48,6 +55,8 @@ DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 THREADS=${THREADS:-1}
 CHATD2=${CHATD2:-1}
+WS=${WS:-1}
+TLS=${TLS:-1}
 CHATD_ARGS=${CHATD_ARGS:---no-pin}
 # Agreement required between loadgen and fanclient (issue 12: 15%).
 AGREE_PCT=15
@@ -70,6 +79,7 @@ missing=()
 command -v jq >/dev/null || missing+=(jq)
 command -v curl >/dev/null || missing+=(curl)
 command -v gcc >/dev/null || missing+=(gcc)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         log "missing ${missing[*]}: run as root (apt-get) or install them"; exit 1
@@ -136,9 +146,14 @@ redis_pid=$!; pids+=("$redis_pid")
 nats_port=$(free_port)
 # max_pending: bytes a slow subscriber may have queued before the server
 # cuts it (default 64 MB); raised so that a saturation run never drops one.
+nats_ws_port=$(free_port)
 cat >"$raw/nats.conf" <<EOF
 max_pending: 268435456
 write_deadline: "10s"
+websocket {
+  port: $nats_ws_port
+  no_tls: true
+}
 EOF
 "$NATS" -c "$raw/nats.conf" -a 127.0.0.1 -p "$nats_port" >"$raw/nats.log" 2>&1 &
 nats_pid=$!; pids+=("$nats_pid")
@@ -147,25 +162,38 @@ floor_pid=$!; pids+=("$floor_pid")
 floor_port=$(listening_port "$raw/floor.log" floor)
 wait_port "$redis_port"
 wait_port "$nats_port"
+wait_port "$nats_ws_port"
+# The TLS chatd's certificate (self-signed, for 127.0.0.1; not a CA, which
+# rustls's verifier would refuse as a server's certificate).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
+    -keyout "$raw/tls-key.pem" -out "$raw/tls-cert.pem" 2>/dev/null
 
 # start_chatd NAME SHARDS: a chatd on free ports with a temp data dir.
-declare -A chatd_port admin_port admin_token chatd_pid
+declare -A chatd_port admin_port admin_token chatd_pid ws_port
 start_chatd() {
     local name=$1 dir
     dir=$(mktemp -d /tmp/compare-chatd.XXXXXX)
     dirs+=("$dir")
     # shellcheck disable=SC2086
     target/release/chatd --data-dir "$dir" --shards "$2" --chatd-listen 127.0.0.1:0 \
-        --statusd-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 $CHATD_ARGS >"$raw/$name.log" 2>&1 &
+        --statusd-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --ws-listen 127.0.0.1:0 $CHATD_ARGS "${@:3}" >"$raw/$name.log" 2>&1 &
     chatd_pid[$name]=$!; pids+=("$!")
     chatd_port[$name]=$(listening_port "$raw/$name.log" chatd)
     admin_port[$name]=$(listening_port "$raw/$name.log" admin)
+    ws_port[$name]=$(listening_port "$raw/$name.log" ws)
     admin_token[$name]=$(cat "$dir/admin.token")
 }
 start_chatd chatd1 1
 targets=(floor chatd1)
 if [ "$CHATD2" = 1 ]; then start_chatd chatd2 2; targets+=(chatd2); fi
+if [ "$WS" = 1 ]; then targets+=(chatd1ws); fi
+if [ "$TLS" = 1 ]; then
+    start_chatd chatd1tls 1 --tls-cert "$raw/tls-cert.pem" --tls-key "$raw/tls-key.pem"
+    targets+=(chatd1tls)
+fi
 targets+=(redis nats)
+if [ "$WS" = 1 ]; then targets+=(natsws); fi
 log "floor pid $floor_pid; chatd1 pid ${chatd_pid[chatd1]}; redis-server $("$REDIS" --version | awk '{print $3}') pid $redis_pid;" \
     "nats-server $("$NATS" --version | awk '{print $2}') pid $nats_pid"
 
@@ -181,6 +209,13 @@ lg_args[redis]="--target redis --redis 127.0.0.1:$redis_port --server-pid $redis
 fc_args[redis]="--proto redis --port $redis_port --server-pid $redis_pid"
 lg_args[nats]="--target nats --nats 127.0.0.1:$nats_port --server-pid $nats_pid"
 fc_args[nats]="--proto nats --port $nats_port --server-pid $nats_pid"
+# WebSocket and TLS: the same servers (chatd1, nats) over another
+# transport, or chatd1tls; fanclient speaks TCP only (no fc_args).
+lg_args[chatd1ws]="${lg_args[chatd1]} --transport ws --ws 127.0.0.1:${ws_port[chatd1]}"
+lg_args[natsws]="--target nats --nats 127.0.0.1:$nats_ws_port --transport ws --server-pid $nats_pid"
+if [ -n "${chatd_pid[chatd1tls]:-}" ]; then
+    lg_args[chatd1tls]="--chatd 127.0.0.1:${chatd_port[chatd1tls]} --admin 127.0.0.1:${admin_port[chatd1tls]} --admin-token ${admin_token[chatd1tls]} --server-pid ${chatd_pid[chatd1tls]} --transport tls --tls-ca $raw/tls-cert.pem"
+fi
 common="--rooms $ROOMS --members $MEMBERS --publishers $PUBLISHERS --size $SIZE --threads $THREADS --warmup $WARMUP --quiet"
 fc_common="--rooms $ROOMS --members $MEMBERS --publishers $PUBLISHERS --size $SIZE --warmup $WARMUP"
 
@@ -233,6 +268,10 @@ header = \"Content-Type: application/json\""
 fc() {
     local tgt=$1 name=$2; shift 2
     local extra=() rc=0
+    if [ -z "${fc_args[$tgt]:-}" ]; then
+        echo '{"exit_code": 0, "note": "fanclient speaks TCP only"}' >"$raw/$tgt-fc-$name.json"
+        return 0
+    fi
     fc_seq=$((fc_seq + 1))
     local base=$((2000000000000000 + fc_seq * 100000))
     if [ "$tgt" = chatd1 ] || [ "$tgt" = chatd2 ]; then
@@ -295,7 +334,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a == "" |
 agree() { awk -v a="$1" -v b="$2" -v m="$AGREE_PCT" 'BEGIN { if (a == "-" || b == "-" || a == "" || b == "" || b + 0 <= 0) { print "-"; exit } d = (a - b) / b * 100; printf "%+.0f%%%s", d, (d > m || d < -m) ? " !" : "" }'; }
 failmark() { [ "$(jq -r '.exit_code // 1' "$1")" = 0 ] || printf ' FAIL'; }
 
-declare -A label=([floor]="floor" [chatd1]="chatd 1 shard" [chatd2]="chatd 2 shards" [redis]="redis" [nats]="nats")
+declare -A label=([floor]="floor" [chatd1]="chatd 1 shard" [chatd2]="chatd 2 shards" [redis]="redis" [nats]="nats"
+    [chatd1ws]="chatd 1 shard, ws" [chatd1tls]="chatd 1 shard, tls" [natsws]="nats, ws")
 # row TITLE FILE-SUFFIX EXPR FORMAT [RATIOS]: one value per target; RATIOS
 # yes adds chatd1/redis, chatd1/nats and chatd1/floor.
 row() {
@@ -387,6 +427,20 @@ cell_trust() {
     row "fanclient paced ${rates[0]} msg/s: p50 ms" "fc-rate-${rates[0]}" '(.latency_us.p50 // null) / 1000' 3 yes
     row "fanclient paced ${rates[0]} msg/s: p99 ms" "fc-rate-${rates[0]}" '(.latency_us.p99 // null) / 1000' 3 yes
     row "fanclient paced ${rates[0]} msg/s: send lag p99 ms" "fc-rate-${rates[0]}" '(.send_lag_us.p99 // null) / 1000' 3
+    if [ "$WS" = 1 ] || [ "$TLS" = 1 ]; then
+        echo
+        echo "WebSocket and TLS, same run (each at its best window; server CPU per delivery is the inverse of deliveries per server cpu-second):"
+        echo
+        echo '| | chatd ws / chatd tcp | chatd tls / chatd tcp | chatd ws / nats ws | nats ws / nats tcp |'
+        echo '|---|---|---|---|---|'
+        pair() { ratio "$(jv "$raw/$1-max.json" "$3")" "$(jv "$raw/$2-max.json" "$3")"; }
+        echo "| saturation: deliveries/s | $(pair chatd1ws chatd1 .deliveries_per_sec) | $(pair chatd1tls chatd1 .deliveries_per_sec) | $(pair chatd1ws natsws .deliveries_per_sec) | $(pair natsws nats .deliveries_per_sec) |"
+        echo "| saturation: server CPU per delivery | $(pair chatd1 chatd1ws .server.deliveries_per_cpu_sec) | $(pair chatd1 chatd1tls .server.deliveries_per_cpu_sec) | $(pair natsws chatd1ws .server.deliveries_per_cpu_sec) | $(pair nats natsws .server.deliveries_per_cpu_sec) |"
+        echo "| saturation: deliveries per server cpu-second | $(pair chatd1ws chatd1 .server.deliveries_per_cpu_sec) | $(pair chatd1tls chatd1 .server.deliveries_per_cpu_sec) | $(pair chatd1ws natsws .server.deliveries_per_cpu_sec) | $(pair natsws nats .server.deliveries_per_cpu_sec) |"
+        r0=${rates[0]}
+        p99() { jv "$raw/$1-rate-$r0.json" .latency_ms.p99; }
+        echo "| paced $r0 msg/s: p99 | $(ratio "$(p99 chatd1ws)" "$(p99 chatd1)") | $(ratio "$(p99 chatd1tls)" "$(p99 chatd1)") | $(ratio "$(p99 chatd1ws)" "$(p99 natsws)") | $(ratio "$(p99 natsws)" "$(p99 nats)") |"
+    fi
     echo
     echo "Ratios compare chatd with 1 shard: above 1 is better for chatd in throughput rows, worse in latency and CPU rows."
     echo "Per server cpu-second: deliveries over the server's utime+stime in the measured window (all its threads), the fairest figure across thread models."

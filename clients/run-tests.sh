@@ -12,8 +12,9 @@
 # and the browser end-to-end test (two pages + one TCP client, real chatd).
 #
 # End-to-end tests of a feature the binary lacks (--ws-listen, --tls-cert)
-# skip with the reason; CHATD_JS_REQUIRE_WS=1 makes a missing
-# --ws-listen an error instead (for CI once the server has it).
+# skip with the reason; CHATD_JS_REQUIRE_WS=1 (CI) makes a missing flag,
+# a missing openssl (the TLS test's certificate) or any skipped test an
+# error instead.
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT="$(cd .. && pwd)"
@@ -46,13 +47,35 @@ if [ ! -x "$CHATD_BIN" ]; then
     echo "== cargo build (chatd) =="
     (cd "$ROOT" && cargo build --bin chatd)
 fi
-if ! "$CHATD_BIN" --help | grep -q -- '--ws-listen'; then
-    if [ "${CHATD_JS_REQUIRE_WS:-0}" = 1 ]; then
-        echo "run-tests.sh: $CHATD_BIN has no --ws-listen and CHATD_JS_REQUIRE_WS=1" >&2
+REQUIRE="${CHATD_JS_REQUIRE_WS:-0}"
+for flag in --ws-listen --tls-cert; do
+    if ! "$CHATD_BIN" --help | grep -q -- "$flag"; then
+        if [ "$REQUIRE" = 1 ]; then
+            echo "run-tests.sh: $CHATD_BIN has no $flag and CHATD_JS_REQUIRE_WS=1" >&2
+            exit 1
+        fi
+        echo "note: $CHATD_BIN has no $flag: its end-to-end tests will skip"
+    fi
+done
+if [ "$REQUIRE" = 1 ] && ! command -v openssl >/dev/null; then
+    echo "run-tests.sh: no openssl (the TLS test makes its certificate with it) and CHATD_JS_REQUIRE_WS=1" >&2
+    exit 1
+fi
+
+# run_tests NAME ARGS...: node --test ARGS; with CHATD_JS_REQUIRE_WS=1, a
+# run that skipped any test fails.
+run_tests() {
+    local name=$1 log
+    shift
+    log=$(mktemp)
+    node "${NODE_FLAGS[@]}" --test "$@" | tee "$log"
+    if [ "$REQUIRE" = 1 ] && ! grep -q '^# skipped 0$' "$log"; then
+        echo "run-tests.sh: $name skipped tests and CHATD_JS_REQUIRE_WS=1" >&2
+        rm -f "$log"
         exit 1
     fi
-    echo "note: $CHATD_BIN has no --ws-listen: the WebSocket end-to-end tests will skip"
-fi
+    rm -f "$log"
+}
 
 # Node 20 has a global WebSocket only behind a flag (22 and later: always).
 NODE_FLAGS=()
@@ -61,10 +84,10 @@ if [ "$(node -p 'typeof WebSocket')" != function ]; then
 fi
 
 echo "== clients/js: unit and end-to-end tests =="
-node "${NODE_FLAGS[@]}" --test js/test/*.test.js
+run_tests clients/js js/test/*.test.js
 
 echo "== clients/js: type check of index.d.ts =="
 (cd tests && npx tsc -p types/tsconfig.json)
 
 echo "== clients/web: the demo page in Chromium =="
-node "${NODE_FLAGS[@]}" --test tests/*.test.js
+run_tests clients/web tests/*.test.js

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::limits;
+use crate::ws::handshake::OriginPolicy;
 
 /// chatd: real-time messaging, in-call status and presence server.
 #[derive(Parser, Debug, Clone)]
@@ -77,6 +78,29 @@ pub struct Config {
     #[arg(long, env = "CHATD_STATUSD_LISTEN", default_value = "127.0.0.1:7401",
           value_parser = listen_addr)]
     pub statusd_listen: SocketAddr,
+
+    /// Address of the WebSocket listener: both services, by path (`/chatd`,
+    /// `/statusd`); `wss` with --tls-cert. IP:PORT or HOST:PORT. Port 0
+    /// binds a free port.
+    #[arg(long, env = "CHATD_WS_LISTEN", default_value = "127.0.0.1:7402",
+          value_parser = listen_addr)]
+    pub ws_listen: SocketAddr,
+
+    /// Browser origins that may open a WebSocket: `*`, or a comma-separated
+    /// list of `scheme://host[:port]` (a handshake without Origin, from a
+    /// client that is not a browser, is always allowed).
+    #[arg(long, env = "CHATD_WS_ALLOWED_ORIGINS", default_value = "*")]
+    pub ws_allowed_origins: OriginPolicy,
+
+    /// TLS certificate chain (PEM, leaf first). With --tls-key, every
+    /// listener accepts only TLS 1.2/1.3 (WebSocket becomes wss, the admin
+    /// API https); SIGHUP re-reads both files.
+    #[arg(long, env = "CHATD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "CHATD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 
     /// Address of the admin HTTP API and /metrics. Port 0 binds a free port.
     #[arg(long, env = "CHATD_ADMIN_LISTEN", default_value = "127.0.0.1:7480",
@@ -339,9 +363,12 @@ mod tests {
             "localhost:7400",
             "--statusd-listen",
             "[::1]:0",
+            "--ws-listen",
+            "localhost:0",
         ])
         .unwrap();
         assert!(cli.config.chatd_listen.ip().is_loopback());
+        assert!(cli.config.ws_listen.ip().is_loopback());
         assert_eq!(cli.config.chatd_listen.port(), 7400);
         assert_eq!(cli.config.statusd_listen, "[::1]:0".parse().unwrap());
     }

@@ -195,6 +195,23 @@ pub const WS_HANDSHAKE_MAX_BYTES: usize = 8 * 1024;
 /// fixed array). Browsers send 10-20; more is refused with HTTP 400.
 pub const WS_HANDSHAKE_MAX_HEADERS: usize = 64;
 
+/// Most plaintext one TLS write encrypts (the frames of a batch past it
+/// wait for the next write). Encrypted bytes must be written whole, so a
+/// batch's records are held until the socket took them all: this bounds
+/// that buffer per connection whatever the batch (up to 1,024 frames of a
+/// 64 KiB message would be 64 MiB), while 16 full records per write keep
+/// the system call and record overhead small.
+pub const TLS_WRITE_PLAINTEXT_MAX: usize = 256 * 1024;
+
+/// The longest command a client may send: OP_RTMSG with the longest
+/// message `--max-rtmsg-len` allows (header 25 bytes), or OP_AUTH with the
+/// longest token (3 + 4,096), whichever is longer. A WebSocket message
+/// longer than this is closed with 1009 (protocol section 8), so a small
+/// `--max-rtmsg-len` still lets a login through.
+pub fn longest_command(max_rtmsg_len: u32) -> usize {
+    (max_rtmsg_len as usize + chatd_proto::chatd::RTMSG_HEADER_LEN).max(3 + MAX_TOKEN_LEN)
+}
+
 // ---- cluster mode (docs/cluster.md) --------------------------------------
 
 /// Default `--node-timeout-ms`: a node silent this long is dropped by the
@@ -217,7 +234,7 @@ pub const CLUSTER_PART_BYTES: usize = 512 << 10;
 /// its counter wraps (it skips ids still in use, as in single-node mode).
 pub const CLUSTER_SLOT_BITS: u32 = 8;
 
-/// How long a node's slot claim in the JetStream key-value bucket lives
+/// How long a node's slot claim in the JetStream slot stream lives
 /// without renewal (renewed every third of it): a node killed without
 /// draining frees its slot after this, long after its clients (and
 /// their ids) were dropped by the node timeout.

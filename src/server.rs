@@ -46,6 +46,16 @@ pub enum ServerError {
     /// Shards could not start.
     #[error(transparent)]
     Start(#[from] crate::shard::StartError),
+    /// The TLS certificate or key cannot be used (one line naming the file).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// `--tls-cert` without `--tls-key`, or the other way round.
+    #[error("{given} {} needs {missing} as well", path.display())]
+    TlsHalf {
+        given: &'static str,
+        path: PathBuf,
+        missing: &'static str,
+    },
     /// A thread ended by a panic (the binary's panic hook ends the process
     /// before this can be seen; a caller of [`run()`] without it sees this).
     #[error("{0} panicked")]
@@ -188,6 +198,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     for line in config.adjustments() {
         tracing::warn!("{line}");
     }
+    let tls = load_tls(&config)?;
     // Cluster mode: connected and holding a slot before anything else, so
     // the client ids carry it (docs/cluster.md).
     let cluster = match &config.cluster {
@@ -233,12 +244,13 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         }
         None => (None, None),
     };
-    let shared = shared_state(&config, mesh.clone(), &jwt_secret, link);
+    let shared = shared_state(&config, mesh.clone(), &jwt_secret, tls.clone(), link);
     let handles = start_shards(
         &shared,
         inboxes,
         listeners.chatd,
         listeners.statusd,
+        listeners.ws,
         backend,
     )?;
 
@@ -278,7 +290,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         let _guard = rt.enter();
         StopSignals::install().map_err(|e| ServerError::Other(format!("signal handlers: {e}")))?
     };
-    tracing::info!(shards, backend = backend.name(), "starting");
+    tracing::info!(
+        shards,
+        backend = backend.name(),
+        tls = tls.is_some(),
+        "starting"
+    );
     addrs.print();
     if let Some(node) = &node {
         // After the relations are loaded, before the listeners accept.
@@ -288,9 +305,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     }
     fresh_dir.keep();
     shared.start_gate.open();
-    let admin_thread = AdminThread::start(listeners.admin, admin)?;
+    let admin_tls = tls
+        .clone()
+        .map(|t| (t, std::time::Duration::from_millis(config.login_timeout_ms)));
+    let admin_thread = AdminThread::start(listeners.admin, admin, admin_tls)?;
 
-    rt.block_on(signals.wait());
+    rt.block_on(signals.wait(tls.as_deref()));
     tracing::info!("draining");
     if let Some(node) = node.as_mut() {
         // The other nodes drop this node's clients now.
@@ -320,11 +340,32 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     }
 }
 
+/// The certificate and key, when `--tls-cert` and `--tls-key` are given:
+/// loaded and checked before anything listens (one of the two alone, or a
+/// pair that cannot be used, is an error naming the file).
+fn load_tls(config: &Config) -> Result<Option<Arc<crate::tls::Reloadable>>, ServerError> {
+    match (&config.tls_cert, &config.tls_key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(Arc::new(crate::tls::Reloadable::load(cert, key)?))),
+        (Some(cert), None) => Err(ServerError::TlsHalf {
+            given: "--tls-cert",
+            path: cert.clone(),
+            missing: "--tls-key",
+        }),
+        (None, Some(key)) => Err(ServerError::TlsHalf {
+            given: "--tls-key",
+            path: key.clone(),
+            missing: "--tls-cert",
+        }),
+    }
+}
+
 /// What the shards share, for `config` and the token secret.
 fn shared_state(
     config: &Config,
     mesh: mesh::Mesh,
     jwt_secret: &str,
+    tls: Option<Arc<crate::tls::Reloadable>>,
     cluster: Option<ClusterLink>,
 ) -> Arc<Shared> {
     let shards = mesh.shards();
@@ -348,6 +389,7 @@ fn shared_state(
         list_pools: (0..shards).map(|_| Default::default()).collect(),
         start_gate: Default::default(),
         max_conns: config.connection_limit(),
+        tls,
         config: config.clone(),
         cluster,
     })
@@ -384,11 +426,12 @@ fn load_relations(store: &Store, data_dir: &Path, shards: usize) -> Result<Loade
     Ok(loaded)
 }
 
-/// Every listener, bound before anything starts: one chatd and one
-/// statusd socket per shard (SO_REUSEPORT), and the admin socket.
+/// Every listener, bound before anything starts: one chatd, one statusd
+/// and one WebSocket socket per shard (SO_REUSEPORT), and the admin socket.
 struct Listeners {
     chatd: Vec<std::net::TcpListener>,
     statusd: Vec<std::net::TcpListener>,
+    ws: Vec<std::net::TcpListener>,
     admin: std::net::TcpListener,
     /// This process's claims on the client ports (held until it exits).
     claims: Vec<listener::PortClaim>,
@@ -398,6 +441,7 @@ struct Listeners {
 struct Addrs {
     chatd: SocketAddr,
     statusd: SocketAddr,
+    ws: SocketAddr,
     admin: SocketAddr,
 }
 
@@ -413,6 +457,7 @@ impl Listeners {
         };
         let chatd = group("chatd", config.chatd_listen)?;
         let statusd = group("statusd", config.statusd_listen)?;
+        let ws = group("ws", config.ws_listen)?;
         let admin = std::net::TcpListener::bind(config.admin_listen).map_err(|source| {
             ServerError::Bind {
                 what: "admin",
@@ -423,6 +468,7 @@ impl Listeners {
         Ok(Listeners {
             chatd,
             statusd,
+            ws,
             admin,
             claims,
         })
@@ -441,18 +487,22 @@ impl Listeners {
         Ok(Addrs {
             chatd: first(&self.chatd)?,
             statusd: first(&self.statusd)?,
+            ws: first(&self.ws)?,
             admin: addr_of(&self.admin)?,
         })
     }
 }
 
 impl Addrs {
-    /// The listening lines on stdout (tests and scripts read them).
+    /// The listening lines on stdout (tests and scripts read them; the
+    /// WebSocket line comes last, so readers of the first three before it
+    /// existed still find them in order).
     fn print(&self) {
         let mut out = io::stdout().lock();
         let _ = writeln!(out, "chatd listening on {}", self.chatd);
         let _ = writeln!(out, "statusd listening on {}", self.statusd);
         let _ = writeln!(out, "admin listening on {}", self.admin);
+        let _ = writeln!(out, "ws listening on {}", self.ws);
         let _ = out.flush();
     }
 }
@@ -464,6 +514,7 @@ fn start_shards(
     inboxes: Vec<mesh::InboxRx>,
     chatd: Vec<std::net::TcpListener>,
     statusd: Vec<std::net::TcpListener>,
+    ws: Vec<std::net::TcpListener>,
     backend: Backend,
 ) -> Result<Vec<ShardHandle>, ServerError> {
     let shards = inboxes.len();
@@ -474,11 +525,12 @@ fn start_shards(
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut handles = Vec::with_capacity(shards);
-    for (id, ((inbox, chatd), statusd)) in inboxes.into_iter().zip(chatd).zip(statusd).enumerate() {
+    let groups = chatd.into_iter().zip(statusd).zip(ws);
+    for (id, (inbox, ((chatd, statusd), ws))) in inboxes.into_iter().zip(groups).enumerate() {
         let core = cores
             .as_ref()
             .and_then(|c| c.get(id % c.len().max(1)).copied());
-        let listeners = ShardListeners { chatd, statusd };
+        let listeners = ShardListeners { chatd, statusd, ws };
         handles.push(run::spawn_shard(
             id,
             shared.clone(),
@@ -507,8 +559,13 @@ struct AdminThread {
 }
 
 impl AdminThread {
-    /// Serves the admin API on `listener` on a thread of its own.
-    fn start(listener: std::net::TcpListener, admin: Arc<Admin>) -> Result<Self, ServerError> {
+    /// Serves the admin API on `listener` on a thread of its own (HTTPS
+    /// with `tls`).
+    fn start(
+        listener: std::net::TcpListener,
+        admin: Arc<Admin>,
+        tls: Option<(Arc<crate::tls::Reloadable>, std::time::Duration)>,
+    ) -> Result<Self, ServerError> {
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("admin".into())
@@ -516,7 +573,7 @@ impl AdminThread {
                 let stop = async move {
                     let _ = stop_rx.await;
                 };
-                if let Err(e) = admin::serve(listener, admin, stop) {
+                if let Err(e) = admin::serve(listener, admin, tls, stop) {
                     tracing::error!("admin API stopped: {e}");
                 }
             })
@@ -533,10 +590,12 @@ impl AdminThread {
 
 /// SIGINT and SIGTERM, caught from the moment this is called (before the
 /// listening lines are printed, so a supervisor that signals as soon as it
-/// reads them still gets a drain, not the default kill).
+/// reads them still gets a drain, not the default kill); and SIGHUP, which
+/// reloads the TLS certificate and key.
 struct StopSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -546,14 +605,26 @@ impl StopSignals {
         Ok(Self {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    /// Resolves on the first of them.
-    async fn wait(mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+    /// Resolves on the first SIGINT or SIGTERM; on each SIGHUP meanwhile,
+    /// re-reads the certificate and key (new connections get the new pair,
+    /// open ones keep theirs; a bad pair is logged and the old one kept).
+    async fn wait(mut self, tls: Option<&crate::tls::Reloadable>) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => match tls {
+                    None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+                    Some(tls) => match tls.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                        Err(e) => tracing::error!("SIGHUP: kept the old TLS certificate and key: {e}"),
+                    },
+                },
+            }
         }
     }
 }

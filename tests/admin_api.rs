@@ -71,7 +71,7 @@ fn v1_needs_the_admin_token() {
             assert_eq!(status, 401, "{method} {path} with {token:?}: {text}");
         }
         // A right token in the wrong scheme is refused too.
-        let mut s = std::net::TcpStream::connect(server.admin).expect("connect");
+        let mut s = common::wire::admin_socket(server.admin);
         use std::io::{Read, Write};
         let req = format!(
             "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -470,6 +470,7 @@ fn corrupt_data_dir_fails_start_with_a_clear_error() {
         .args(["--chatd-listen", "127.0.0.1:0"])
         .args(["--statusd-listen", "127.0.0.1:0"])
         .args(["--admin-listen", "127.0.0.1:0"])
+        .args(["--ws-listen", "127.0.0.1:0"])
         .args(["--shards", "1", "--no-pin"])
         .arg("--data-dir")
         .arg(&dir)
@@ -542,8 +543,8 @@ fn relation_changes_apply_to_live_connections_on_two_shards() {
 /// A server spawned directly (for env-var tests the harness cannot do).
 struct Direct {
     child: Child,
-    chatd: SocketAddr,
-    statusd: SocketAddr,
+    chatd: common::Endpoint,
+    statusd: common::Endpoint,
     admin: SocketAddr,
 }
 
@@ -566,12 +567,19 @@ impl Direct {
                 .parse()
                 .expect("address")
         };
-        let (chatd, statusd, admin) = (addr("chatd"), addr("statusd"), addr("admin"));
+        let (chatd, statusd, admin, ws) =
+            (addr("chatd"), addr("statusd"), addr("admin"), addr("ws"));
         std::thread::spawn(move || for _ in lines {});
+        let endpoint = |service, tcp| common::Endpoint {
+            service,
+            tcp,
+            ws,
+            transport: common::transport(),
+        };
         Direct {
             child,
-            chatd,
-            statusd,
+            chatd: endpoint(common::Svc::Chatd, chatd),
+            statusd: endpoint(common::Svc::Statusd, statusd),
             admin,
         }
     }
@@ -629,7 +637,7 @@ fn soft_open_file_limit_is_raised_to_the_hard_limit() {
 /// The status of `GET /v1/users/1` sent with `Authorization: <value>`.
 fn status_with_authorization(admin: SocketAddr, value: &str) -> u16 {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(admin).expect("connect");
+    let mut s = common::wire::admin_socket(admin);
     let req = format!(
         "GET /v1/users/1 HTTP/1.1\r\nHost: x\r\nAuthorization: {value}\r\nConnection: close\r\n\r\n"
     );
@@ -710,6 +718,18 @@ fn blank_secrets_count_as_not_given() {
     c.login(&server.token(42));
 }
 
+/// The TLS pair as environment variables, when the suite runs over TLS.
+fn tls_env() -> Vec<(&'static str, std::path::PathBuf)> {
+    if !common::transport().tls() {
+        return Vec::new();
+    }
+    let tls = common::test_tls();
+    vec![
+        ("CHATD_TLS_CERT", tls.cert.clone()),
+        ("CHATD_TLS_KEY", tls.key.clone()),
+    ]
+}
+
 /// Every flag reads its CHATD_* variable: the whole configuration given by
 /// env, the secret and admin token used, and no secret file written.
 #[test]
@@ -724,12 +744,14 @@ fn flags_read_chatd_env_vars() {
             .env("CHATD_CHATD_LISTEN", "127.0.0.1:0")
             .env("CHATD_STATUSD_LISTEN", "127.0.0.1:0")
             .env("CHATD_ADMIN_LISTEN", "127.0.0.1:0")
+            .env("CHATD_WS_LISTEN", "127.0.0.1:0")
             .env("CHATD_DATA_DIR", &dir)
             .env("CHATD_SHARDS", "2")
             .env("CHATD_IO_BACKEND", common::backend())
             .env("CHATD_JWT_SECRET", secret)
             .env("CHATD_ADMIN_TOKEN", admin_token)
-            .env("CHATD_FIRST_CLIENT_ID", "4242"),
+            .env("CHATD_FIRST_CLIENT_ID", "4242")
+            .envs(tls_env()),
     );
     // The admin token from the env is the one that works.
     let (status, body) = http(server.admin, "GET", "/v1/users/1", None, Some(admin_token));

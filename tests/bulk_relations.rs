@@ -197,7 +197,11 @@ fn a_bad_op_refuses_the_whole_batch_and_names_it() {
 
 #[test]
 fn a_body_over_the_limit_is_413_and_changes_nothing() {
-    let s = Server::start(1, &[]);
+    // Plain HTTP whatever transport the suite runs over: the request is
+    // written on one thread while the answer is read on another (the
+    // server answers before it has read all 64 MiB), which a TLS stream
+    // cannot be split for; the limit is the API's, not the transport's.
+    let s = Server::start_over(common::TestTransport::Tcp, 1, &[]);
     let op = r#"{"op":"put_member","chatid":"7","userid":"1"},"#;
     let limit = 64 << 20;
     let mut body = String::with_capacity(limit + 2 * op.len());

@@ -484,8 +484,8 @@ fn tiny_window_client(server: &Server, user: u64) -> ChatdClient {
     let sock =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    sock.connect(&server.chatd.into()).expect("connect");
-    let mut c = ChatdClient::from_stream(TcpStream::from(sock));
+    sock.connect(&server.chatd.addr().into()).expect("connect");
+    let mut c = ChatdClient::from_stream(server.chatd, TcpStream::from(sock));
     c.login(&server.token(user));
     c.user = user;
     c

@@ -10,7 +10,6 @@
 mod common;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,11 +68,11 @@ async fn quiet<E: std::fmt::Debug>(events: &mut Events<E>, d: Duration) {
 }
 
 /// A chat client of `token` with `rooms`, its login and joins read.
-async fn chat(addr: SocketAddr, token: &str, rooms: &[u64]) -> (ChatClient, ChatEvents) {
+async fn chat(ep: common::Endpoint, token: &str, rooms: &[u64]) -> (ChatClient, ChatEvents) {
     let (c, mut ev) = ChatClient::builder(token)
         .rooms(rooms.iter().copied())
         .reconnect(FAST)
-        .connect(addr)
+        .connect_with(ep.dial())
         .await
         .expect("chat client logs in");
     logged_in_and_joined(&mut ev, rooms).await;
@@ -181,7 +180,10 @@ fn messages_reach_the_room_one_user_or_one_client() {
 fn a_refused_token_fails_connect_and_is_not_retried() {
     let s = Server::start(1, &[]);
     block_on(async {
-        match ChatClient::builder("not.a.jwt").connect(s.chatd).await {
+        match ChatClient::builder("not.a.jwt")
+            .connect_with(s.chatd.dial())
+            .await
+        {
             Err(ClientError::Refused(e)) => {
                 assert_eq!(e.error_code(), Some(ErrorCode::AuthFailed));
                 assert!(e.is_fatal());
@@ -199,19 +201,25 @@ fn a_call_stays_on_while_the_clients_beat_and_ends_when_one_leaves() {
     s.add_member(7, 2);
     let (t1, t2) = (s.token(1), s.token(2));
     let api = AdminClient::new(s.admin, s.admin_token.clone());
+    // HTTPS when the suite runs over TLS.
+    let api = if common::transport().tls() {
+        api.with_tls(common::test_tls().client.clone())
+    } else {
+        api
+    };
     block_on(async {
         let beat = Duration::from_millis(50);
         let (a, mut ae) = ChatClient::builder(t1)
             .rooms([7])
             .call_heartbeat(beat)
-            .connect(s.chatd)
+            .connect_with(s.chatd.dial())
             .await
             .expect("login");
         logged_in_and_joined(&mut ae, &[7]).await;
         let (b, mut be) = ChatClient::builder(t2)
             .rooms([7])
             .call_heartbeat(beat)
-            .connect(s.chatd)
+            .connect_with(s.chatd.dial())
             .await
             .expect("login");
         logged_in_and_joined(&mut be, &[7]).await;
@@ -252,7 +260,7 @@ fn presence_comes_with_the_dump_then_as_changes_and_own_answers() {
     block_on(async {
         let (p1, mut e1) = PresenceClient::builder(t1)
             .presence(3)
-            .connect(s.statusd)
+            .connect_with(s.statusd.dial())
             .await
             .expect("login");
         assert!(matches!(next(&mut e1).await, PresenceEvent::Connected));
@@ -263,7 +271,7 @@ fn presence_comes_with_the_dump_then_as_changes_and_own_answers() {
 
         let (_p2, mut e2) = PresenceClient::builder(t2)
             .presence(2)
-            .connect(s.statusd)
+            .connect_with(s.statusd.dial())
             .await
             .expect("login");
         assert!(matches!(next(&mut e2).await, PresenceEvent::Connected));
@@ -309,13 +317,13 @@ fn keepalive_holds_a_silent_client_past_the_idle_timeout() {
     block_on(async {
         let (_kept, mut kept_ev) = ChatClient::builder(t1.clone())
             .keepalive(Duration::from_millis(100))
-            .connect(s.chatd)
+            .connect_with(s.chatd.dial())
             .await
             .expect("login");
         let (_silent, mut silent_ev) = ChatClient::builder(t1)
             .keepalive(Duration::from_secs(60))
             .no_reconnect()
-            .connect(s.chatd)
+            .connect_with(s.chatd.dial())
             .await
             .expect("login");
         assert!(matches!(
@@ -352,7 +360,7 @@ fn after_a_server_restart_rooms_calls_and_presence_are_restored() {
         let (p, mut pe) = PresenceClient::builder(t1.clone())
             .presence(3)
             .reconnect(FAST)
-            .connect(s.statusd)
+            .connect_with(s.statusd.dial())
             .await
             .expect("login");
         assert!(matches!(next(&mut pe).await, PresenceEvent::Connected));
@@ -426,7 +434,7 @@ fn after_a_server_restart_rooms_calls_and_presence_are_restored() {
         }
         // The presence was announced again: a contact sees it.
         let (_p3, mut p3_ev) = PresenceClient::builder(t3)
-            .connect(s.statusd)
+            .connect_with(s.statusd.dial())
             .await
             .expect("login");
         assert!(matches!(next(&mut p3_ev).await, PresenceEvent::Connected));
@@ -441,23 +449,34 @@ fn after_a_server_restart_rooms_calls_and_presence_are_restored() {
     });
 }
 
-/// A TCP [`Connect`] that keeps a handle on every socket it opened, so
-/// the test can cut them as a network failure would.
+/// A [`Connect`] over the suite's transport that keeps a handle on every
+/// socket it opened, so the test can cut them as a network failure would.
 #[derive(Clone)]
 struct Cuttable {
-    addr: SocketAddr,
+    ep: common::Endpoint,
     open: Arc<Mutex<Vec<std::net::TcpStream>>>,
 }
 
-impl Connect for Cuttable {
+/// The TCP connections of a [`Cuttable`], each recorded.
+struct Recorded(Cuttable);
+
+impl Connect for Recorded {
     type Stream = tokio::net::TcpStream;
 
     async fn connect(&self) -> std::io::Result<tokio::net::TcpStream> {
-        let stream = tokio::net::TcpStream::connect(self.addr)
+        let stream = tokio::net::TcpStream::connect(self.0.ep.addr())
             .await?
             .into_std()?;
-        self.open.lock().expect("lock").push(stream.try_clone()?);
+        self.0.open.lock().expect("lock").push(stream.try_clone()?);
         tokio::net::TcpStream::from_std(stream)
+    }
+}
+
+impl Connect for Cuttable {
+    type Stream = Box<dyn chatd_client::connect::AnyStream>;
+
+    async fn connect(&self) -> std::io::Result<Self::Stream> {
+        self.ep.dial().connect_over(Recorded(self.clone())).await
     }
 }
 
@@ -478,7 +497,7 @@ fn a_cut_connection_is_reconnected_and_its_rooms_joined_again() {
     let (t1, t2) = (s.token(1), s.token(2));
     block_on(async {
         let link = Cuttable {
-            addr: s.chatd,
+            ep: s.chatd,
             open: Arc::default(),
         };
         // The first attempt comes 150-300 ms after the cut.
@@ -527,7 +546,7 @@ fn presence_set_while_disconnected_is_announced_at_the_next_login() {
     let (t1, t2) = (s.token(1), s.token(2));
     block_on(async {
         let link = Cuttable {
-            addr: s.statusd,
+            ep: s.statusd,
             open: Arc::default(),
         };
         let (p1, mut e1) = PresenceClient::builder(t1)
@@ -558,7 +577,7 @@ fn presence_set_while_disconnected_is_announced_at_the_next_login() {
         ));
 
         let (_p2, mut e2) = PresenceClient::builder(t2)
-            .connect(s.statusd)
+            .connect_with(s.statusd.dial())
             .await
             .expect("login");
         assert!(matches!(next(&mut e2).await, PresenceEvent::Connected));

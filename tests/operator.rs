@@ -58,23 +58,29 @@ fn a_panicking_shard_takes_the_process_down_on_two_shards() {
 }
 
 /// A second server with its own data dir and admin port, but the first
-/// one's chatd or statusd port, must not start: SO_REUSEPORT would let the
+/// one's chatd, statusd or WebSocket port, must not start: SO_REUSEPORT would let the
 /// kernel split clients between two servers with different secrets and
 /// databases. The first one keeps serving.
 fn a_second_server_on_the_same_client_ports_fails_to_start(shards: usize) {
     let first = Server::start(shards, &[]);
     let any = common::ANY_PORT[0];
     for (what, listen) in [
-        ("chatd", [first.chatd, any, any]),
-        ("statusd", [any, first.statusd, any]),
+        ("chatd", [first.chatd.tcp, any, any, any]),
+        ("statusd", [any, first.statusd.tcp, any, any]),
+        ("ws", [any, any, any, first.ws]),
     ] {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let second = common::run_to_exit(common::command_on(&tmp.path().join("d"), shards, listen));
+        let second = common::run_to_exit(common::command_on(
+            &tmp.path().join("d"),
+            shards,
+            listen,
+            common::transport(),
+        ));
         assert!(
             !second.status.success(),
             "a second server on the {what} port started"
         );
-        let port = listen[0].port().max(listen[1].port());
+        let port = listen.iter().map(|a| a.port()).max().unwrap_or(0);
         let want = format!(
             "port {port} is already served by another chatd process (pid {})",
             first.pid()
@@ -184,6 +190,8 @@ fn a_listen_address_may_name_a_host() {
         "localhost:0",
         "--admin-listen",
         "localhost:0",
+        "--ws-listen",
+        "localhost:0",
     ])
     .stdout(Stdio::piped())
     .stderr(Stdio::null())
@@ -217,6 +225,8 @@ fn a_failed_start_leaves_no_fresh_data_dir_behind() {
             "--chatd-listen",
             "127.0.0.1:0",
             "--statusd-listen",
+            "127.0.0.1:0",
+            "--ws-listen",
             "127.0.0.1:0",
         ])
         .arg("--data-dir")

@@ -1,7 +1,9 @@
 //! A client of chatd's admin HTTP API (protocol section 6): room members,
-//! contacts, bulk changes (6.1), tokens, live state and metrics. HTTP/1.1 over kept-alive
-//! connections (hyper); [`blocking::AdminClient`] for code without a
-//! runtime (scripts, tests, a load generator's set-up).
+//! contacts, bulk changes (6.1), tokens, live state and metrics. HTTP/1.1
+//! over kept-alive connections (hyper), HTTPS with
+//! [`AdminClient::with_tls`] (a server started with `--tls-cert`);
+//! [`blocking::AdminClient`] for code without a runtime (scripts, tests, a
+//! load generator's set-up).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), chatd_client::admin::AdminError> {
@@ -25,6 +27,7 @@ use chatd_proto::ids::{ChatId, UserId};
 use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -34,8 +37,10 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdminError {
-    /// The API could not be reached, or the connection broke.
-    #[error("admin API: {0}")]
+    /// The API could not be reached, or the connection broke. Shown with
+    /// its causes: hyper's own text ("client error (Connect)") hides why,
+    /// e.g. a certificate the TLS client refused.
+    #[error("admin API: {}", with_causes(.0))]
     Http(#[from] hyper_util::client::legacy::Error),
     /// The answer's body could not be read.
     #[error("admin API: reading the answer: {0}")]
@@ -62,6 +67,18 @@ pub enum AdminError {
     /// The blocking client could not start its runtime.
     #[error("admin API: cannot start a runtime: {0}")]
     Runtime(std::io::Error),
+}
+
+/// `e` and its chain of sources, joined with ": ".
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 /// An answer: its status and body.
@@ -212,7 +229,21 @@ pub struct AdminClient {
     base: String,
     token: Option<String>,
     timeout: Duration,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+/// The HTTP client: plain HTTP, or HTTPS with `tls`.
+fn http_client(
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
+    // Without TLS the configuration is never used (the URLs are http://).
+    let config = tls.unwrap_or_else(|| crate::connect::tls_config(rustls::RootCertStore::empty()));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*config).clone())
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(connector)
 }
 
 impl AdminClient {
@@ -230,8 +261,18 @@ impl AdminClient {
             base: format!("http://{addr}"),
             token: None,
             timeout: crate::limits::ADMIN_TIMEOUT,
-            http: Client::builder(TokioExecutor::new()).build_http(),
+            http: http_client(None),
         }
+    }
+
+    /// Speaks HTTPS (a server started with `--tls-cert`), trusting the
+    /// roots of `config` ([`crate::connect::tls_config`]); the certificate
+    /// must name the address's IP.
+    #[must_use]
+    pub fn with_tls(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.base = self.base.replacen("http://", "https://", 1);
+        self.http = http_client(Some(config));
+        self
     }
 
     /// The longest a request may take (default

@@ -41,8 +41,10 @@
 //!   (`AUTH_FAILED`, `BAD_VERSION`) closes the client instead. Real-time
 //!   messages are not queued while disconnected.
 //! - **Transports.** The clients are generic over the byte stream
-//!   ([`Connect`]): plain TCP is built in; TLS or a WebSocket adapter plug
-//!   in as another [`Connect`].
+//!   ([`Connect`]): plain TCP ([`Tcp`], what `connect` uses), TLS
+//!   ([`Tls`]), WebSocket over either ([`Ws`]), or one of them picked by a
+//!   URL ([`Dial`]: `tcp://`, `tls://`, `ws://`, `wss://`), passed to
+//!   `connect_with`.
 //!
 //! # Layout
 //!
@@ -73,7 +75,10 @@ mod session;
 pub use backoff::Backoff;
 pub use builder::Builder;
 pub use chat::{ChatBuilder, ChatClient, ChatEvent, ChatEvents, Message, To};
-pub use connect::{Connect, Tcp};
+pub use connect::{Connect, Dial, Tcp, Tls, Ws, WsStream};
 pub use error::{ClientError, ServerError};
 pub use events::Events;
 pub use presence::{PresenceBuilder, PresenceClient, PresenceEvent, PresenceEvents};
+/// The TLS library the [`Tls`] transport and the admin client's HTTPS use
+/// (its `ClientConfig` and `RootCertStore`).
+pub use rustls;

@@ -46,3 +46,10 @@ pub const READ_CHUNK: usize = 8 * 1024;
 /// Default time an admin API request may take: relation changes wait for
 /// every shard, and a large room replaced at once takes a while.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most bytes of the command stream in one WebSocket message the client
+/// sends. A server closes a message longer than its longest command with
+/// 1009 (protocol section 8: chatd's is at least 4,099 bytes, an `OP_AUTH`
+/// with the longest token), and commands may span messages, so longer
+/// writes go out as several messages.
+pub const WS_MESSAGE_MAX: usize = 4096;

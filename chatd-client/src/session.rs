@@ -240,6 +240,8 @@ impl<P: Protocol, C: Connect> Driver<P, C> {
         self.proto
             .encode_login(self.shared.token().as_bytes(), &mut login);
         stream.write_all(&login).await?;
+        // A TLS or WebSocket stream may hold what it was given until asked.
+        stream.flush().await?;
         loop {
             while let Some(step) = self.proto.login_step(rbuf, emit)? {
                 if let LoginStep::Done = step {
@@ -295,6 +297,7 @@ impl<P: Protocol, C: Connect> Driver<P, C> {
             }
             if !out.is_empty() {
                 stream.write_all(out).await?;
+                stream.flush().await?;
                 out.clear();
                 last_tx = Instant::now();
                 continue;

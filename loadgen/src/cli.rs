@@ -96,6 +96,50 @@ pub struct ServerOpts {
     /// Known without this flag under --spawn.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+
+    /// How clients reach the server: tcp (the chatd/statusd listeners), ws
+    /// (the WebSocket listener, paths /chatd and /statusd), tls (TLS on
+    /// the chatd/statusd listeners) or wss (TLS on the WebSocket listener).
+    /// tls and wss speak https to the admin API too. With --spawn, tls and
+    /// wss start the server with a certificate loadgen makes. For
+    /// `fanout --target nats`, ws reaches NATS's own WebSocket listener at
+    /// --nats.
+    #[arg(long, env = "LOADGEN_TRANSPORT", value_enum, default_value_t = TransportKind::Tcp)]
+    pub transport: TransportKind,
+
+    /// WebSocket listener of a running server (--transport ws/wss).
+    #[arg(long, env = "LOADGEN_WS", default_value = "127.0.0.1:7402")]
+    pub ws: SocketAddr,
+
+    /// The certificate (PEM) a running server's TLS is trusted by
+    /// (--transport tls/wss without --spawn).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// `--transport`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// Plain TCP.
+    Tcp,
+    /// WebSocket.
+    Ws,
+    /// TLS over TCP.
+    Tls,
+    /// WebSocket over TLS.
+    Wss,
+}
+
+impl TransportKind {
+    /// TLS underneath.
+    pub fn tls(self) -> bool {
+        matches!(self, TransportKind::Tls | TransportKind::Wss)
+    }
+
+    /// WebSocket framing.
+    pub fn ws(self) -> bool {
+        matches!(self, TransportKind::Ws | TransportKind::Wss)
+    }
 }
 
 /// Options every scenario shares.

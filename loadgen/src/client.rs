@@ -1,10 +1,12 @@
 //! Client connections and their I/O: connecting (optionally from a spread
 //! of loopback source addresses), logging in to chatd and statusd, a read
 //! buffer that decodes commands in place, and a write buffer that coalesces
-//! everything pending on a connection into one write.
+//! everything pending on a connection into one write. The transport under
+//! them (TCP, TLS, WebSocket) is [`crate::transport`]'s.
 //!
 //! Buffers are allocated once per connection and reused: the hot path
-//! neither allocates nor copies beyond the socket calls.
+//! neither allocates nor copies beyond the socket calls (over WebSocket,
+//! one copy of what a write sends, into its frame; over TLS, rustls's).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::ControlFlow;
@@ -17,8 +19,9 @@ use chatd_proto::chatd as cw;
 use chatd_proto::statusd as sw;
 use chatd_proto::{DecodeError, ErrorCode, Limits};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
+
+use crate::transport::{client_header, Deframer, Endpoint, Rd, Wr};
 
 /// What a busy connection's read buffer grows to (from 4 KiB, doubling
 /// while reads fill it). One read syscall per 4 KiB cost loadgen about as
@@ -38,6 +41,13 @@ thread_local! {
 pub fn set_between_reads(hook: fn(u64)) {
     BETWEEN_READS.with(|h| h.set(Some(hook)));
 }
+
+/// Most bytes of the command stream loadgen puts in one WebSocket frame.
+/// A server closes a message longer than its longest command with 1009
+/// (protocol section 8), and commands may span messages, so a write is cut
+/// into frames no longer than the shortest such limit: chatd's is at least
+/// 4,099 bytes (an OP_AUTH with the longest token).
+const WS_FRAME_MAX: usize = 4096;
 
 /// Longest wait for a login (connect, AUTH, HELLO, joins, dump).
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -168,16 +178,25 @@ pub async fn connect(
     Ok(stream)
 }
 
-/// Splits a connected stream into its buffered read and write sides.
-pub fn split(stream: TcpStream) -> (Reader, Writer) {
-    let (rd, wr) = stream.into_split();
-    (Reader::new(rd), Writer::new(wr))
+/// Connects connection number `index` to `ep` (see [`connect`]), runs its
+/// transport's handshakes and returns its buffered read and write sides.
+pub async fn open(
+    ep: &Endpoint,
+    index: usize,
+    source_ips: u32,
+) -> Result<(Reader, Writer), ClientError> {
+    let tcp = connect(ep.addr, index, source_ips).await?;
+    let (rd, wr, ws) = ep.open(tcp).await.map_err(ClientError::Connect)?;
+    let framed = ws.is_some();
+    Ok((Reader::new(rd, ws), Writer::new(wr, framed)))
 }
 
 /// The read side of a connection: a buffer of received bytes not yet
 /// decoded, which grows only when one command does not fit.
 pub struct Reader {
-    rd: OwnedReadHalf,
+    rd: Rd,
+    /// Over WebSocket: strips the server's frames from what is read.
+    ws: Option<Deframer>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -188,9 +207,10 @@ pub struct Reader {
 }
 
 impl Reader {
-    fn new(rd: OwnedReadHalf) -> Reader {
+    fn new(rd: Rd, ws: Option<Deframer>) -> Reader {
         Reader {
             rd,
+            ws,
             buf: vec![0; 4096],
             start: 0,
             end: 0,
@@ -236,8 +256,17 @@ impl Reader {
             .await
             .map_err(ClientError::Io)?;
         self.filled = n == space;
-        self.end += n;
         self.read_ns = crate::measure::now_ns();
+        match &mut self.ws {
+            None => self.end += n,
+            Some(ws) => {
+                let closed_before = ws.closed();
+                self.end = ws.deframe(&mut self.buf, self.end, self.end + n);
+                if closed_before || ws.closed() && self.start == self.end {
+                    return Ok(false);
+                }
+            }
+        }
         Ok(n > 0)
     }
 
@@ -340,51 +369,104 @@ impl Codec for StatusdCodec {
 /// The write side of a connection: commands are encoded into `out` and
 /// sent together by [`Writer::flush`].
 pub struct Writer {
-    wr: OwnedWriteHalf,
+    wr: Wr,
     /// Pending bytes.
     pub out: Vec<u8>,
+    /// Over WebSocket: `out` is sent as one frame per write, built here.
+    framed: bool,
+    /// The frame being written (WebSocket), from `at`.
+    frame: Vec<u8>,
+    at: usize,
 }
 
 impl Writer {
-    fn new(wr: OwnedWriteHalf) -> Writer {
+    fn new(wr: Wr, framed: bool) -> Writer {
         Writer {
             wr,
             out: Vec::with_capacity(1024),
+            framed,
+            frame: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// Over WebSocket: once the frame before is written, turns what `out`
+    /// holds (up to [`WS_FRAME_MAX`] bytes of it) into the next frame.
+    fn stage(&mut self) {
+        if self.framed && self.at == self.frame.len() && !self.out.is_empty() {
+            self.frame.clear();
+            self.at = 0;
+            let n = self.out.len().min(WS_FRAME_MAX);
+            client_header(n, &mut self.frame);
+            self.frame.extend_from_slice(&self.out[..n]);
+            self.out.drain(..n);
+        }
+    }
+
+    /// What the next write sends.
+    fn pending(&self) -> &[u8] {
+        if self.framed {
+            &self.frame[self.at..]
+        } else {
+            &self.out
         }
     }
 
     /// Writes everything pending in one go.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
-        if !self.out.is_empty() {
-            self.wr
-                .write_all(&self.out)
-                .await
-                .map_err(ClientError::Io)?;
-            self.out.clear();
+        loop {
+            self.stage();
+            if self.pending().is_empty() {
+                break;
+            }
+            let pending = match self.framed {
+                true => &self.frame[self.at..],
+                false => &self.out[..],
+            };
+            let n = self.wr.write(pending).await.map_err(ClientError::Io)?;
+            if n == 0 {
+                return Err(ClientError::Io(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.consume(n);
         }
-        Ok(())
+        // TLS: the records rustls holds.
+        self.wr.flush().await.map_err(ClientError::Io)
     }
 
     /// Writes what the socket takes now, without waiting: `Ok(true)` when
     /// nothing is left pending. (The pacer writes from whichever task is
-    /// running when a send is due.)
+    /// running when a send is due.) Over TLS nothing is written here (a
+    /// flush of rustls's records needs the task's waker): `Ok(false)`, and
+    /// the caller's [`Writer::poll_flush`] writes.
     pub fn try_flush(&mut self) -> Result<bool, ClientError> {
-        while !self.out.is_empty() {
-            match self.wr.try_write(&self.out) {
-                Ok(0) => return Err(ClientError::Io(std::io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.consume(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(ClientError::Io(e)),
+        loop {
+            self.stage();
+            if self.pending().is_empty() {
+                return Ok(true);
+            }
+            match self.wr.try_write(self.pending()) {
+                None => return Ok(false),
+                Some(Ok(0)) => return Err(ClientError::Io(std::io::ErrorKind::WriteZero.into())),
+                Some(Ok(n)) => self.consume(n),
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Some(Err(e)) => return Err(ClientError::Io(e)),
             }
         }
-        Ok(true)
     }
 
     /// Writes everything pending, registering for writability when the
     /// socket is full.
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
-        while !self.out.is_empty() {
-            match Pin::new(&mut self.wr).poll_write(cx, &self.out) {
+        loop {
+            self.stage();
+            if self.pending().is_empty() {
+                break;
+            }
+            let (wr, pending) = match self.framed {
+                true => (&mut self.wr, &self.frame[self.at..]),
+                false => (&mut self.wr, &self.out[..]),
+            };
+            match Pin::new(wr).poll_write(cx, pending) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(ClientError::Io(std::io::ErrorKind::WriteZero.into())))
                 }
@@ -393,12 +475,16 @@ impl Writer {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        Poll::Ready(Ok(()))
+        Pin::new(&mut self.wr)
+            .poll_flush(cx)
+            .map_err(ClientError::Io)
     }
 
     /// Drops the first `n` pending bytes (written).
     fn consume(&mut self, n: usize) {
-        if n >= self.out.len() {
+        if self.framed {
+            self.at = (self.at + n).min(self.frame.len());
+        } else if n >= self.out.len() {
             self.out.clear();
         } else {
             self.out.drain(..n);
@@ -419,15 +505,14 @@ pub struct Chatd {
 /// Connects to chatd, logs in with `token` and joins `rooms` (waiting for
 /// each OP_JOIN and OP_IN_CALL answer).
 pub async fn login_chatd(
-    addr: SocketAddr,
+    ep: &Endpoint,
     index: usize,
     source_ips: u32,
     token: &str,
     rooms: &[u64],
 ) -> Result<Chatd, ClientError> {
     tokio::time::timeout(LOGIN_TIMEOUT, async {
-        let stream = connect(addr, index, source_ips).await?;
-        let (mut reader, mut writer) = split(stream);
+        let (mut reader, mut writer) = open(ep, index, source_ips).await?;
         cw::encode_request(
             &cw::Request::Auth {
                 token: token.as_bytes(),
@@ -487,7 +572,7 @@ pub struct Statusd {
 /// hands every login-dump entry to `on_dump` and returns after the dump's
 /// final `OP_PRES 0 own`.
 pub async fn login_statusd(
-    addr: SocketAddr,
+    ep: &Endpoint,
     index: usize,
     source_ips: u32,
     token: &str,
@@ -495,8 +580,7 @@ pub async fn login_statusd(
     mut on_dump: impl FnMut(u64, u8),
 ) -> Result<Statusd, ClientError> {
     tokio::time::timeout(LOGIN_TIMEOUT, async {
-        let stream = connect(addr, index, source_ips).await?;
-        let (mut reader, mut writer) = split(stream);
+        let (mut reader, mut writer) = open(ep, index, source_ips).await?;
         sw::encode_request(
             &sw::Request::Auth {
                 token: token.as_bytes(),

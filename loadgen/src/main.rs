@@ -14,6 +14,7 @@ mod provision;
 mod report;
 mod scenarios;
 mod spawn;
+mod transport;
 mod wire;
 
 use std::process::ExitCode;
@@ -110,10 +111,11 @@ fn peer(
                 .into(),
         ));
     }
+    let (chatd, statusd) = endpoints(server, server.chatd, server.statusd, server.ws, None)?;
     let target = Target {
-        chatd: server.chatd,
+        chatd,
         chatd_also: server.chatd_also.clone(),
-        statusd: server.statusd,
+        statusd,
         admin: server.admin,
         admin_token: String::new(),
         pid: server.server_pid,
@@ -132,7 +134,10 @@ fn one(
         run,
         id_base: run.id_base.unwrap_or_else(scenarios::default_id_base),
     };
-    let report = f(&env)?;
+    let mut report = f(&env)?;
+    if let Some(params) = report.params.as_object_mut() {
+        params.insert("transport".into(), target.chatd.name().into());
+    }
     Ok(emit(&report, run))
 }
 
@@ -159,30 +164,35 @@ fn with_target(
         let token = server.admin_token.clone().ok_or_else(|| {
             MainError::Usage("--admin-token (or LOADGEN_ADMIN_TOKEN) or --spawn is required".into())
         })?;
+        let (chatd, statusd) = endpoints(server, server.chatd, server.statusd, server.ws, None)?;
         let target = Target {
-            chatd: server.chatd,
+            chatd,
             chatd_also: server.chatd_also.clone(),
-            statusd: server.statusd,
+            statusd,
             admin: server.admin,
             admin_token: token,
             pid: server.server_pid,
         };
         return f(&target);
     };
-    let mut s =
-        spawn::start(path, server.server_shards, &server.server_arg).map_err(MainError::Spawn)?;
+    let tls = server.transport.tls();
+    let mut s = spawn::start(path, server.server_shards, &server.server_arg, tls)
+        .map_err(MainError::Spawn)?;
     eprintln!(
-        "loadgen: spawned {} (pid {}): chatd {} statusd {} admin {}",
+        "loadgen: spawned {} (pid {}): chatd {} statusd {} ws {} admin {}{}",
         path.display(),
         s.pid,
         s.chatd,
         s.statusd,
-        s.admin
+        s.ws,
+        s.admin,
+        if tls { " (TLS)" } else { "" }
     );
+    let (chatd, statusd) = endpoints(server, s.chatd, s.statusd, s.ws, s.cert_pem.as_deref())?;
     let target = Target {
-        chatd: s.chatd,
+        chatd,
         chatd_also: Vec::new(),
-        statusd: s.statusd,
+        statusd,
         admin: s.admin,
         admin_token: s.admin_token.clone(),
         pid: Some(s.pid),
@@ -198,6 +208,41 @@ fn with_target(
         return out.map(|_| false);
     }
     out
+}
+
+/// How the clients reach chatd and statusd over `--transport`: TLS trusts
+/// `cert_pem` (a spawned server's) or `--tls-ca`.
+fn endpoints(
+    server: &ServerOpts,
+    chatd: std::net::SocketAddr,
+    statusd: std::net::SocketAddr,
+    ws: std::net::SocketAddr,
+    cert_pem: Option<&str>,
+) -> Result<(transport::Endpoint, transport::Endpoint), MainError> {
+    let t = server.transport;
+    let tls = if t.tls() {
+        let pem = match (cert_pem, &server.tls_ca) {
+            (Some(pem), _) => pem.as_bytes().to_vec(),
+            (None, Some(path)) => std::fs::read(path)
+                .map_err(|e| MainError::Usage(format!("--tls-ca {}: {e}", path.display())))?,
+            (None, None) => {
+                return Err(MainError::Usage(
+                    "--transport tls/wss needs --tls-ca (or --spawn)".into(),
+                ))
+            }
+        };
+        let roots = chatd_client::connect::roots_from_pem(&pem)
+            .map_err(|e| MainError::Usage(format!("--tls-ca: {e}")))?;
+        Some(chatd_client::connect::tls_config(roots))
+    } else {
+        None
+    };
+    let ep = |tcp, path| transport::Endpoint {
+        addr: if t.ws() { ws } else { tcp },
+        ws_path: t.ws().then_some(path),
+        tls: tls.clone(),
+    };
+    Ok((ep(chatd, "/chatd"), ep(statusd, "/statusd")))
 }
 
 fn tail(s: &str, n: usize) -> &str {

@@ -3,6 +3,7 @@
 //! connections. Blocking: provisioning happens before the load starts.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chatd_client::admin::blocking::AdminClient;
@@ -18,16 +19,24 @@ const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 pub struct Admin {
     addr: SocketAddr,
     token: String,
+    /// HTTPS (a server with TLS): the client configuration.
+    tls: Option<Arc<chatd_client::rustls::ClientConfig>>,
     /// Made at the first request.
     api: Option<AdminClient>,
 }
 
 impl Admin {
-    /// A client of the API at `addr` with bearer `token`.
-    pub fn new(addr: SocketAddr, token: &str) -> Admin {
+    /// A client of the API at `addr` with bearer `token` (over HTTPS with
+    /// `tls`).
+    pub fn new(
+        addr: SocketAddr,
+        token: &str,
+        tls: Option<Arc<chatd_client::rustls::ClientConfig>>,
+    ) -> Admin {
         Admin {
             addr,
             token: token.to_string(),
+            tls,
             api: None,
         }
     }
@@ -36,7 +45,13 @@ impl Admin {
     fn api(&mut self) -> Result<&AdminClient, ProvisionError> {
         let api = match self.api.take() {
             Some(api) => api,
-            None => AdminClient::new(self.addr, self.token.clone())?,
+            None => {
+                let api = chatd_client::admin::AdminClient::new(self.addr, self.token.clone());
+                AdminClient::wrap(match &self.tls {
+                    Some(tls) => api.with_tls(tls.clone()),
+                    None => api,
+                })?
+            }
         };
         Ok(self.api.insert(api))
     }

@@ -47,18 +47,25 @@ pub struct Spawned {
     pub statusd: SocketAddr,
     /// Admin API.
     pub admin: SocketAddr,
+    /// WebSocket listener.
+    pub ws: SocketAddr,
     /// Admin bearer token.
     pub admin_token: String,
     /// Process id.
     pub pid: u32,
+    /// With `tls`: the certificate (PEM) the server was started with.
+    pub cert_pem: Option<String>,
     dir: PathBuf,
 }
 
-/// Starts `binary` with `--shards shards` (when given) and `extra` arguments.
+/// Starts `binary` with `--shards shards` (when given) and `extra`
+/// arguments; with `tls`, with a self-signed certificate for 127.0.0.1
+/// made here (rcgen).
 pub fn start(
     binary: &Path,
     shards: Option<usize>,
     extra: &[String],
+    tls: bool,
 ) -> Result<Spawned, SpawnError> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -72,11 +79,25 @@ pub fn start(
     cmd.args(["--chatd-listen", "127.0.0.1:0"])
         .args(["--statusd-listen", "127.0.0.1:0"])
         .args(["--admin-listen", "127.0.0.1:0"])
+        .args(["--ws-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(&data);
     if let Some(n) = shards {
         cmd.args(["--shards", &n.to_string()]);
     }
+    let cert_pem = if tls {
+        let key = rcgen::KeyPair::generate().map_err(|e| SpawnError::Startup(e.to_string()))?;
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .and_then(|p| p.self_signed(&key))
+            .map_err(|e| SpawnError::Startup(e.to_string()))?;
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&c, cert.pem())?;
+        std::fs::write(&k, key.serialize_pem())?;
+        cmd.arg("--tls-cert").arg(&c).arg("--tls-key").arg(&k);
+        Some(cert.pem())
+    } else {
+        None
+    };
     cmd.args(extra)
         .env_remove("CHATD_JWT_SECRET")
         .env_remove("CHATD_ADMIN_TOKEN")
@@ -95,8 +116,8 @@ pub fn start(
         return Err(fail(&mut child, "no stdout".into()));
     };
     let mut lines = BufReader::new(stdout).lines();
-    let mut addrs = Vec::with_capacity(3);
-    for name in ["chatd", "statusd", "admin"] {
+    let mut addrs = Vec::with_capacity(4);
+    for name in ["chatd", "statusd", "admin", "ws"] {
         let line = match lines.next() {
             Some(Ok(l)) => l,
             _ => return Err(fail(&mut child, "server exited before listening".into())),
@@ -118,8 +139,10 @@ pub fn start(
         chatd: addrs[0],
         statusd: addrs[1],
         admin: addrs[2],
+        ws: addrs[3],
         admin_token: token,
         pid,
+        cert_pem,
         dir,
     })
 }

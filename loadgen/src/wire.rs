@@ -13,7 +13,6 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::Duration;
@@ -22,6 +21,7 @@ use chatd_proto::chatd as cw;
 use tokio::sync::Notify;
 
 use crate::client::{self, ClientError, Codec, Reader, WireError, Writer, LOGIN_TIMEOUT};
+use crate::transport::Endpoint;
 
 /// Longest protocol line (RESP header, NATS control line) accepted.
 const MAX_LINE: usize = 4096;
@@ -85,8 +85,8 @@ impl Frame<'_> {
 /// Where a connection of a room goes and what it does.
 #[derive(Clone, Debug)]
 pub struct Open {
-    /// Server address.
-    pub addr: SocketAddr,
+    /// The server, over the run's transport.
+    pub ep: Endpoint,
     /// Global connection index (source address spreading).
     pub index: usize,
     /// `--source-ips`.
@@ -137,7 +137,7 @@ pub struct Chatd;
 
 impl PubSub for Chatd {
     async fn open(self, o: Open) -> Result<(Reader, Writer), ClientError> {
-        let c = client::login_chatd(o.addr, o.index, o.source_ips, &o.token, &[o.room]).await?;
+        let c = client::login_chatd(&o.ep, o.index, o.source_ips, &o.token, &[o.room]).await?;
         Ok((c.reader, c.writer))
     }
 
@@ -310,8 +310,7 @@ async fn peer_open<P: PubSub>(
     hello: impl FnOnce(&Open, &mut Vec<u8>),
 ) -> Result<(Reader, Writer), ClientError> {
     tokio::time::timeout(LOGIN_TIMEOUT, async {
-        let stream = client::connect(o.addr, o.index, o.source_ips).await?;
-        let (mut reader, mut writer) = client::split(stream);
+        let (mut reader, mut writer) = client::open(&o.ep, o.index, o.source_ips).await?;
         hello(&o, &mut writer.out);
         writer.flush().await?;
         let mut refused = None;

@@ -17,6 +17,7 @@ mod batch;
 pub mod control;
 mod handlers;
 mod state;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -61,10 +62,12 @@ pub fn router(admin: Arc<Admin>) -> Router {
 
 /// Runs the API on `listener` (already bound, so the caller could print
 /// its address) on a current-thread tokio runtime, until `shutdown`
-/// resolves. Blocks: call it on the admin thread.
+/// resolves; over HTTPS when `tls` is given (each handshake within
+/// `handshake_timeout`). Blocks: call it on the admin thread.
 pub fn serve(
     listener: std::net::TcpListener,
     admin: Arc<Admin>,
+    tls: Option<(Arc<crate::tls::Reloadable>, std::time::Duration)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
@@ -73,9 +76,19 @@ pub fn serve(
         .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        axum::serve(listener, router(admin))
-            .with_graceful_shutdown(shutdown)
-            .await
+        match tls {
+            None => {
+                axum::serve(listener, router(admin))
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some((tls, timeout)) => {
+                let listener = tls::TlsListener::start(listener, tls, timeout)?;
+                axum::serve(listener, router(admin))
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
     })
 }
 

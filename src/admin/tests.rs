@@ -128,7 +128,7 @@ impl Server {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            serve(listener, admin, async move {
+            serve(listener, admin, None, async move {
                 let _ = stopped.await;
             })
         });

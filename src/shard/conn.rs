@@ -24,7 +24,7 @@ use crate::ids::{ChatId, Service};
 use crate::limits;
 use crate::net::io::Stream;
 use crate::net::outbuf::{Flush, OutQueue, PushError, Wake};
-use crate::net::transport::Transport;
+use crate::net::transport::{CloseWhy, Transport};
 
 /// The read buffer of `c` for its next read, with at least `want / 2`
 /// bytes free (allocating `want` more when not); `None` once `c` is gone.
@@ -99,9 +99,44 @@ pub fn register(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         + 1;
     if open > shard.shared.max_conns {
-        send_error(shard, &mut st, c, ErrorCode::TooManyConnections, 0, 0);
+        let tcp = st.conn(c).is_none_or(|conn| conn.transport.is_tcp());
+        if tcp {
+            send_error(shard, &mut st, c, ErrorCode::TooManyConnections, 0, 0);
+        } else if let Some(conn) = st.conn(c) {
+            // The OP_ERROR can go out only once the handshake is done
+            // (within the login timeout): the driver sends it then.
+            conn.transport.refuse_when_open();
+        }
     }
     c
+}
+
+/// A WebSocket connection's upgrade named `service`: it serves that one
+/// from now on (it was counted as chatd until then).
+pub fn set_service(shard: &Shard, st: &mut State, c: ConnRef, service: Service) {
+    let Some(conn) = st.conn(c) else { return };
+    if conn.service == service {
+        return;
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    shard.metrics.connections[conn.service.index()].fetch_sub(1, Relaxed);
+    shard.metrics.connections[service.index()].fetch_add(1, Relaxed);
+    conn.service = service;
+    let rate = match service {
+        Service::Chatd => shard.shared.config.rtmsg_rate,
+        Service::Statusd => shard.shared.config.setpres_rate,
+    };
+    conn.bucket = TokenBucket::new(
+        rate,
+        rate.saturating_mul(limits::RATE_BURST_SECS),
+        conn.last_rx_ms,
+    );
+}
+
+/// Queues a marker on `c`: its transport has bytes of its own to write
+/// there, after what is queued already (see [`crate::net::transport`]).
+pub fn push_marker(shard: &Shard, st: &mut State, c: ConnRef) {
+    queue_frame(shard, st, c, Bytes::new(), Flush::Now);
 }
 
 /// Removes a connection whose read loop ended, and tells the home shards
@@ -261,6 +296,7 @@ pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes, flus
             if queued {
                 shard.metrics.error(ErrorCode::SlowConsumer as u8);
             }
+            conn.transport.close_with(CloseWhy::Error);
             if wake == Wake::Spawn {
                 writer::spawn_writer(shard, st, c);
             }
@@ -321,6 +357,12 @@ pub fn send_error(shard: &Shard, st: &mut State, c: ConnRef, code: ErrorCode, op
     shard.metrics.error(code as u8);
     push_frame(shard, st, c, frame);
     if code.closes_connection() {
+        if let Some(conn) = st.conn(c) {
+            conn.transport.close_with(match code {
+                ErrorCode::ShuttingDown => CloseWhy::ShuttingDown,
+                _ => CloseWhy::Error,
+            });
+        }
         close(shard, st, c);
     }
 }

@@ -5,7 +5,8 @@
 //! ([`crate::net::transport`]) turns them into the command stream, and the
 //! input path ([`super::input`]) decides what they mean, with the service
 //! implementation ([`super::chatd::ChatdInput`],
-//! [`super::statusd::StatusdInput`]) the listener names.
+//! [`super::statusd::StatusdInput`]) the listener names (on the WebSocket
+//! listener, the path of the upgrade request).
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -23,10 +24,30 @@ use super::{dispatch, Phase, Shard};
 use crate::ids::Service;
 use crate::limits;
 use crate::net::io::{Listener, Stream};
-use crate::net::transport::{Inbound, Transport};
+use crate::net::transport::{Ctx, Inbound, Transport};
+use chatd_proto::ErrorCode;
 
-/// Accepts connections for one service until the shard drains.
-pub async fn accept_loop(shard: Rc<Shard>, listener: Listener, service: Service) {
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accepts {
+    /// One service over TCP (TLS with `--tls-cert`).
+    Service(Service),
+    /// Both services over WebSocket (`wss` with `--tls-cert`), by path.
+    WebSocket,
+}
+
+impl Accepts {
+    /// Name, as in log lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Accepts::Service(s) => s.name(),
+            Accepts::WebSocket => "ws",
+        }
+    }
+}
+
+/// Accepts connections until the shard drains.
+pub async fn accept_loop(shard: Rc<Shard>, listener: Listener, accepts: Accepts) {
     loop {
         match listener.accept().await {
             Ok((stream, _peer)) => {
@@ -35,21 +56,39 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Listener, service: Service)
                     continue;
                 }
                 stream.set_nodelay();
-                // Where a listener for another transport (WebSocket, TLS)
-                // names the connection's transport.
-                let conn = run_conn(shard.clone(), Rc::new(stream), Transport::Tcp, service);
-                tokio::task::spawn_local(conn);
+                // With TLS, each connection takes the pair current now.
+                let tls = shard.shared.tls.as_ref().map(|t| t.current().raw.clone());
+                let (transport, service) = match accepts {
+                    Accepts::Service(service) => (Transport::new(false, tls), service),
+                    // chatd until the upgrade names the service.
+                    Accepts::WebSocket => (Transport::new(true, tls), Service::Chatd),
+                };
+                match transport {
+                    Ok(t) => {
+                        // Registered here, so the read task does not keep
+                        // the transport and the service as arguments.
+                        let stream = Rc::new(stream);
+                        let c = conn::register(&shard, stream.clone(), t, service);
+                        tracing::debug!(?c, listener = accepts.name(), "connected");
+                        tokio::task::spawn_local(run_conn(shard.clone(), stream, c));
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard = shard.id, "{}: {e}", accepts.name());
+                        stream.shutdown();
+                    }
+                }
             }
             Err(e) => {
                 // Out of file descriptors, say: back off instead of spinning.
-                tracing::warn!(shard = shard.id, "accept on {}: {e}", service.name());
+                tracing::warn!(shard = shard.id, "accept on {}: {e}", accepts.name());
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     }
 }
 
-/// One connection's life: register, read until end of stream, unregister.
+/// One connection's life once registered: read until end of stream,
+/// unregister.
 /// Its writer runs as a task of its own only while it has output
 /// ([`writer::write_loop`], started when a frame is queued).
 ///
@@ -60,48 +99,55 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Listener, service: Service)
 /// while reads fill it and shrinks back when traffic stops; the rest of the
 /// work is in [`on_read`], and writing replies, the one large future, is
 /// boxed and awaited only when there are replies to write.
-async fn run_conn(shard: Rc<Shard>, stream: Rc<Stream>, transport: Transport, service: Service) {
-    let c = conn::register(&shard, stream.clone(), transport, service);
-    tracing::debug!(?c, service = service.name(), "connected");
-    let mut want = limits::READ_BUF_INITIAL;
-    let mut logged_in = false;
-    loop {
-        // Between reads the buffer waits in the connection's state, not
-        // here: a local moved into the read would still take its room in
-        // this future, so only the read future holds it while idle.
-        let (res, mut buf) = {
-            let Some(buf) = conn::take_read_buf(&mut shard.state.borrow_mut(), c, want) else {
-                break;
+///
+/// A plain function returning an `async move` block rather than an `async
+/// fn`: the block uses its captures in place, where an `async fn` keeps a
+/// second copy of each argument it uses across an await.
+#[allow(clippy::manual_async_fn)] // see above: an `async fn` would be larger
+fn run_conn(
+    shard: Rc<Shard>,
+    stream: Rc<Stream>,
+    c: ConnRef,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let mut want = limits::READ_BUF_INITIAL;
+        let mut logged_in = false;
+        loop {
+            // Between reads the buffer waits in the connection's state, not
+            // here: a local moved into the read would still take its room in
+            // this future, so only the read future holds it while idle.
+            let (res, mut buf) = {
+                let Some(buf) = conn::take_read_buf(&mut shard.state.borrow_mut(), c, want) else {
+                    break;
+                };
+                stream.read(buf)
+            }
+            .await;
+            match res {
+                Ok(n) if n > 0 => want = on_read(&shard, c, &mut buf, n, want),
+                _ => break,
+            }
+            if !logged_in && phase(&shard, c) == Some(Phase::Ready) {
+                logged_in = true;
+                want = limits::READ_BUF_IDLE;
+                if buf.is_empty() {
+                    buf = BytesMut::new();
+                }
+            }
+            conn::put_read_buf(&mut shard.state.borrow_mut(), c, buf);
+            let alive = match writer::take_replies(&shard, c, &stream) {
+                Replies::None { alive } => alive,
+                replies => Box::pin(writer::write_replies(&shard, c, &stream, replies)).await,
             };
-            stream.read(buf)
-        }
-        .await;
-        match res {
-            Ok(n) if n > 0 => want = on_read(&shard, c, service, &mut buf, n, want),
-            _ => break,
-        }
-        if !logged_in && phase(&shard, c) == Some(Phase::Ready) {
-            logged_in = true;
-            want = limits::READ_BUF_IDLE;
-            if buf.is_empty() {
-                buf = BytesMut::new();
+            if !alive {
+                break;
             }
         }
-        conn::put_read_buf(&mut shard.state.borrow_mut(), c, buf);
-        let alive = match writer::take_replies(&shard, c, &stream) {
-            Replies::None { alive } => alive,
-            Replies::Batch(batch) => {
-                Box::pin(writer::write_replies(&shard, c, &stream, batch)).await
-            }
-        };
-        if !alive {
-            break;
-        }
+        stream.shutdown();
+        conn::unregister(&shard, c);
+        dispatch::flush(&shard);
+        tracing::debug!(?c, "closed");
     }
-    stream.shutdown();
-    conn::unregister(&shard, c);
-    dispatch::flush(&shard);
-    tracing::debug!(?c, "closed");
 }
 
 /// The connection's phase; `None` once it is gone.
@@ -111,37 +157,20 @@ fn phase(shard: &Shard, c: ConnRef) -> Option<Phase> {
 
 /// Handles `n` bytes just appended to `buf` by a read; returns the read
 /// buffer size to aim for next.
-fn on_read(
-    shard: &Shard,
-    c: ConnRef,
-    service: Service,
-    buf: &mut BytesMut,
-    n: usize,
-    want: usize,
-) -> usize {
+fn on_read(shard: &Shard, c: ConnRef, buf: &mut BytesMut, n: usize, want: usize) -> usize {
     // The read filled the buffer: the peer may have more to say.
     let filled = buf.len() == buf.capacity();
+    let (inbound, service) = transport_in(shard, c, buf, n);
     shard.metrics.bytes_in[service.index()].fetch_add(n as u64, Relaxed);
-    let inbound = {
-        let mut st = shard.state.borrow_mut();
-        match st.conn(c) {
-            Some(conn) => {
-                conn.last_rx_ms = shard.shared.now_ms();
-                conn.out.reader_turn();
-                conn.transport.inbound(buf, n)
-            }
-            None => Inbound::Commands,
-        }
-    };
-    match inbound {
-        Inbound::Commands => match service {
+    if matches!(inbound, Inbound::Commands | Inbound::CommandsThenClose) {
+        match service {
             Service::Chatd => input::on_bytes::<ChatdInput>(shard, c, buf),
             Service::Statusd => input::on_bytes::<StatusdInput>(shard, c, buf),
-        },
-        Inbound::Close => {
-            buf.clear();
-            conn::close(shard, &mut shard.state.borrow_mut(), c);
         }
+    }
+    if matches!(inbound, Inbound::CommandsThenClose | Inbound::Close) {
+        buf.clear();
+        conn::close(shard, &mut shard.state.borrow_mut(), c);
     }
     dispatch::flush(shard);
     if filled {
@@ -159,11 +188,50 @@ fn on_read(
     }
 }
 
+/// Stamps the read and passes its bytes through the connection's
+/// transport: a marker is queued for bytes of the transport's own (placed
+/// before the replies to this read's commands), and a WebSocket upgrade
+/// switches the connection to the service it named. Returns what to do
+/// with the buffer and the connection's service.
+fn transport_in(shard: &Shard, c: ConnRef, buf: &mut BytesMut, n: usize) -> (Inbound, Service) {
+    let mut st = shard.state.borrow_mut();
+    let st = &mut *st;
+    let config = &shard.shared.config;
+    let ctx = Ctx {
+        origins: &config.ws_allowed_origins,
+        max_message_len: limits::longest_command(config.max_rtmsg_len),
+    };
+    let Some(cn) = st.conn(c) else {
+        return (Inbound::Commands, Service::Chatd);
+    };
+    cn.last_rx_ms = shard.shared.now_ms();
+    cn.out.reader_turn();
+    if cn.transport.is_tcp() {
+        return (Inbound::Commands, cn.service);
+    }
+    let inbound = cn.transport.inbound(buf, n, &ctx);
+    let upgrade = cn.transport.take_upgrade();
+    let own = cn.transport.wants_write();
+    let refuse = cn.transport.take_refusal();
+    if let Some(service) = upgrade {
+        conn::set_service(shard, st, c, service);
+    }
+    if own {
+        conn::push_marker(shard, st, c);
+    }
+    if refuse {
+        // Accepted over --max-connections; the handshake just finished.
+        conn::send_error(shard, st, c, ErrorCode::TooManyConnections, 0, 0);
+    }
+    let service = st.conn(c).map_or(Service::Chatd, |cn| cn.service);
+    (inbound, service)
+}
+
 #[cfg(test)]
 mod tests {
-    /// Size of the future an async fn of four arguments returns, without
+    /// Size of the future an async fn of three arguments returns, without
     /// calling it.
-    fn future_size<A, B, C, D, F>(_f: impl FnOnce(A, B, C, D) -> F) -> usize {
+    fn future_size<A, B, C, F>(_f: impl FnOnce(A, B, C) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 

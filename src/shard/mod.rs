@@ -120,6 +120,9 @@ pub struct Shared {
     pub max_conns: u64,
     /// Cluster mode: the way to the cluster bridge (docs/cluster.md).
     pub cluster: Option<crate::cluster::link::ClusterLink>,
+    /// The certificate and key with `--tls-cert`: every listener speaks
+    /// TLS, each new connection with the pair current at accept.
+    pub tls: Option<Arc<crate::tls::Reloadable>>,
 }
 
 impl Shared {
@@ -507,6 +510,8 @@ pub struct ShardListeners {
     pub chatd: std::net::TcpListener,
     /// statusd listener.
     pub statusd: std::net::TcpListener,
+    /// WebSocket listener (both services).
+    pub ws: std::net::TcpListener,
 }
 
 /// The start signal every shard waits for before accepting: relations

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::driver::Accepts;
 use super::mesh::InboxRx;
 use super::{
     chatd, conn, dispatch, driver, Shard, ShardHandle, ShardListeners, Shared, StartError,
@@ -98,18 +99,19 @@ async fn run_shard(shard: Rc<Shard>, inbox: InboxRx, listeners: ShardListeners, 
         tokio::task::spawn_local(batch_flush_loop(shard.clone(), window));
     }
     shard.shared.start_gate.wait().await;
-    for (service, std_listener) in [
-        (Service::Chatd, listeners.chatd),
-        (Service::Statusd, listeners.statusd),
+    for (accepts, std_listener) in [
+        (Accepts::Service(Service::Chatd), listeners.chatd),
+        (Accepts::Service(Service::Statusd), listeners.statusd),
+        (Accepts::WebSocket, listeners.ws),
     ] {
         match Listener::from_std(backend, std_listener) {
             Ok(l) => {
-                tokio::task::spawn_local(driver::accept_loop(shard.clone(), l, service));
+                tokio::task::spawn_local(driver::accept_loop(shard.clone(), l, accepts));
             }
             Err(e) => tracing::error!(
                 shard = shard.id,
                 "cannot listen for {}: {e}",
-                service.name()
+                accepts.name()
             ),
         }
     }

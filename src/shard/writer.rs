@@ -10,13 +10,31 @@
 //! ([`spawn_writer`]), and it retires after a timer tick with nothing
 //! written. Which of them owns the output at a time is the
 //! [`OutQueue`](crate::net::outbuf::OutQueue)'s business.
+//!
+//! A batch goes to the socket as it is over TCP; any other transport
+//! turns it into a socket batch first (headers, its own bytes, records:
+//! [`crate::net::transport`]), and bytes of its own that a short write cut
+//! are finished before anything else is written. When a closing
+//! connection's queue is flushed, its transport's last bytes (a WebSocket
+//! Close, TLS close_notify) go out before the socket is shut down
+//! ([`finish`]).
+//!
+//! The contract with the output queue, whatever the transport: the queue
+//! lends a batch of frames (`Vec<Bytes>`, in order); one write goes out
+//! (`write_batch`); the transport's `written` says how many of the
+//! batch's bytes that was (`commands`: command-stream bytes, headers and
+//! records not counted) and hands every lent frame back in `batch`; then
+//! `OutQueue::written(batch, commands)` drops what went out and keeps the
+//! rest, a cut frame included, for the next write. A queue that changes
+//! how it stores frames keeps to that: a batch of `Bytes` written, then
+//! `written(n)`.
 
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 use super::msg::ConnRef;
 use super::{Phase, Shard, State};
@@ -41,9 +59,11 @@ pub enum Replies {
         /// The connection is still registered.
         alive: bool,
     },
-    /// A first batch of frames, taken from the connection's queue and
-    /// prepared by its transport.
+    /// A first batch of frames, taken from the connection's queue.
     Batch(Vec<Bytes>),
+    /// The connection closes and its queue is flushed: the transport's
+    /// last bytes go out, then the socket is shut down ([`finish`]).
+    Finish,
 }
 
 /// Takes the first batch of replies the last input queued (and whatever
@@ -58,10 +78,14 @@ pub fn take_replies(shard: &Shard, c: ConnRef, stream: &Stream) -> Replies {
         return Replies::None { alive: false };
     };
     if conn.out.reader_take(&mut batch, limits::WRITE_IOVECS_MAX) {
-        conn.transport.outbound(&mut batch);
         return Replies::Batch(batch);
     }
     if conn.phase == Phase::Closing && conn.out.is_idle() {
+        if !conn.transport.is_tcp() {
+            drop(st);
+            shard.give_write_batch(batch);
+            return Replies::Finish;
+        }
         stream.shutdown();
     }
     drop(st);
@@ -69,27 +93,43 @@ pub fn take_replies(shard: &Shard, c: ConnRef, stream: &Stream) -> Replies {
     Replies::None { alive: true }
 }
 
-/// Writes the replies (`batch` first, then whatever [`take_replies`]
-/// finds next) from the read task itself, before the next read: a
-/// request-response exchange needs no writer task. Returns false when the
-/// connection is done (closed, or the socket failed).
-pub async fn write_replies(
-    shard: &Shard,
-    c: ConnRef,
-    stream: &Stream,
-    mut batch: Vec<Bytes>,
-) -> bool {
+/// Writes the replies (the batch [`take_replies`] found first, then
+/// whatever it finds next) from the read task itself, before the next
+/// read: a request-response exchange needs no writer task. Returns false
+/// when the connection is done (closed, or the socket failed).
+pub async fn write_replies(shard: &Shard, c: ConnRef, stream: &Stream, replies: Replies) -> bool {
+    let mut replies = replies;
     loop {
-        if !write_batch(shard, c, stream, &mut batch).await {
-            shard.give_write_batch(batch);
-            return false;
-        }
-        shard.give_write_batch(batch);
-        match take_replies(shard, c, stream) {
+        match replies {
             Replies::None { alive } => return alive,
-            Replies::Batch(next) => batch = next,
+            Replies::Finish => {
+                finish(shard, c, stream).await;
+                return true;
+            }
+            Replies::Batch(mut batch) => {
+                let ok = write_batch(shard, c, stream, &mut batch).await;
+                shard.give_write_batch(batch);
+                if !ok {
+                    return false;
+                }
+            }
         }
+        replies = take_replies(shard, c, stream);
     }
+}
+
+/// A closing connection whose queue is flushed: writes its transport's
+/// last bytes (nothing over TCP), then shuts the socket down, which ends
+/// the read loop.
+pub async fn finish(shard: &Shard, c: ConnRef, stream: &Stream) {
+    let last = {
+        let mut st = shard.state.borrow_mut();
+        st.conn(c).map(|conn| conn.transport.finish())
+    };
+    if let Some(last) = last.filter(|b| !b.is_empty()) {
+        write_all(shard, stream, last).await;
+    }
+    stream.shutdown();
 }
 
 /// Writes queued frames in vectored batches; on close, flushes and shuts
@@ -108,12 +148,7 @@ pub async fn write_loop(shard: Rc<Shard>, c: ConnRef, stream: Rc<Stream>) {
                 .out
                 .poll_writer(&mut batch, limits::WRITE_IOVECS_MAX, closing, cx.waker())
             {
-                Some(next) => {
-                    if next == Next::Write {
-                        conn.transport.outbound(&mut batch);
-                    }
-                    Poll::Ready(Some(next))
-                }
+                Some(next) => Poll::Ready(Some(next)),
                 None => Poll::Pending,
             }
         })
@@ -121,7 +156,7 @@ pub async fn write_loop(shard: Rc<Shard>, c: ConnRef, stream: Rc<Stream>) {
         match next {
             None | Some(Next::Retire) => return,
             Some(Next::Close) => {
-                stream.shutdown();
+                finish(&shard, c, &stream).await;
                 return;
             }
             Some(Next::Write) => {}
@@ -132,36 +167,143 @@ pub async fn write_loop(shard: Rc<Shard>, c: ConnRef, stream: Rc<Stream>) {
     }
 }
 
-/// One vectored write of `batch` (taken from `c`'s queue and prepared by
-/// its transport); puts back what did not go out. Returns false when the
+/// One vectored write of `batch` (taken from `c`'s queue), through its
+/// transport; puts back what did not go out. Returns false when the
 /// connection is gone or the peer is (then the socket is shut down, which
 /// ends the read loop too).
 async fn write_batch(shard: &Shard, c: ConnRef, stream: &Stream, batch: &mut Vec<Bytes>) -> bool {
+    let mut sock = shard.take_write_batch();
+    let (out, service) = {
+        let mut st = shard.state.borrow_mut();
+        let Some(conn) = st.conn(c) else {
+            drop(st);
+            shard.give_write_batch(sock);
+            return false;
+        };
+        let out = if !conn.transport.outbound(batch, &mut sock) {
+            Out::Tcp
+        } else {
+            match conn.transport.seal(&sock) {
+                Ok(None) => Out::Sock,
+                Ok(Some(records)) => Out::Sealed(records),
+                Err(e) => {
+                    tracing::debug!(?c, "{e}");
+                    Out::Failed
+                }
+            }
+        };
+        (out, conn.service)
+    };
+    // Whether the write had bytes to write (else writing none is no error).
+    let expect = match &out {
+        Out::Tcp => true,
+        Out::Sock => sock.iter().any(|b| !b.is_empty()),
+        Out::Sealed(records) => !records.is_empty(),
+        Out::Failed => true,
+    };
     // Counted when issued, not when done: a peer that has read the bytes
     // then knows the write is counted (the completion reaches this task
     // only after the peer may already have them).
-    if let Some(conn) = shard.state.borrow_mut().conn(c) {
-        shard.metrics.socket_writes[conn.service.index()].fetch_add(1, Relaxed);
+    if expect && !matches!(out, Out::Failed) {
+        shard.metrics.socket_writes[service.index()].fetch_add(1, Relaxed);
     }
-    let (res, b) = stream.writev(std::mem::take(batch)).await;
-    *batch = b;
-    let mut st = shard.state.borrow_mut();
-    let Some(conn) = st.conn(c) else {
-        return false;
+    // (bytes of the socket batch written, socket bytes written)
+    let res = match out {
+        Out::Tcp => {
+            let (res, b) = stream.writev(std::mem::take(batch)).await;
+            *batch = b;
+            res.map(|n| (n, n))
+        }
+        // Only empty elements (a marker and nothing of the transport's).
+        Out::Sock if !expect => Ok((0, 0)),
+        Out::Sock => {
+            let (res, s) = stream.writev(std::mem::take(&mut sock)).await;
+            sock = s;
+            res.map(|n| (n, n))
+        }
+        Out::Sealed(records) => {
+            let (plain, wire) = (sock.iter().map(Bytes::len).sum(), records.len());
+            if write_all(shard, stream, records).await {
+                Ok((plain, wire))
+            } else {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+        }
+        Out::Failed => Err(std::io::ErrorKind::InvalidData.into()),
     };
-    match res {
-        Ok(n) if n > 0 => {
-            let service = conn.service;
-            let commands = conn.transport.written(batch, n);
-            conn.out.written(batch, commands);
-            shard.metrics.bytes_out[service.index()].fetch_add(n as u64, Relaxed);
-            true
-        }
-        _ => {
-            batch.clear();
-            conn.out.clear();
-            stream.shutdown();
-            false
+    let wrote = match res {
+        Ok((n, wire)) if wire > 0 || !expect => Some((n, wire)),
+        _ => None,
+    };
+    let rest = after_write(shard, c, stream, batch, &mut sock, wrote);
+    shard.give_write_batch(sock);
+    match rest {
+        None => false,
+        Some(None) => true,
+        Some(Some(rest)) => write_all(shard, stream, rest).await,
+    }
+}
+
+/// Accounts for a write of `(n, wire)` (bytes of the socket batch, bytes
+/// on the wire; `None`: the socket failed): the queue gets back what did
+/// not go out. Returns the transport's own bytes to finish, `None` when
+/// the connection is done.
+fn after_write(
+    shard: &Shard,
+    c: ConnRef,
+    stream: &Stream,
+    batch: &mut Vec<Bytes>,
+    sock: &mut Vec<Bytes>,
+    wrote: Option<(usize, usize)>,
+) -> Option<Option<Bytes>> {
+    let mut st = shard.state.borrow_mut();
+    let conn = st.conn(c)?;
+    let Some((n, wire)) = wrote else {
+        batch.clear();
+        conn.out.clear();
+        stream.shutdown();
+        return None;
+    };
+    let service = conn.service;
+    let written = conn.transport.written(sock, n, batch);
+    conn.out.written(batch, written.commands);
+    if wire > 0 {
+        shard.metrics.bytes_out[service.index()].fetch_add(wire as u64, Relaxed);
+    }
+    Some(written.rest)
+}
+
+/// What goes to the socket for one batch.
+enum Out {
+    /// TCP: the batch itself.
+    Tcp,
+    /// The socket batch the transport made.
+    Sock,
+    /// TLS records of the socket batch, written whole.
+    Sealed(Bytes),
+    /// The transport cannot send (a TLS failure): the connection ends.
+    Failed,
+}
+
+/// Writes all of `bytes` (bytes the transport made, which must go out
+/// whole), in as many writes as the socket needs. False when the socket
+/// failed.
+async fn write_all(shard: &Shard, stream: &Stream, mut bytes: Bytes) -> bool {
+    let mut one = shard.take_write_batch();
+    while !bytes.is_empty() {
+        one.push(bytes);
+        let (res, b) = stream.writev(one).await;
+        one = b;
+        bytes = one.pop().unwrap_or_default();
+        match res {
+            Ok(n) if n > 0 => bytes.advance(n.min(bytes.len())),
+            _ => {
+                shard.give_write_batch(one);
+                stream.shutdown();
+                return false;
+            }
         }
     }
+    shard.give_write_batch(one);
+    true
 }

@@ -75,6 +75,12 @@ impl Session {
         self.conn.is_handshaking()
     }
 
+    /// Whether rustls has bytes to send (handshake messages, alerts,
+    /// tickets): [`Session::pending`] gives them.
+    pub fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
     /// The ALPN protocol agreed, if any (`http/1.1` on the admin listener).
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         self.conn.alpn_protocol()
@@ -111,6 +117,72 @@ impl Session {
                 return Ok(got);
             }
         }
+    }
+
+    /// [`Session::receive`] in the connection's read buffer: `buf[start..]`
+    /// is ciphertext a read just appended, `buf[..start]` plaintext an
+    /// earlier call left; on return `buf` holds plaintext only, the new
+    /// plaintext right after the old. rustls copies ciphertext into its
+    /// own buffer as it takes it, so the plaintext it hands back is written
+    /// over ciphertext already taken: no second buffer, no allocation. When
+    /// a record begun in an earlier read makes the plaintext outgrow the
+    /// ciphertext taken so far, the ciphertext not yet taken is moved out
+    /// first and the rest is appended (rare: a record cut by a read).
+    ///
+    /// On error `buf` keeps the plaintext decoded before the fault.
+    pub fn receive_in_place(
+        &mut self,
+        buf: &mut BytesMut,
+        start: usize,
+    ) -> Result<Received, SessionError> {
+        debug_assert!(start <= buf.len());
+        let mut got = Received::default();
+        // buf = [plaintext ..w | taken w..r | ciphertext r..end]
+        let (mut w, mut r, end) = (start, start, buf.len());
+        while r < end {
+            let mut input = &buf[r..end];
+            let n = self.conn.read_tls(&mut input);
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    buf.truncate(w);
+                    return Err(e.into());
+                }
+            };
+            r += n;
+            let state = match self.conn.process_new_packets() {
+                Ok(state) => state,
+                Err(e) => {
+                    buf.truncate(w);
+                    return Err(e.into());
+                }
+            };
+            got.peer_closed |= state.peer_has_closed();
+            let len = state.plaintext_bytes_to_read();
+            if len > r - w {
+                // More plaintext than room: take the rest of the
+                // ciphertext out and append from here on.
+                let rest = buf.split_off(r);
+                buf.truncate(w);
+                // This plaintext first: rustls takes no more ciphertext
+                // while it holds more plaintext than its limit (16 KiB).
+                buf.resize(w + len, 0);
+                self.conn.reader().read_exact(&mut buf[w..])?;
+                w += len;
+                let more = self.receive(&rest, buf)?;
+                got.plaintext += more.plaintext + (w - start);
+                got.peer_closed |= more.peer_closed;
+                return Ok(got);
+            }
+            self.conn.reader().read_exact(&mut buf[w..w + len])?;
+            w += len;
+            if n == 0 {
+                break;
+            }
+        }
+        buf.truncate(w);
+        got.plaintext = w - start;
+        Ok(got)
     }
 
     /// Appends the ciphertext waiting to be sent (handshake messages,

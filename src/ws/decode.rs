@@ -83,7 +83,7 @@ pub enum Error {
         /// The message length the headers declared so far.
         len: u64,
         /// The limit ([`Decoder::new`]).
-        max: u64,
+        max: u32,
     },
 }
 
@@ -168,31 +168,34 @@ pub struct Inbound {
 }
 
 /// Where the decoder is in the client's byte stream.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 enum State {
     /// Between frames: collecting a header in `Decoder::head`.
     Header,
     /// Inside a data frame's payload: `left` bytes to go, masked with `key`
     /// from key byte `phase` on.
-    Data {
-        left: u64,
-        key: [u8; 4],
-        phase: usize,
-    },
-    /// Collecting a control frame's payload, `len` bytes in all.
-    Control {
-        op: u8,
-        key: [u8; 4],
-        len: u8,
-        got: ControlPayload,
-    },
+    Data { left: u64, key: [u8; 4], phase: u8 },
+    /// Collecting a control frame's payload. Boxed: a control frame is
+    /// rare, and its up to 125 bytes would otherwise be in every idle
+    /// connection's decoder.
+    Control(Box<ControlFrame>),
     /// The client sent Close; nothing more is read.
     Closed,
     /// The stream broke the rules; every later call returns this again.
     Failed(Error),
 }
 
-/// The inbound side of one WebSocket connection. About 180 bytes, no heap.
+/// A control frame whose payload is being collected, `len` bytes in all.
+#[derive(Debug)]
+struct ControlFrame {
+    op: u8,
+    key: [u8; 4],
+    len: u8,
+    got: ControlPayload,
+}
+
+/// The inbound side of one WebSocket connection: 64 bytes, plus a
+/// control frame's while one is being collected.
 #[derive(Debug)]
 pub struct Decoder {
     /// Longest message accepted, in bytes (protocol section 8: the longest
@@ -201,7 +204,7 @@ pub struct Decoder {
     state: State,
     /// A frame header being collected (it may arrive in pieces).
     head: [u8; MAX_HEADER_LEN],
-    head_len: usize,
+    head_len: u8,
     /// Inside a fragmented data message: the bytes its frames declared so
     /// far (the 1009 check counts every fragment). `None` between messages.
     message_len: Option<u64>,
@@ -212,12 +215,23 @@ impl Decoder {
     /// `max_message_len`: the longest message accepted (the driver passes
     /// `--max-rtmsg-len` + `RTMSG_HEADER_LEN`).
     pub fn new(max_message_len: usize) -> Decoder {
+        // The limit is reported in a u32 (TooBig): longest commands are
+        // at most 16 MiB + 25 bytes.
+        let max_message_len = max_message_len.min(u32::MAX as usize);
         Decoder {
             max_message_len: max_message_len as u64,
             state: State::Header,
             head: [0; MAX_HEADER_LEN],
             head_len: 0,
             message_len: None,
+        }
+    }
+
+    /// The error the stream broke the rules with, once it did.
+    pub fn error(&self) -> Option<Error> {
+        match self.state {
+            State::Failed(e) => Some(e),
+            _ => None,
         }
     }
 
@@ -250,14 +264,14 @@ impl Decoder {
             if r == buf.len() {
                 break Ok(());
             }
-            match self.state {
+            match &mut self.state {
                 State::Header => match self.header(&buf[r..], &mut out) {
                     Ok(used) => r += used,
                     Err(e) => break Err(e),
                 },
-                State::Data { left, key, phase } => {
+                &mut State::Data { left, key, phase } => {
                     let n = left.min((buf.len() - r) as u64) as usize;
-                    (w, r) = unmask_into_place(buf, w, r, n, key, phase);
+                    (w, r) = unmask_into_place(buf, w, r, n, key, usize::from(phase));
                     let left = left - n as u64;
                     self.state = if left == 0 {
                         State::Header
@@ -265,29 +279,23 @@ impl Decoder {
                         State::Data {
                             left,
                             key,
-                            phase: (phase + n) % 4,
+                            phase: ((usize::from(phase) + n) % 4) as u8,
                         }
                     };
                 }
-                State::Control {
-                    op,
-                    key,
-                    len,
-                    mut got,
-                } => {
-                    let have = usize::from(got.len);
-                    let n = (usize::from(len) - have).min(buf.len() - r);
-                    got.bytes[have..have + n].copy_from_slice(&buf[r..r + n]);
-                    got.len += n as u8;
+                State::Control(c) => {
+                    let have = usize::from(c.got.len);
+                    let n = (usize::from(c.len) - have).min(buf.len() - r);
+                    c.got.bytes[have..have + n].copy_from_slice(&buf[r..r + n]);
+                    c.got.len += n as u8;
                     r += n;
-                    if got.len == len {
+                    if c.got.len == c.len {
+                        let (op, key, len, mut got) = (c.op, c.key, c.len, c.got);
                         unmask(&mut got.bytes[..usize::from(len)], key, 0);
                         self.state = State::Header;
                         if let Err(e) = self.control(op, got, &mut out) {
                             break Err(e);
                         }
-                    } else {
-                        self.state = State::Control { op, key, len, got };
                     }
                 }
                 State::Closed | State::Failed(_) => break Ok(()),
@@ -322,16 +330,17 @@ impl Decoder {
         }
         let mut used = 0;
         loop {
-            let need = match self.head_len {
+            let have = usize::from(self.head_len);
+            let need = match have {
                 0 => 1,
                 1 => 2,
                 _ => header_len(self.head[1]),
             };
-            let n = (need - self.head_len).min(input.len() - used);
-            self.head[self.head_len..self.head_len + n].copy_from_slice(&input[used..used + n]);
-            self.head_len += n;
+            let n = (need - have).min(input.len() - used);
+            self.head[have..have + n].copy_from_slice(&input[used..used + n]);
+            self.head_len += n as u8;
             used += n;
-            if self.head_len < need {
+            if usize::from(self.head_len) < need {
                 return Ok(used);
             }
             match need {
@@ -393,7 +402,7 @@ impl Decoder {
                 if total > self.max_message_len {
                     return Err(Error::TooBig {
                         len: total,
-                        max: self.max_message_len,
+                        max: u32::try_from(self.max_message_len).unwrap_or(u32::MAX),
                     });
                 }
                 self.message_len = if fin { None } else { Some(total) };
@@ -407,13 +416,13 @@ impl Decoder {
             }
             _ if len == 0 => self.control(op, ControlPayload::EMPTY, out)?,
             _ => {
-                self.state = State::Control {
+                self.state = State::Control(Box::new(ControlFrame {
                     op,
                     key,
                     // Checked against MAX_CONTROL_PAYLOAD already.
                     len: len as u8,
                     got: ControlPayload::EMPTY,
-                }
+                }))
             }
         }
         Ok(())

@@ -9,10 +9,14 @@
 //!
 //! Every wait is bounded: a read that gets nothing within [`WAIT`] fails
 //! the test instead of hanging it.
+//!
+//! The clients speak the transport `CHATD_TEST_TRANSPORT` names (tcp,
+//! ws, tls, wss; [`wire`]), so the whole suite runs over each.
 
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod wire;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -26,6 +30,8 @@ use chatd_proto::chatd::{self as cw, Request};
 use chatd_proto::statusd as sw;
 use chatd_proto::Limits;
 
+pub use self::wire::{test_tls, transport, Endpoint, Svc, TestTransport, Wire};
+
 /// Longest wait for anything the server should send.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -38,9 +44,15 @@ pub fn backend() -> String {
 /// A running server.
 pub struct Server {
     child: Option<Child>,
-    pub chatd: SocketAddr,
-    pub statusd: SocketAddr,
+    /// chatd, over the suite's transport.
+    pub chatd: Endpoint,
+    /// statusd, over the suite's transport.
+    pub statusd: Endpoint,
+    /// The WebSocket listener.
+    pub ws: SocketAddr,
     pub admin: SocketAddr,
+    /// The transport its clients (and admin client) speak.
+    pub transport: TestTransport,
     pub admin_token: String,
     pub data_dir: PathBuf,
     shards: usize,
@@ -52,31 +64,67 @@ pub struct Server {
     api_anonymous: AdminClient,
 }
 
-/// Listen addresses: chatd, statusd, admin.
-pub type Listen = [SocketAddr; 3];
+/// Listen addresses: chatd, statusd, admin, WebSocket.
+pub type Listen = [SocketAddr; 4];
 
 /// Every listener on a free loopback port.
 pub const ANY_PORT: Listen =
-    [SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0); 3];
+    [SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0); 4];
 
 /// The command line of a test server: every listener on a free loopback
-/// port, `shards` unpinned shards, the backend under test, `data_dir`.
+/// port, `shards` unpinned shards, the backend under test, `data_dir`,
+/// and the test certificate when the transport under test is TLS.
 pub fn chatd_command(data_dir: &Path, shards: usize) -> Command {
-    command_on(data_dir, shards, ANY_PORT)
+    command_on(data_dir, shards, ANY_PORT, transport())
+}
+
+/// [`chatd_command`] for a server over `over` (no certificate for tcp/ws).
+pub fn chatd_command_over(data_dir: &Path, shards: usize, over: TestTransport) -> Command {
+    command_on(data_dir, shards, ANY_PORT, over)
 }
 
 /// [`chatd_command`] with the listeners on `listen` (chatd, statusd,
-/// admin).
-pub fn command_on(data_dir: &Path, shards: usize, listen: Listen) -> Command {
+/// admin, WebSocket), over `over`.
+pub fn command_on(data_dir: &Path, shards: usize, listen: Listen, over: TestTransport) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatd"));
     cmd.args(["--chatd-listen", &listen[0].to_string()])
         .args(["--statusd-listen", &listen[1].to_string()])
         .args(["--admin-listen", &listen[2].to_string()])
+        .args(["--ws-listen", &listen[3].to_string()])
         .args(["--shards", &shards.to_string(), "--no-pin"])
         .args(["--io-backend", &backend()])
         .arg("--data-dir")
         .arg(data_dir);
+    if over.tls() {
+        let tls = test_tls();
+        cmd.arg("--tls-cert").arg(&tls.cert);
+        cmd.arg("--tls-key").arg(&tls.key);
+    }
     cmd
+}
+
+/// An admin API client of `addr` (HTTPS trusting the test certificate
+/// when the suite runs over TLS), with `token` when given.
+pub fn admin_client(addr: SocketAddr, token: Option<&str>) -> AdminClient {
+    admin_client_over(transport(), addr, token)
+}
+
+/// [`admin_client`] of a server running over `over`.
+pub fn admin_client_over(
+    over: TestTransport,
+    addr: SocketAddr,
+    token: Option<&str>,
+) -> AdminClient {
+    let api = match token {
+        Some(t) => chatd_client::admin::AdminClient::new(addr, t),
+        None => chatd_client::admin::AdminClient::anonymous(addr),
+    };
+    let api = if over.tls() {
+        api.with_tls(test_tls().client.clone())
+    } else {
+        api
+    };
+    AdminClient::wrap(api).expect("admin client")
 }
 
 /// What a chatd run that ended by itself left: its status, stdout and
@@ -131,23 +179,31 @@ impl Server {
     /// Starts a server with `--shards shards` and extra arguments, in a
     /// fresh temp data dir.
     pub fn start(shards: usize, args: &[&str]) -> Server {
+        Server::start_over(transport(), shards, args)
+    }
+
+    /// [`Server::start`] for clients over `over`, whatever transport the
+    /// suite runs over (the tests of one transport's own rules).
+    pub fn start_over(over: TestTransport, shards: usize, args: &[&str]) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("data");
-        let mut s = Server::start_in(&dir, shards, args).expect("server starts");
+        let mut s =
+            Server::start_on(&dir, shards, ANY_PORT, args, &[], over).expect("server starts");
         s._tmp = Some(tmp);
         s
     }
 
     /// Starts a server on `data_dir` (kept by the caller).
     pub fn start_in(data_dir: &Path, shards: usize, args: &[&str]) -> Result<Server, String> {
-        Server::start_on(data_dir, shards, ANY_PORT, args, &[])
+        Server::start_on(data_dir, shards, ANY_PORT, args, &[], transport())
     }
 
     /// [`Server::start`] with extra environment variables.
     pub fn start_with_env(shards: usize, args: &[&str], env: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("data");
-        let mut s = Server::start_on(&dir, shards, ANY_PORT, args, env).expect("server starts");
+        let mut s = Server::start_on(&dir, shards, ANY_PORT, args, env, transport())
+            .expect("server starts");
         s._tmp = Some(tmp);
         s
     }
@@ -156,9 +212,16 @@ impl Server {
     /// the same data dir and the same ports, with `args`.
     pub fn restart(&mut self, args: &[&str]) {
         assert_eq!(self.terminate(), Some(0), "server exit status");
-        let listen = [self.chatd, self.statusd, self.admin];
-        let mut new = Server::start_on(&self.data_dir, self.shards, listen, args, &[])
-            .expect("server restarts");
+        let listen = [self.chatd.tcp, self.statusd.tcp, self.admin, self.ws];
+        let mut new = Server::start_on(
+            &self.data_dir,
+            self.shards,
+            listen,
+            args,
+            &[],
+            self.transport,
+        )
+        .expect("server restarts");
         new._tmp = self._tmp.take();
         *self = new;
     }
@@ -170,6 +233,7 @@ impl Server {
         listen: Listen,
         args: &[&str],
         env: &[(&str, &str)],
+        over: TestTransport,
     ) -> Result<Server, String> {
         // One log per start (a restart's must not be the one its
         // predecessor's drop removes).
@@ -178,7 +242,7 @@ impl Server {
         let stderr_log = data_dir.with_extension(format!("stderr.{}.{n}", std::process::id()));
         let _ = std::fs::create_dir_all(data_dir.parent().unwrap_or(Path::new("/tmp")));
         let err_file = std::fs::File::create(&stderr_log).map_err(|e| e.to_string())?;
-        let mut cmd = command_on(data_dir, shards, listen);
+        let mut cmd = command_on(data_dir, shards, listen, over);
         cmd.args(args)
             .envs(env.iter().copied())
             .env_remove("CHATD_JWT_SECRET")
@@ -197,13 +261,25 @@ impl Server {
         let token = flag("--admin-token");
         let clustered = flag("--cluster").is_some();
         match Server::started(&mut child, data_dir, &stderr_log, token, clustered) {
-            Ok((chatd, statusd, admin, admin_token)) => Ok(Server {
+            Ok(([chatd, statusd, admin, ws], admin_token)) => Ok(Server {
                 child: Some(child),
-                chatd,
-                statusd,
+                chatd: Endpoint {
+                    service: Svc::Chatd,
+                    tcp: chatd,
+                    ws,
+                    transport: over,
+                },
+                statusd: Endpoint {
+                    service: Svc::Statusd,
+                    tcp: statusd,
+                    ws,
+                    transport: over,
+                },
+                ws,
                 admin,
-                api: AdminClient::new(admin, admin_token.clone()).map_err(|e| e.to_string())?,
-                api_anonymous: AdminClient::anonymous(admin).map_err(|e| e.to_string())?,
+                api: admin_client_over(over, admin, Some(&admin_token)),
+                api_anonymous: admin_client_over(over, admin, None),
+                transport: over,
                 admin_token,
                 data_dir: data_dir.to_path_buf(),
                 shards,
@@ -219,15 +295,15 @@ impl Server {
         }
     }
 
-    /// Reads the three listening lines and the admin token of a server
-    /// just spawned.
+    /// Reads the listening lines (chatd, statusd, admin, ws) and the
+    /// admin token of a server just spawned.
     fn started(
         child: &mut Child,
         data_dir: &Path,
         stderr_log: &Path,
         admin_token: Option<String>,
         clustered: bool,
-    ) -> Result<(SocketAddr, SocketAddr, SocketAddr, String), String> {
+    ) -> Result<(Listen, String), String> {
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let mut addr = |name: &str| -> Result<SocketAddr, String> {
@@ -249,6 +325,7 @@ impl Server {
         let chatd = addr("chatd")?;
         let statusd = addr("statusd")?;
         let admin = addr("admin")?;
+        let ws = addr("ws")?;
         if clustered {
             // Protocol 10: printed once the relations are loaded, before
             // the listeners accept.
@@ -268,7 +345,7 @@ impl Server {
                 std::fs::read_to_string(data_dir.join("admin.token")).map_err(|e| e.to_string())?
             }
         };
-        Ok((chatd, statusd, admin, admin_token.trim().to_string()))
+        Ok(([chatd, statusd, admin, ws], admin_token.trim().to_string()))
     }
 
     /// The server's pid.
@@ -425,11 +502,7 @@ pub fn http(
     body: Option<&str>,
     token: Option<&str>,
 ) -> (u16, String) {
-    let api = match token {
-        Some(t) => AdminClient::new(addr, t),
-        None => AdminClient::anonymous(addr),
-    }
-    .expect("admin client");
+    let api = admin_client(addr, token);
     let resp = api
         .request(method, path, body)
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
@@ -460,7 +533,7 @@ pub enum Ev {
 
 /// Reads bytes until one whole command decodes.
 fn read_until<T>(
-    s: &mut TcpStream,
+    s: &mut Wire,
     buf: &mut Vec<u8>,
     mut decode: impl FnMut(&[u8]) -> Option<(T, usize)>,
 ) -> Option<T> {
@@ -490,7 +563,7 @@ fn read_until<T>(
 /// false if it stays open and silent that long. Fails if a whole command
 /// or any new byte arrives instead: the caller expects nothing but the
 /// close.
-fn closed_within(s: &mut TcpStream, buf: &[u8], d: Duration) -> bool {
+fn closed_within(s: &mut Wire, buf: &[u8], d: Duration) -> bool {
     assert!(buf.is_empty(), "unread bytes before an expected close");
     s.set_read_timeout(Some(d.max(Duration::from_millis(1))))
         .expect("timeout");
@@ -506,7 +579,7 @@ fn closed_within(s: &mut TcpStream, buf: &[u8], d: Duration) -> bool {
 
 /// A chatd client over a real socket.
 pub struct ChatdClient {
-    pub stream: TcpStream,
+    pub stream: Wire,
     buf: Vec<u8>,
     pub client_id: u32,
     pub user: u64,
@@ -514,11 +587,9 @@ pub struct ChatdClient {
 
 impl ChatdClient {
     /// Connects without logging in.
-    pub fn connect(addr: SocketAddr) -> ChatdClient {
-        let stream = TcpStream::connect(addr).expect("connect chatd");
-        stream.set_nodelay(true).expect("nodelay");
+    pub fn connect(ep: Endpoint) -> ChatdClient {
         ChatdClient {
-            stream,
+            stream: ep.open(),
             buf: Vec::new(),
             client_id: 0,
             user: 0,
@@ -647,7 +718,7 @@ pub type SEv = sw::Event;
 
 /// A statusd client over a real socket.
 pub struct StatusdClient {
-    pub stream: TcpStream,
+    pub stream: Wire,
     buf: Vec<u8>,
     pub user: u64,
     /// The login dump: (userid, presence) in arrival order.
@@ -658,11 +729,9 @@ pub struct StatusdClient {
 
 impl StatusdClient {
     /// Connects without logging in.
-    pub fn connect(addr: SocketAddr) -> StatusdClient {
-        let stream = TcpStream::connect(addr).expect("connect statusd");
-        stream.set_nodelay(true).expect("nodelay");
+    pub fn connect(ep: Endpoint) -> StatusdClient {
         StatusdClient {
-            stream,
+            stream: ep.open(),
             buf: Vec::new(),
             user: 0,
             dump: Vec::new(),
@@ -850,11 +919,21 @@ impl Server {
 }
 
 impl ChatdClient {
-    /// Wraps an already connected stream (made with special socket options).
-    pub fn from_stream(stream: TcpStream) -> ChatdClient {
-        stream.set_nodelay(true).expect("nodelay");
+    /// Wraps a connection whose transport the test set up itself.
+    pub fn from_wire(stream: Wire) -> ChatdClient {
         ChatdClient {
             stream,
+            buf: Vec::new(),
+            client_id: 0,
+            user: 0,
+        }
+    }
+
+    /// Wraps a socket already connected to `ep.addr()` (made with special
+    /// socket options), after the transport's handshakes.
+    pub fn from_stream(ep: Endpoint, stream: TcpStream) -> ChatdClient {
+        ChatdClient {
+            stream: ep.over(stream),
             buf: Vec::new(),
             client_id: 0,
             user: 0,

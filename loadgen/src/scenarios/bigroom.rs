@@ -276,10 +276,12 @@ fn online(
     let pid = env.target.pid;
     let target = env.target.clone();
     let (admin_addr, admin_token) = (target.admin, target.admin_token.clone());
+    let admin_tls = target.chatd.tls.clone();
     let (outs, shared) = on_threads("bigroom", 1, run.quiet, |_, shared| {
         let tokens = tokens.clone();
         let target = target.clone();
         let admin_token = admin_token.clone();
+        let admin_tls = admin_tls.clone();
         async move {
             let o = Rc::new(Online {
                 base,
@@ -310,10 +312,10 @@ fn online(
                 |i| {
                     let (o, dump) = (o.clone(), dump.clone());
                     let token = tokens[i].clone();
-                    let addr = target.statusd;
+                    let addr = target.statusd.clone();
                     let sips = run.source_ips;
                     async move {
-                        login_statusd(addr, i, sips, &token, LOGIN_PRESENCE, |u, pr| {
+                        login_statusd(&addr, i, sips, &token, LOGIN_PRESENCE, |u, pr| {
                             dump.set(dump.get() + 1);
                             o.on_pres(i, u, pr, true);
                         })
@@ -373,8 +375,9 @@ fn online(
             let toggles = p.membership_ops;
             let toggler = (toggles > 0).then(|| {
                 let token = admin_token.clone();
+                let tls = admin_tls.clone();
                 std::thread::spawn(move || -> Result<Vec<f64>, ProvisionError> {
-                    let mut admin = Admin::new(admin_addr, &token);
+                    let mut admin = Admin::new(admin_addr, &token, tls);
                     let mut ms = Vec::with_capacity(2 * toggles);
                     for t in 0..toggles {
                         let user = base + (k - t) as u64;

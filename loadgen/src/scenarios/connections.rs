@@ -147,12 +147,12 @@ async fn thread(
         let token = tokens.get(&i).cloned().unwrap_or_default();
         let room = base + (i / p.members) as u64;
         let (sem, out, stop, handles) = (sem.clone(), out.clone(), stop.clone(), handles.clone());
-        let addr = env.target.chatd;
+        let ep = env.target.chatd.clone();
         let sips = run.source_ips;
         logins.push(tokio::task::spawn_local(async move {
             let permit = sem.acquire().await;
             let t0 = now_ns();
-            let res = login_chatd(addr, i, sips, &token, &[room]).await;
+            let res = login_chatd(&ep, i, sips, &token, &[room]).await;
             drop(permit);
             let now = now_ns();
             let mut o = out.borrow_mut();

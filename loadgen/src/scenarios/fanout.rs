@@ -16,7 +16,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -32,6 +31,7 @@ use crate::client::{ClientError, Reader, Writer};
 use crate::measure::{now_ns, sleep_until_ns, Arrival, Stamp, Track, Window, STAMP_LEN};
 use crate::pacer::{paced, Schedule};
 use crate::report::Report;
+use crate::transport::Endpoint;
 use crate::wire::{self, Frame, Frames, Open, Pongs, PubSub};
 
 /// One sender's shared state.
@@ -174,14 +174,20 @@ pub fn run(env: &Env<'_>, p: &FanoutParams) -> Result<Report, ScenarioError> {
         async move {
             match p.target {
                 PubSubTarget::Chatd | PubSubTarget::Floor => {
-                    let addr = env.target.chatd;
-                    thread(wire::Chatd, addr, env, p, plan, tokens, t, shared).await
+                    let ep = env.target.chatd.clone();
+                    thread(wire::Chatd, ep, env, p, plan, tokens, t, shared).await
                 }
                 PubSubTarget::Redis => {
-                    thread(wire::Redis, p.redis, env, p, plan, tokens, t, shared).await
+                    let ep = Endpoint::tcp(p.redis);
+                    thread(wire::Redis, ep, env, p, plan, tokens, t, shared).await
                 }
                 PubSubTarget::Nats => {
-                    thread(wire::Nats, p.nats, env, p, plan, tokens, t, shared).await
+                    // --transport ws: NATS's own WebSocket listener at --nats.
+                    let ep = Endpoint {
+                        ws_path: env.target.chatd.ws().then_some("/"),
+                        ..Endpoint::tcp(p.nats)
+                    };
+                    thread(wire::Nats, ep, env, p, plan, tokens, t, shared).await
                 }
             }
         }
@@ -215,7 +221,7 @@ pub fn run(env: &Env<'_>, p: &FanoutParams) -> Result<Report, ScenarioError> {
 #[allow(clippy::too_many_arguments)]
 async fn thread<P: PubSub>(
     wire: P,
-    addr: SocketAddr,
+    ep: Endpoint,
     env: &Env<'_>,
     p: &FanoutParams,
     plan: Plan,
@@ -234,13 +240,13 @@ async fn thread<P: PubSub>(
             let idx = r * plan.slots + s;
             // A cluster's nodes round-robin (the chatd wire only: the
             // pub/sub baselines have one server).
-            let addr = if addr == env.target.chatd {
+            let ep = if ep.addr == env.target.chatd.addr {
                 env.target.chatd_for(idx)
             } else {
-                addr
+                ep.clone()
             };
             opens.push(Open {
-                addr,
+                ep,
                 index: idx,
                 source_ips: run.source_ips,
                 room: base + r as u64,

@@ -24,6 +24,7 @@ use crate::client::{login_chatd, Chatd, ClientError, Writer};
 use crate::measure::{self, now_ns, Latency, ThreadCpu, Verify, Window};
 use crate::provision::ProvisionError;
 use crate::report::{LoadgenCpu, Report, ServerStats};
+use crate::transport::Endpoint;
 use crate::wire;
 
 /// Delay between the last thread finishing setup and the load starting.
@@ -65,12 +66,13 @@ impl From<ProvisionError> for ScenarioError {
 /// The server under test.
 #[derive(Clone, Debug)]
 pub struct Target {
-    /// chatd listener.
-    pub chatd: SocketAddr,
-    /// Other nodes' chatd listeners (cluster mode, `--chatd-also`).
+    /// chatd, over the run's transport.
+    pub chatd: Endpoint,
+    /// Other nodes' chatd listeners (cluster mode, `--chatd-also`; plain
+    /// TCP runs).
     pub chatd_also: Vec<SocketAddr>,
-    /// statusd listener.
-    pub statusd: SocketAddr,
+    /// statusd, over the run's transport.
+    pub statusd: Endpoint,
     /// Admin API.
     pub admin: SocketAddr,
     /// Admin bearer token.
@@ -82,10 +84,13 @@ pub struct Target {
 impl Target {
     /// The chatd listener connection `index` uses: `--chatd` and every
     /// `--chatd-also`, round-robin.
-    pub fn chatd_for(&self, index: usize) -> SocketAddr {
+    pub fn chatd_for(&self, index: usize) -> Endpoint {
         match index % (1 + self.chatd_also.len()) {
-            0 => self.chatd,
-            i => self.chatd_also[i - 1],
+            0 => self.chatd.clone(),
+            i => Endpoint {
+                addr: self.chatd_also[i - 1],
+                ..self.chatd.clone()
+            },
         }
     }
 }
@@ -115,7 +120,8 @@ impl Env<'_> {
 
     /// An admin API client.
     pub fn admin(&self) -> crate::provision::Admin {
-        crate::provision::Admin::new(self.target.admin, &self.target.admin_token)
+        let tls = self.target.chatd.tls.clone();
+        crate::provision::Admin::new(self.target.admin, &self.target.admin_token, tls)
     }
 }
 
@@ -510,14 +516,15 @@ pub type LoginSpec = (usize, String, Vec<u64>);
 
 /// Logs in many chatd connections of one thread (see [`connect_many`]).
 pub async fn login_many(
-    addr: SocketAddr,
+    ep: &Endpoint,
     source_ips: u32,
     concurrency: usize,
     specs: Vec<LoginSpec>,
     progress: &Progress,
 ) -> Result<Vec<Chatd>, ClientError> {
-    connect_many(concurrency, specs, progress, |(idx, token, rooms)| async move {
-        login_chatd(addr, idx, source_ips, &token, &rooms).await
+    connect_many(concurrency, specs, progress, |(idx, token, rooms)| {
+        let ep = ep.clone();
+        async move { login_chatd(&ep, idx, source_ips, &token, &rooms).await }
     })
     .await
 }
@@ -556,7 +563,7 @@ pub async fn login_and_start(
 ) -> Option<(Vec<Chatd>, u64)> {
     let run = env.run;
     let conns = login_many(
-        env.target.chatd,
+        &env.target.chatd,
         run.source_ips,
         run.connect_concurrency,
         specs,

@@ -276,11 +276,11 @@ async fn thread(
             let view = views[k].clone();
             let acc2 = acc.clone();
             let ctx2 = ctx.clone();
-            let addr = env.target.statusd;
+            let ep = env.target.statusd.clone();
             let sips = run.source_ips;
             handles.push(tokio::task::spawn_local(async move {
                 let t0 = now_ns();
-                let res = login_statusd(addr, u, sips, &token, STORM_PRESENCE, |user, pres| {
+                let res = login_statusd(&ep, u, sips, &token, STORM_PRESENCE, |user, pres| {
                     let mut a = acc2.borrow_mut();
                     a.v.delivered += 1;
                     ctx2.on_pres(u, user, pres, &view, &mut a, None, true);
@@ -330,14 +330,15 @@ async fn thread(
             );
         }
     } else {
-        let (addr, sips) = (env.target.statusd, run.source_ips);
+        let (ep, sips) = (env.target.statusd.clone(), run.source_ips);
         let logins = connect_many(
             run.connect_concurrency,
             mine.clone(),
             &shared.progress,
             |u| {
                 let token = tokens.get(&u).cloned().unwrap_or_default();
-                async move { login_statusd(addr, u, sips, &token, 0, |_, _| {}).await }
+                let ep = ep.clone();
+                async move { login_statusd(&ep, u, sips, &token, 0, |_, _| {}).await }
             },
         );
         let Some((conns, s)) = start_after(shared, threads, "presence login", logins).await else {

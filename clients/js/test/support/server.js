@@ -29,6 +29,14 @@ export function chatdBin() {
  * `why`) when there is no runnable binary.
  */
 export function serverSupport() {
+  supported ??= probe();
+  return supported;
+}
+
+/** What `serverSupport` found (asked once per process). */
+let supported;
+
+function probe() {
   const bin = chatdBin();
   let help;
   try {
@@ -66,7 +74,9 @@ export function next(emitter, type, filter = () => true, ms = WAIT_MS) {
 export async function startServer({ ws = false, args = [], dataDir, listen = {} } = {}) {
   const tmp = dataDir ? null : fs.mkdtempSync(path.join(os.tmpdir(), 'chatd-js-'));
   const dir = dataDir ?? path.join(tmp, 'data');
-  const names = ['chatd', 'statusd', 'admin', ...(ws ? ['ws'] : [])];
+  // A binary with a WebSocket listener always gets a free port for it, so
+  // that no two test servers share its default port.
+  const names = ['chatd', 'statusd', 'admin', ...(ws || serverSupport().ws ? ['ws'] : [])];
   const argv = [];
   for (const n of names) argv.push(`--${n}-listen`, listen[n] ?? '127.0.0.1:0');
   argv.push('--shards', '2', '--no-pin', '--data-dir', dir, ...args);

@@ -415,3 +415,28 @@ fn a_room_whose_clients_are_all_on_one_node_costs_no_cluster_traffic() {
         before + 20.0
     );
 }
+
+#[test]
+fn a_node_restarted_with_its_id_takes_its_slot_back_and_replaces_its_old_self() {
+    let mut c = Cluster::start(2, 1);
+    c.at(0).add_contact(1, 2);
+    c.at(0).add_member(800, 1);
+    wait_until("relations on node 2", || members(c.at(1), 800) == vec![1]);
+    let slot = c.at(0).chatd(1).client_id >> 24;
+    let mut w = Watcher::login(c.at(1), 2, 1);
+    let _u = Watcher::login(c.at(0), 1, 3);
+    w.await_view(1, 3);
+
+    // kill -9, then the same --node-id again, on a fresh data dir: the
+    // relations come from JetStream, the slot is its own again, and the
+    // others drop what its old self told them (at its hello, or at the
+    // node timeout if the restart took longer).
+    c.nodes[0].kill();
+    c.nodes[0] = c.node("n1", &[]);
+    let mut a = c.at(0).chatd(1);
+    assert_eq!(a.client_id >> 24, slot, "client id {:#x}", a.client_id);
+    assert!(!a.join(800));
+    w.await_view(1, 0);
+    let _u = Watcher::login(c.at(0), 1, 4);
+    w.await_view(1, 4);
+}

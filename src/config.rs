@@ -316,6 +316,7 @@ mod tests {
             ("--max-connections-per-user", "0"),
             ("--max-rooms-per-conn", "0"),
             ("--max-rtmsg-len", "0"),
+            ("--node-timeout-ms", "99"),
             ("--chatd-listen", "localhost"),
             ("--admin-listen", "127.0.0.1"),
         ] {

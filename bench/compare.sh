@@ -34,6 +34,9 @@
 # DURATION (5) WARMUP (1) THREADS (1 loadgen thread) CHATD2 (1) WS (1) TLS (1)
 # CHATD_ARGS ("--no-pin": the clients share the cores, where tuning.md
 # measured pinned shards 23% slower).
+# BASE_BIN: a second chatd binary (say, main's build) run as one more
+# target, "chatd base" (1 shard), so that before and after are compared
+# in one run on the same box; BASE_REV labels it (default: "base").
 # QUICK=1: a smoke check in about two minutes (windows 64 256, 2 s runs,
 # paced at 25% only, no chatd2). Takes about 8 minutes by default.
 set -euo pipefail
@@ -58,6 +61,8 @@ CHATD2=${CHATD2:-1}
 WS=${WS:-1}
 TLS=${TLS:-1}
 CHATD_ARGS=${CHATD_ARGS:---no-pin}
+BASE_BIN=${BASE_BIN:-}
+BASE_REV=${BASE_REV:-base}
 # Agreement required between loadgen and fanclient (issue 12: 15%).
 AGREE_PCT=15
 
@@ -169,23 +174,29 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -su
     -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
     -keyout "$raw/tls-key.pem" -out "$raw/tls-cert.pem" 2>/dev/null
 
-# start_chatd NAME SHARDS: a chatd on free ports with a temp data dir.
+# start_chatd NAME SHARDS [ARGS...]: a chatd on free ports with a temp data
+# dir; chatd0 is BASE_BIN, which may predate the WebSocket listener (none
+# is asked of it).
 declare -A chatd_port admin_port admin_token chatd_pid ws_port
 start_chatd() {
     local name=$1 dir
     dir=$(mktemp -d /tmp/compare-chatd.XXXXXX)
     dirs+=("$dir")
+    local bin=target/release/chatd ws=(--ws-listen 127.0.0.1:0)
+    if [ "$name" = chatd0 ]; then bin=$BASE_BIN; ws=(); fi
     # shellcheck disable=SC2086
-    target/release/chatd --data-dir "$dir" --shards "$2" --chatd-listen 127.0.0.1:0 \
-        --statusd-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --ws-listen 127.0.0.1:0 $CHATD_ARGS "${@:3}" >"$raw/$name.log" 2>&1 &
+    "$bin" --data-dir "$dir" --shards "$2" --chatd-listen 127.0.0.1:0 \
+        --statusd-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "${ws[@]}" $CHATD_ARGS "${@:3}" >"$raw/$name.log" 2>&1 &
     chatd_pid[$name]=$!; pids+=("$!")
     chatd_port[$name]=$(listening_port "$raw/$name.log" chatd)
     admin_port[$name]=$(listening_port "$raw/$name.log" admin)
-    ws_port[$name]=$(listening_port "$raw/$name.log" ws)
+    if [ ${#ws[@]} -gt 0 ]; then ws_port[$name]=$(listening_port "$raw/$name.log" ws); fi
     admin_token[$name]=$(cat "$dir/admin.token")
 }
+targets=(floor)
+if [ -n "$BASE_BIN" ]; then start_chatd chatd0 1; targets+=(chatd0); fi
 start_chatd chatd1 1
-targets=(floor chatd1)
+targets+=(chatd1)
 if [ "$CHATD2" = 1 ]; then start_chatd chatd2 2; targets+=(chatd2); fi
 if [ "$WS" = 1 ]; then targets+=(chatd1ws); fi
 if [ "$TLS" = 1 ]; then
@@ -198,7 +209,7 @@ log "floor pid $floor_pid; chatd1 pid ${chatd_pid[chatd1]}; redis-server $("$RED
     "nats-server $("$NATS" --version | awk '{print $2}') pid $nats_pid"
 
 declare -A lg_args fc_args
-for t in chatd1 chatd2; do
+for t in chatd0 chatd1 chatd2; do
     [ -n "${chatd_pid[$t]:-}" ] || continue
     lg_args[$t]="--chatd 127.0.0.1:${chatd_port[$t]} --admin 127.0.0.1:${admin_port[$t]} --admin-token ${admin_token[$t]} --server-pid ${chatd_pid[$t]}"
     fc_args[$t]="--proto chatd --port ${chatd_port[$t]} --server-pid ${chatd_pid[$t]}"
@@ -274,7 +285,7 @@ fc() {
     fi
     fc_seq=$((fc_seq + 1))
     local base=$((2000000000000000 + fc_seq * 100000))
-    if [ "$tgt" = chatd1 ] || [ "$tgt" = chatd2 ]; then
+    if [ "$tgt" = chatd0 ] || [ "$tgt" = chatd1 ] || [ "$tgt" = chatd2 ]; then
         if ! provision_fc "$tgt" "$base" "$raw/tokens.txt"; then
             log "$tgt fanclient $name: provisioning through the admin API failed"
             echo '{"exit_code": 1}' >"$raw/$tgt-fc-$name.json"
@@ -334,7 +345,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a == "" |
 agree() { awk -v a="$1" -v b="$2" -v m="$AGREE_PCT" 'BEGIN { if (a == "-" || b == "-" || a == "" || b == "" || b + 0 <= 0) { print "-"; exit } d = (a - b) / b * 100; printf "%+.0f%%%s", d, (d > m || d < -m) ? " !" : "" }'; }
 failmark() { [ "$(jq -r '.exit_code // 1' "$1")" = 0 ] || printf ' FAIL'; }
 
-declare -A label=([floor]="floor" [chatd1]="chatd 1 shard" [chatd2]="chatd 2 shards" [redis]="redis" [nats]="nats"
+declare -A label=([floor]="floor" [chatd0]="chatd base ($BASE_REV, 1 shard)" [chatd1]="chatd 1 shard" [chatd2]="chatd 2 shards" [redis]="redis" [nats]="nats"
     [chatd1ws]="chatd 1 shard, ws" [chatd1tls]="chatd 1 shard, tls" [natsws]="nats, ws")
 # row TITLE FILE-SUFFIX EXPR FORMAT [RATIOS]: one value per target; RATIOS
 # yes adds chatd1/redis, chatd1/nats and chatd1/floor.
@@ -390,11 +401,11 @@ cell_trust() {
     echo "# chatd vs its floor, Redis and NATS: fan-out, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load average before the runs: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg). Clients and servers on the same box, loopback."
-    echo "Servers: chatd $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty'), floor (bench/floor.c), redis-server $("$REDIS" --version | awk '{print $3}' | sed 's/v=//'), nats-server $("$NATS" --version | awk '{print $2}')."
+    echo "Servers: chatd $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty'), floor (bench/floor.c), redis-server $("$REDIS" --version | awk '{print $3}' | sed 's/v=//'), nats-server $("$NATS" --version | awk '{print $2}')$([ -n "$BASE_BIN" ] && echo "; chatd base: $BASE_REV ($BASE_BIN)")."
     echo "Workload: $ROOMS rooms x $MEMBERS receivers, $PUBLISHERS publisher(s) per room on its own connection (in chatd and the floor a room member), $SIZE-byte payloads: $MEMBERS deliveries per message; $THREADS loadgen thread(s)."
     echo "Saturation: \`loadgen fanout --max --window W\` for W in $WINDOWS, ${SAT_DURATION} s each after ${WARMUP} s warm-up; each target's figure is its best window. Paced: ${DURATION} s at ${RATE_PCTS// /, } % of chatd 1 shard's saturation rate (${rates[*]} msg/s)."
     echo "chatd runs with: ${CHATD_ARGS:-(defaults)}."
-    echo "Command: \`bench/compare.sh\` (ROOMS=$ROOMS MEMBERS=$MEMBERS PUBLISHERS=$PUBLISHERS SIZE=$SIZE WINDOWS=\"$WINDOWS\" RATE_PCTS=\"$RATE_PCTS\" SAT_DURATION=$SAT_DURATION DURATION=$DURATION THREADS=$THREADS QUICK=$QUICK)"
+    echo "Command: \`bench/compare.sh\` (ROOMS=$ROOMS MEMBERS=$MEMBERS PUBLISHERS=$PUBLISHERS SIZE=$SIZE WINDOWS=\"$WINDOWS\" RATE_PCTS=\"$RATE_PCTS\" SAT_DURATION=$SAT_DURATION DURATION=$DURATION THREADS=$THREADS QUICK=$QUICK${BASE_BIN:+ BASE_BIN=$BASE_BIN BASE_REV=$BASE_REV})"
     echo
     printf '| |'; for t in "${targets[@]}"; do printf ' %s |' "${label[$t]}"; done; echo ' chatd/redis | chatd/nats | chatd/floor |'
     printf '|---|'; for _ in "${targets[@]}"; do printf -- '---|'; done; echo '---|---|---|'

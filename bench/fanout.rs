@@ -1,8 +1,14 @@
 //! Fan-out of one room broadcast, sans-IO: the room state machine picks the
-//! recipients and a clone of one shared `Bytes` frame is queued on each
-//! recipient's [`OutQueue`], as a shard does for an OP_RTMSG to `0/0`.
+//! recipients and one shared `Bytes` frame is queued on each recipient's
+//! [`OutQueue`] (copied into its output chunk from the shard's
+//! [`ChunkPool`]), as a shard does for an OP_RTMSG to `0/0`.
 //!
-//! - `fanout/local/N`: every recipient on the room's home shard.
+//! - `fanout/local/N`: every recipient on the room's home shard, each
+//!   queue written after every broadcast (a reader that keeps up with a
+//!   paced sender: one frame per write).
+//! - `fanout/local_burst/N`: the same, but queues are written after every
+//!   [`BURST`] broadcasts (saturation: many frames per write, chunks
+//!   filling and growing).
 //! - `fanout/across_shards/N`: recipients split over two fake shards by
 //!   connection id; the remote half goes through a crossbeam channel to a
 //!   second thread that queues them (the shard mesh's `Deliver`); the list
@@ -23,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use chatd::core::room::{RoomOutput, Rooms};
+use chatd::net::chunk::ChunkPool;
 use chatd::net::outbuf::{Flush, OutQueue};
 use chatd::shard::pool::ListPool;
 use chatd_proto::chatd::{self as cw, Event};
@@ -68,8 +75,10 @@ const CHAT: u64 = 7;
 const SENDER: u64 = u64::MAX;
 /// Queue cap: far above what one iteration queues.
 const CAP: usize = 4 << 20;
-/// Frames per vectored write, as the server's writer.
+/// Segments per vectored write, as the server's epoll writer.
 const IOVECS: usize = 64;
+/// Broadcasts between two writes in the burst case.
+const BURST: usize = 64;
 
 /// A room with `n` recipients (connections 0..n, one user each) and the
 /// sender, all joined.
@@ -101,11 +110,11 @@ fn frame() -> Bytes {
 }
 
 /// Drains `q` as a writer whose socket takes everything.
-fn drain(q: &mut OutQueue, batch: &mut Vec<Bytes>) {
+fn drain(q: &mut OutQueue, batch: &mut Vec<Bytes>, pool: &mut ChunkPool) {
     while !q.is_empty() {
         q.take_batch(batch, IOVECS);
         let n: usize = batch.iter().map(Bytes::len).sum();
-        q.written(batch, n);
+        q.written(batch, n, pool);
     }
 }
 
@@ -113,6 +122,7 @@ fn drain(q: &mut OutQueue, batch: &mut Vec<Bytes>) {
 struct Local {
     rooms: Rooms<u64>,
     queues: Vec<OutQueue>,
+    chunks: ChunkPool,
     recipients: Vec<u64>,
     batch: Vec<Bytes>,
     frame: Bytes,
@@ -123,27 +133,50 @@ impl Local {
         Local {
             rooms: room(n),
             queues: (0..n).map(|_| OutQueue::default()).collect(),
+            chunks: ChunkPool::default(),
             recipients: Vec::with_capacity(n as usize),
             batch: Vec::with_capacity(IOVECS),
             frame: frame(),
         }
     }
 
-    /// One broadcast: recipients, one clone per queue, drain.
-    fn broadcast(&mut self) {
+    /// One broadcast: recipients, the frame queued on each.
+    fn queue(&mut self) {
         self.recipients.clear();
         self.rooms
             .recipients(CHAT, SENDER, 0, 0, &mut self.recipients)
             .expect("sender joined");
         for &c in &self.recipients {
             let _ = self.queues[c as usize]
-                .push(self.frame.clone(), CAP, Flush::Now)
+                .push(&self.frame, CAP, Flush::Now, &mut self.chunks)
                 .expect("under the cap");
         }
+    }
+
+    /// Every recipient's queue written.
+    fn drain_all(&mut self) {
         for &c in &self.recipients {
-            drain(&mut self.queues[c as usize], &mut self.batch);
+            drain(
+                &mut self.queues[c as usize],
+                &mut self.batch,
+                &mut self.chunks,
+            );
         }
         black_box(&self.queues);
+    }
+
+    /// One broadcast, then every queue written.
+    fn broadcast(&mut self) {
+        self.queue();
+        self.drain_all();
+    }
+
+    /// [`BURST`] broadcasts, then every queue written.
+    fn burst(&mut self) {
+        for _ in 0..BURST {
+            self.queue();
+        }
+        self.drain_all();
     }
 }
 
@@ -157,17 +190,18 @@ enum Job {
 /// The second shard's thread: its own queues, drained after each job.
 fn remote_shard(n: u64, jobs: Receiver<Job>, done: Sender<()>, pool: Arc<ListPool<u64>>) {
     let mut queues: Vec<OutQueue> = (0..n).map(|_| OutQueue::default()).collect();
+    let mut chunks = ChunkPool::default();
     let mut batch = Vec::with_capacity(IOVECS);
     for job in jobs {
         match job {
             Job::Deliver(frame, conns) => {
                 for &c in &conns {
                     let _ = queues[c as usize]
-                        .push(frame.clone(), CAP, Flush::Now)
+                        .push(&frame, CAP, Flush::Now, &mut chunks)
                         .expect("under the cap");
                 }
                 for &c in &conns {
-                    drain(&mut queues[c as usize], &mut batch);
+                    drain(&mut queues[c as usize], &mut batch, &mut chunks);
                 }
                 pool.give(conns);
             }
@@ -218,7 +252,7 @@ impl Across {
         for &c in &l.recipients {
             if c % 2 == 0 {
                 let _ = l.queues[c as usize]
-                    .push(l.frame.clone(), CAP, Flush::Now)
+                    .push(&l.frame, CAP, Flush::Now, &mut l.chunks)
                     .expect("under the cap");
             } else {
                 remote.push(c);
@@ -231,7 +265,7 @@ impl Across {
         }
         for &c in &l.recipients {
             if c % 2 == 0 {
-                drain(&mut l.queues[c as usize], &mut l.batch);
+                drain(&mut l.queues[c as usize], &mut l.batch, &mut l.chunks);
             }
         }
     }
@@ -253,8 +287,15 @@ impl Drop for Across {
     }
 }
 
-/// Allocations per delivery over `rounds` broadcasts after a warm-up.
-fn allocs_per_delivery(n: u64, rounds: u64, mut broadcast: impl FnMut(), sync: impl Fn()) -> f64 {
+/// Allocations per delivery over `rounds` calls of `broadcast` (each
+/// `per_call` broadcasts) after a warm-up.
+fn allocs_per_delivery(
+    n: u64,
+    rounds: u64,
+    per_call: u64,
+    mut broadcast: impl FnMut(),
+    sync: impl Fn(),
+) -> f64 {
     for _ in 0..1000 {
         broadcast();
     }
@@ -265,14 +306,19 @@ fn allocs_per_delivery(n: u64, rounds: u64, mut broadcast: impl FnMut(), sync: i
     }
     sync();
     let allocs = ALLOCS.load(Relaxed) - before;
-    allocs as f64 / (rounds * n) as f64
+    allocs as f64 / (rounds * per_call * n) as f64
 }
 
 fn fanout(c: &mut Criterion) {
     for &n in &SIZES {
         let mut l = Local::new(n);
-        let per = allocs_per_delivery(n, 10_000, || l.broadcast(), || {});
+        let per = allocs_per_delivery(n, 10_000, 1, || l.broadcast(), || {});
         eprintln!("fanout/local/{n}: {per:.4} allocations per delivery (steady state)");
+    }
+    for &n in &SIZES {
+        let mut l = Local::new(n);
+        let per = allocs_per_delivery(n, 200, BURST as u64, || l.burst(), || {});
+        eprintln!("fanout/local_burst/{n}: {per:.4} allocations per delivery (steady state)");
     }
     for &n in &SIZES {
         let mut a = Across::new(n);
@@ -282,7 +328,7 @@ fn fanout(c: &mut Criterion) {
             jobs.send(Job::Sync).expect("worker alive");
             done.recv().expect("worker alive");
         };
-        let per = allocs_per_delivery(n, 10_000, || a.broadcast(), sync);
+        let per = allocs_per_delivery(n, 10_000, 1, || a.broadcast(), sync);
         eprintln!("fanout/across_shards/{n}: {per:.4} allocations per delivery (steady state)");
     }
 
@@ -291,6 +337,14 @@ fn fanout(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n));
         let mut l = Local::new(n);
         g.bench_function(BenchmarkId::from_parameter(n), |b| b.iter(|| l.broadcast()));
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("fanout/local_burst");
+    for &n in &SIZES {
+        g.throughput(Throughput::Elements(n * BURST as u64));
+        let mut l = Local::new(n);
+        g.bench_function(BenchmarkId::from_parameter(n), |b| b.iter(|| l.burst()));
     }
     g.finish();
 

@@ -47,7 +47,7 @@ pub const SHARDS_MAX: usize = 1 << 10;
 pub const CONN_SLOTS_MAX: usize = 1 << 22;
 
 /// Most connection slots a shard reserves at start: address space
-/// (about 56 MiB at 224 bytes a slot), resident only once used; past this
+/// (about 50 MiB at 200 bytes a slot), resident only once used; past this
 /// its slab grows by doubling. Kept well below "unlimited", which an
 /// unlimited open-file limit would otherwise ask for.
 pub const CONN_SLOTS_RESERVED_MAX: usize = 1 << 18;
@@ -66,24 +66,62 @@ pub const READ_BUF_IDLE: usize = 64;
 /// frames' worth to keep up.
 pub const READ_BUF_MAX: usize = 256 * 1024;
 
-/// Frames a connection's queue holds before further frames are queued as
-/// private copies. A frame shares the buffer it was cut from (a sender's
-/// read buffer, up to [`READ_BUF_MAX`], or an arena chunk), and a frame
-/// kept queued keeps that whole buffer alive while `--max-outbuf-bytes`
-/// counts only the frame's own bytes: a reader that stalls while a sender
-/// interleaves tiny messages to it with large ones elsewhere pinned 2.6 GB
-/// under a 1 MiB cap. Past this many frames the queue holds copies, so a
+/// Frames this large or larger are queued shared (a reference to the
+/// buffer they were cut from, no copy); smaller ones are copied into the
+/// connection's output chunk ([`OUT_CHUNK_MIN`]..[`OUT_CHUNK_MAX`]). A
+/// copy makes a write one contiguous buffer instead of one piece per
+/// delivery, which is where the kernel's time went (issue 13: with one
+/// iovec per 153-byte delivery the kernel spent 176-201 ns per delivery,
+/// the floor's contiguous buffer 40-78 ns); but a copy costs in
+/// proportion to the frame while the per-piece cost it saves does not.
+/// Measured, every frame copied against every frame shared (deliveries
+/// per server CPU-second, 100 rooms x 10): copying wins by ~19% at 128-byte
+/// payloads, they are even at 256, and sharing wins from 384 (+13%) to
+/// 16 KiB (+40-200%). bench/results/profiles-20261206.md.
+pub const OUT_SHARE_MIN_BYTES: usize = 512;
+
+/// Smallest output chunk: what a connection that is sent one small frame
+/// holds until it is written (a few frames of room).
+pub const OUT_CHUNK_MIN: usize = 512;
+
+/// Largest output chunk: a connection whose chunk fills before a write
+/// empties it takes one twice as large, up to this (a power of two times
+/// [`OUT_CHUNK_MIN`]); past it a burst spans several chunks, each one
+/// piece of the write.
+pub const OUT_CHUNK_MAX: usize = 64 * 1024;
+
+/// Most bytes of free output chunks a shard keeps for reuse. Above it a
+/// chunk given back is freed: this is what a shard holds after a burst is
+/// written, whatever the number of connections. 16 MiB keeps a chunk of
+/// 8 KiB (a write's worth at saturation, measured) for each of 2,000
+/// busy connections, so a steady load allocates none (`cargo bench
+/// --bench fanout`, `local_burst`).
+pub const OUT_POOL_BYTES_MAX: usize = 16 << 20;
+
+/// Segments a connection's queue holds before even large frames are
+/// copied instead of shared. A shared frame keeps the whole buffer it was
+/// cut from alive (a sender's read buffer, up to [`READ_BUF_MAX`], or an
+/// arena chunk) while `--max-outbuf-bytes` counts only the frame's bytes:
+/// a reader that stalled while a sender interleaved tiny messages to it
+/// with large ones elsewhere once pinned 2.6 GB under a 1 MiB cap. Small
+/// frames are always copied now, and past this many segments (shared
+/// frames, and filled chunks not yet written) large ones are too, so a
 /// lagging connection pins at most this many shared buffers (8 MiB at
-/// worst) beyond its cap. Healthy connections (a few to ~16 frames between
-/// writes at saturation) never reach it, so fan-out stays zero-copy.
+/// worst) beyond its cap. A healthy connection rarely has more than a few
+/// large frames queued between writes.
 pub const SHARED_FRAMES_QUEUED_MAX: usize = 32;
 
-/// What a queued frame costs beyond its bytes, charged against
-/// `--max-outbuf-bytes`: its slot in the queue (a 32-byte `Bytes`, in a
-/// ring that grows by doubling) and, past [`SHARED_FRAMES_QUEUED_MAX`],
-/// its private copy's allocation. Counting only bytes let a client that
-/// floods 1-byte keepalives without reading its answers hold about 1.5 GB
-/// under the default 32 MiB cap.
+/// What a queued segment (a shared frame, or a filled chunk not written
+/// yet) costs beyond its bytes, charged against `--max-outbuf-bytes`: its
+/// slot in the queue (a 32-byte `Bytes`, in a ring that grows by
+/// doubling). Copied frames cost exactly their bytes: they sit back to
+/// back in the connection's chunk, so a client that floods 1-byte
+/// keepalives without reading its answers holds what the cap says (before
+/// chunks, each such frame had a slot of its own, and counting only bytes
+/// let it hold about 1.5 GB under the default 32 MiB cap). What a
+/// connection holds beyond the charge is bounded: its current chunk's
+/// free space and the written part of the segment being written, each at
+/// most [`OUT_CHUNK_MAX`], plus the shared buffers above.
 pub const QUEUED_FRAME_OVERHEAD: usize = 64;
 
 /// Most frames gathered into one vectored write (`IOV_MAX` is 1024).

@@ -157,8 +157,20 @@ impl Stream {
 
     /// Writes as much of `bufs`, in order, as the socket takes in one
     /// vectored write; returns the bytes written.
-    pub async fn writev(&self, bufs: Vec<Bytes>) -> (io::Result<usize>, Vec<Bytes>) {
+    ///
+    /// A batch of one buffer (the usual case: a connection's output chunk)
+    /// is a plain write on io_uring, which spares tokio-uring's `writev`
+    /// its iovec array (an allocation per write) and the kernel its copy.
+    pub async fn writev(&self, mut bufs: Vec<Bytes>) -> (io::Result<usize>, Vec<Bytes>) {
         match self {
+            Stream::Uring(s) if bufs.len() == 1 => {
+                let Some(one) = bufs.pop() else {
+                    return (Ok(0), bufs);
+                };
+                let (res, one) = s.write(one).submit().await;
+                bufs.push(one);
+                (res, bufs)
+            }
             Stream::Uring(s) => s.writev(bufs).await,
             Stream::Epoll(s) => loop {
                 if let Err(e) = s.writable().await {

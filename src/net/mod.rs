@@ -7,6 +7,7 @@
 //! `shard::writer`).
 
 pub mod arena;
+pub mod chunk;
 pub mod io;
 pub mod listener;
 pub mod outbuf;

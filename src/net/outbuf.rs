@@ -1,9 +1,21 @@
-//! A connection's outbound queue: frames shared by reference (`Bytes`),
-//! a byte count capped by `--max-outbuf-bytes`, and the waker of the
-//! connection's writer task.
+//! A connection's outbound queue: small frames copied into one contiguous
+//! chunk, large frames shared by reference (`Bytes`), a byte count capped
+//! by `--max-outbuf-bytes`, and the waker of the connection's writer task.
 //!
-//! Frames are never copied here: a room broadcast queues clones of one
-//! `Bytes` (a reference-count increment) on every recipient.
+//! Small frames (below [`limits::OUT_SHARE_MIN_BYTES`]: every command the
+//! server sends but large messages) are copied, back to back, into the
+//! connection's current output chunk, taken from the shard's
+//! [`ChunkPool`] when the connection gets output and given back once it is
+//! written, so a write is one buffer however many frames it carries, and
+//! an idle connection holds no chunk. Large frames are queued as clones of
+//! the one `Bytes` a broadcast shares (a reference-count increment), as
+//! long as the queue holds fewer than [`limits::SHARED_FRAMES_QUEUED_MAX`]
+//! segments; past that (a lagging reader) they are copied too, so what a
+//! connection pins stays near what the cap counts.
+//!
+//! The queue is a list of frozen segments (shared frames, and the parts of
+//! chunks already handed to a write or filled) followed by the current
+//! chunk's unwritten bytes; order on the socket is push order.
 //!
 //! A connection has a writer task only while it has output: the queue
 //! says when one must be started ([`Wake::Spawn`]), and a writer that
@@ -18,8 +30,9 @@
 use std::collections::VecDeque;
 use std::task::Waker;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 
+use super::chunk::{class_bytes, ChunkPool, CLASSES};
 use crate::limits;
 
 /// Why a frame was not queued.
@@ -81,9 +94,12 @@ pub enum Next {
 /// Frames waiting to be written to one connection.
 #[derive(Default)]
 pub struct OutQueue {
-    frames: VecDeque<Bytes>,
-    /// Bytes in `frames` (after any partial write of the first one).
-    queued_bytes: usize,
+    /// The queued output; boxed, and there only while the connection has
+    /// output or a writer, so that an idle connection holds one pointer
+    /// (a connection's state is most of what an idle one costs).
+    out: Option<Box<Pending>>,
+    /// Bytes queued and not yet written.
+    bytes: usize,
     /// The writer task.
     writer: Writer,
     /// The writer wrote since the last tick.
@@ -94,81 +110,233 @@ pub struct OutQueue {
     batched: bool,
 }
 
+/// What an [`OutQueue`] holds while it has output.
+#[derive(Default)]
+struct Pending {
+    /// Frozen output, in order: shared frames, and chunk parts that were
+    /// filled or handed to a write that did not take them whole.
+    segs: VecDeque<Bytes>,
+    /// The current chunk; its bytes (copied frames) follow `segs`. `None`
+    /// while nothing copied waits: a chunk goes back to the pool as soon
+    /// as it is written.
+    chunk: Option<BytesMut>,
+    /// Size class of `chunk`, or of the next one.
+    class: u8,
+}
+
+impl Pending {
+    /// True when nothing waits to be written.
+    fn is_empty(&self) -> bool {
+        self.segs.is_empty() && self.chunk.as_ref().is_none_or(|c| c.is_empty())
+    }
+
+    /// Copies `frame` to the end of the current chunk, taking a new one
+    /// (from `pool`) whenever it is full; a frame may span two chunks.
+    fn copy_in(&mut self, frame: &[u8], pool: &mut ChunkPool) {
+        let mut rest = frame;
+        while !rest.is_empty() {
+            let chunk = match &mut self.chunk {
+                Some(chunk) if chunk.capacity() > chunk.len() => chunk,
+                _ => self.next_chunk(pool),
+            };
+            let n = rest.len().min(chunk.capacity() - chunk.len());
+            // Within the capacity: `extend_from_slice` does not reallocate.
+            chunk.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+    }
+
+    /// The current chunk is full (or there is none): its bytes become a
+    /// segment, it goes back to the pool (reused once they are written),
+    /// and a chunk of the next larger class becomes current.
+    fn next_chunk(&mut self, pool: &mut ChunkPool) -> &mut BytesMut {
+        if let Some(mut full) = self.chunk.take() {
+            if !full.is_empty() {
+                self.segs.push_back(full.split().freeze());
+            }
+            pool.give(full, self.class);
+            // It filled before a write emptied it: the next one is larger.
+            self.class = (self.class + 1).min(CLASSES as u8 - 1);
+        }
+        self.chunk.insert(pool.take(self.class))
+    }
+
+    /// Makes the current chunk's bytes a segment, so that what is queued
+    /// next (a shared frame) goes after them.
+    fn seal_chunk(&mut self) {
+        if let Some(chunk) = &mut self.chunk {
+            if !chunk.is_empty() {
+                self.segs.push_back(chunk.split().freeze());
+            }
+        }
+    }
+
+    /// Gives the current chunk back to `pool` once nothing of it waits to
+    /// be written; the class for the next one shrinks if this one was
+    /// mostly unused.
+    fn release_chunk(&mut self, pool: &mut ChunkPool) {
+        if !self.segs.is_empty() || self.chunk.as_ref().is_some_and(|c| !c.is_empty()) {
+            return;
+        }
+        if let Some(chunk) = self.chunk.take() {
+            // Its free space is what the connection never needed.
+            let mostly_unused = chunk.capacity() * 4 >= class_bytes(self.class) * 3;
+            pool.give(chunk, self.class);
+            if mostly_unused {
+                self.class = self.class.saturating_sub(1);
+            }
+        }
+    }
+}
+
 impl OutQueue {
-    /// Queues `frame` unless that would take the queue over `cap` bytes,
-    /// each frame charged its length plus [`limits::QUEUED_FRAME_OVERHEAD`].
-    /// An empty queue always takes one frame, so a message larger than the
-    /// cap (`--max-rtmsg-len` may exceed `--max-outbuf-bytes`) still reaches
-    /// a reader that keeps up; memory stays bounded by cap + one frame.
-    pub fn push(&mut self, frame: Bytes, cap: usize, flush: Flush) -> Result<Wake, PushError> {
-        let cost = frame.len() + limits::QUEUED_FRAME_OVERHEAD;
-        if self.queued_bytes > 0 && self.queued_bytes + cost > cap {
+    /// Queues `frame` unless that would take the queue over `cap` bytes
+    /// (as [`OutQueue::queued_bytes`] counts them). An empty queue always
+    /// takes one frame, so a message larger than the cap
+    /// (`--max-rtmsg-len` may exceed `--max-outbuf-bytes`) still reaches a
+    /// reader that keeps up; memory stays bounded by cap + one frame.
+    #[inline]
+    pub fn push(
+        &mut self,
+        frame: &Bytes,
+        cap: usize,
+        flush: Flush,
+        pool: &mut ChunkPool,
+    ) -> Result<Wake, PushError> {
+        // The common case, kept small enough to inline into fan-out: a
+        // small frame that fits the current chunk. (An empty frame, a
+        // transport's marker, wraps to usize::MAX: it is a segment of its
+        // own, see `push_slow`.)
+        if frame.len().wrapping_sub(1) < limits::OUT_SHARE_MIN_BYTES - 1 {
+            if let Some(p) = self.out.as_deref_mut() {
+                if let Some(chunk) = &mut p.chunk {
+                    if chunk.capacity() - chunk.len() >= frame.len() {
+                        let queued = self.bytes + p.segs.len() * limits::QUEUED_FRAME_OVERHEAD;
+                        if queued > 0 && queued + frame.len() > cap {
+                            return Err(PushError::Full);
+                        }
+                        chunk.extend_from_slice(frame);
+                        self.bytes += frame.len();
+                        return Ok(self.pushed(flush));
+                    }
+                }
+            }
+        }
+        self.push_slow(frame, cap, flush, pool)
+    }
+
+    /// [`OutQueue::push`] for everything but a small frame that fits the
+    /// current chunk.
+    #[inline(never)]
+    fn push_slow(
+        &mut self,
+        frame: &Bytes,
+        cap: usize,
+        flush: Flush,
+        pool: &mut ChunkPool,
+    ) -> Result<Wake, PushError> {
+        let queued = self.queued_bytes();
+        let p = self.out.get_or_insert_with(Box::default);
+        // An empty frame is a transport's marker (where its own bytes go
+        // among the frames, `net::transport`): it keeps its place as a
+        // segment of its own, and pins nothing.
+        let share = frame.is_empty()
+            || (frame.len() >= limits::OUT_SHARE_MIN_BYTES
+                && p.segs.len() < limits::SHARED_FRAMES_QUEUED_MAX);
+        let cost = if share {
+            // A segment of its own, and one for the chunk's bytes before
+            // it, which are sealed into a segment.
+            let sealed = p.chunk.as_ref().is_some_and(|c| !c.is_empty());
+            frame.len() + (1 + usize::from(sealed)) * limits::QUEUED_FRAME_OVERHEAD
+        } else {
+            frame.len()
+        };
+        if queued > 0 && queued + cost > cap {
             return Err(PushError::Full);
         }
-        // A frame shares the buffer it was cut from; on a queue this long
-        // (the reader lags) it would keep that whole buffer alive while the
-        // cap counts only the frame, so it is queued as a private copy.
-        let frame = if self.frames.len() >= limits::SHARED_FRAMES_QUEUED_MAX {
-            Bytes::copy_from_slice(&frame)
+        if share {
+            p.seal_chunk();
+            p.segs.push_back(frame.clone());
         } else {
-            frame
-        };
-        self.queued_bytes += cost;
-        self.frames.push_back(frame);
-        Ok(match flush {
+            p.copy_in(frame, pool);
+        }
+        self.bytes += frame.len();
+        Ok(self.pushed(flush))
+    }
+
+    /// What a frame just queued with `flush` asks of the caller.
+    #[inline]
+    fn pushed(&mut self, flush: Flush) -> Wake {
+        match flush {
+            Flush::Now if matches!(self.writer, Writer::Running) => Wake::Done,
             Flush::Now => self.wake_writer(),
             Flush::Batched if std::mem::replace(&mut self.batched, true) => Wake::Done,
             Flush::Batched => Wake::Batch,
-        })
+        }
     }
 
     /// The shard's batch flush: the connection leaves the batch list, and
     /// its writer is woken if anything still waits (or started: `Spawn`).
     pub fn flush_batched(&mut self) -> Wake {
         self.batched = false;
-        if self.frames.is_empty() {
+        if self.is_empty() {
             return Wake::Done;
         }
         self.wake_writer()
     }
 
-    /// Bytes the queue is charged for: its frames' bytes (after any
-    /// partial write of the first one) plus the per-frame overhead.
+    /// Bytes the queue is charged for: its bytes not yet written plus
+    /// [`limits::QUEUED_FRAME_OVERHEAD`] per segment (copied frames share
+    /// their chunk and cost their bytes only).
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes
+        let segs = self.out.as_ref().map_or(0, |p| p.segs.len());
+        self.bytes + segs * limits::QUEUED_FRAME_OVERHEAD
     }
 
     /// True when nothing waits to be written.
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.out.as_ref().is_none_or(|p| p.is_empty())
     }
 
-    /// Moves up to `max` frames into `batch` for one vectored write. They
-    /// stay counted until [`OutQueue::written`] says how much went out.
+    /// Moves up to `max` segments into `batch` for one vectored write (the
+    /// current chunk's bytes are one segment). They stay counted until
+    /// [`OutQueue::written`] says how much went out.
     pub fn take_batch(&mut self, batch: &mut Vec<Bytes>, max: usize) {
-        let n = self.frames.len().min(max);
-        batch.extend(self.frames.drain(..n));
+        let Some(p) = self.out.as_deref_mut() else {
+            return;
+        };
+        let n = p.segs.len().min(max);
+        batch.extend(p.segs.drain(..n));
+        if p.segs.is_empty() && batch.len() < max {
+            if let Some(chunk) = &mut p.chunk {
+                if !chunk.is_empty() {
+                    batch.push(chunk.split().freeze());
+                }
+            }
+        }
     }
 
-    /// After a write of `batch` that wrote `n` bytes: uncounts them (and
-    /// the overhead of each frame written whole) and puts the unwritten
-    /// rest back at the front, in order.
-    pub fn written(&mut self, batch: &mut Vec<Bytes>, mut n: usize) {
-        let wrote = n;
-        let mut rest = 0;
-        for frame in batch.iter_mut() {
-            if n >= frame.len() {
-                n -= frame.len();
-                rest += 1;
+    /// After a write of `batch` that wrote `n` bytes: uncounts them and
+    /// puts the unwritten rest back at the front, in order; a chunk with
+    /// nothing left to write goes back to `pool`.
+    pub fn written(&mut self, batch: &mut Vec<Bytes>, mut n: usize, pool: &mut ChunkPool) {
+        self.bytes -= n.min(self.bytes);
+        let mut done = 0;
+        for seg in batch.iter_mut() {
+            if n >= seg.len() {
+                n -= seg.len();
+                done += 1;
             } else {
-                frame.advance(n);
+                seg.advance(n);
                 break;
             }
         }
-        let uncharged = wrote + rest * limits::QUEUED_FRAME_OVERHEAD;
-        self.queued_bytes -= uncharged.min(self.queued_bytes);
-        for frame in batch.drain(rest..).rev() {
-            self.frames.push_front(frame);
+        if done < batch.len() || self.out.is_some() {
+            let p = self.out.get_or_insert_with(Box::default);
+            for seg in batch.drain(done..).rev() {
+                p.segs.push_front(seg);
+            }
+            p.release_chunk(pool);
         }
         batch.clear();
     }
@@ -182,7 +350,7 @@ impl OutQueue {
         closing: bool,
         waker: &Waker,
     ) -> Option<Next> {
-        if !self.frames.is_empty() {
+        if !self.is_empty() {
             self.take_batch(batch, max);
             self.busy_this_tick = true;
             self.writer = Writer::Running;
@@ -236,7 +404,7 @@ impl OutQueue {
         if !matches!(self.writer, Writer::Reader) {
             return false;
         }
-        if self.frames.is_empty() {
+        if self.is_empty() {
             self.writer = Writer::None;
             self.release();
             return false;
@@ -245,13 +413,18 @@ impl OutQueue {
         true
     }
 
-    /// The writer is gone and the queue is empty: give its storage back,
-    /// so an idle connection holds none (a queue that held a frame keeps
-    /// room for four, 128 bytes, otherwise). The next frame allocates
-    /// again; while output flows the writer stays and the storage with it.
+    /// The writer is gone and the queue is empty: give what held the
+    /// output back, so an idle connection holds nothing but the pointer
+    /// (its chunk went back to the pool when it was written). The next
+    /// frame allocates again; while output flows the writer stays and the
+    /// storage with it.
     fn release(&mut self) {
-        if self.frames.is_empty() && self.frames.capacity() > 0 {
-            self.frames = VecDeque::new();
+        if self.is_empty() {
+            debug_assert!(
+                self.out.as_ref().is_none_or(|p| p.chunk.is_none()),
+                "an empty queue's chunk went back to the pool when it was written"
+            );
+            self.out = None;
         }
     }
 
@@ -276,13 +449,20 @@ impl OutQueue {
 
     /// Nothing queued and no writer of any kind.
     pub fn is_idle(&self) -> bool {
-        self.frames.is_empty() && matches!(self.writer, Writer::None)
+        self.is_empty() && matches!(self.writer, Writer::None)
     }
 
-    /// Drops everything queued.
-    pub fn clear(&mut self) {
-        self.frames.clear();
-        self.queued_bytes = 0;
+    /// Drops everything queued; the chunk goes back to `pool` (reused
+    /// once a write still in flight is done with it).
+    pub fn clear(&mut self, pool: &mut ChunkPool) {
+        self.bytes = 0;
+        if let Some(p) = self.out.as_deref_mut() {
+            p.segs.clear();
+            if let Some(mut chunk) = p.chunk.take() {
+                chunk.clear();
+                pool.give(chunk, p.class);
+            }
+        }
     }
 }
 
@@ -290,89 +470,243 @@ impl OutQueue {
 mod tests {
     use super::*;
 
-    /// Per-frame overhead, and a cap no test reaches.
+    /// Per-segment overhead, and a cap no test reaches.
     const O: usize = limits::QUEUED_FRAME_OVERHEAD;
     const BIG: usize = 1 << 20;
+    /// The smallest frame that is shared rather than copied.
+    const LARGE: usize = limits::OUT_SHARE_MIN_BYTES;
 
-    #[test]
-    fn push_beyond_cap_is_refused_and_leaves_the_queue_as_it_was() {
-        let mut q = OutQueue::default();
-        let cap = 2 * O + 8;
-        assert_eq!(
-            q.push(Bytes::from_static(b"12345"), cap, Flush::Now),
-            Ok(Wake::Spawn)
-        );
-        assert_eq!(
-            q.push(Bytes::from_static(b"6789"), cap, Flush::Now),
-            Err(PushError::Full)
-        );
-        assert_eq!(q.queued_bytes(), O + 5);
-        assert_eq!(
-            q.push(Bytes::from_static(b"678"), cap, Flush::Now),
-            Ok(Wake::Done)
-        );
-        assert_eq!(q.queued_bytes(), cap);
+    fn b(s: &'static [u8]) -> Bytes {
+        Bytes::from_static(s)
+    }
+
+    /// What `q` holds; it must hold something.
+    fn p(q: &OutQueue) -> &Pending {
+        q.out.as_deref().expect("the queue has output")
+    }
+
+    /// Everything a writer whose socket takes `limit` bytes per write
+    /// would send, draining the queue.
+    fn drain(q: &mut OutQueue, pool: &mut ChunkPool, limit: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut batch = Vec::new();
+        while !q.is_empty() {
+            q.take_batch(&mut batch, 8);
+            let mut n = 0;
+            for seg in &batch {
+                let k = seg.len().min(limit - n);
+                out.extend_from_slice(&seg[..k]);
+                n += k;
+            }
+            q.written(&mut batch, n, pool);
+        }
+        out
     }
 
     #[test]
-    fn each_frame_is_charged_its_overhead_so_tiny_frames_cannot_flood_memory() {
+    fn push_beyond_cap_is_refused_and_leaves_the_queue_as_it_was() {
+        let mut pool = ChunkPool::default();
         let mut q = OutQueue::default();
-        let cap = 10 * (O + 1);
+        let cap = 8;
+        assert_eq!(
+            q.push(&b(b"12345"), cap, Flush::Now, &mut pool),
+            Ok(Wake::Spawn)
+        );
+        assert_eq!(
+            q.push(&b(b"6789"), cap, Flush::Now, &mut pool),
+            Err(PushError::Full)
+        );
+        assert_eq!(q.queued_bytes(), 5);
+        assert_eq!(
+            q.push(&b(b"678"), cap, Flush::Now, &mut pool),
+            Ok(Wake::Done)
+        );
+        assert_eq!(q.queued_bytes(), cap);
+        assert_eq!(drain(&mut q, &mut pool, BIG), b"12345678");
+    }
+
+    #[test]
+    fn an_empty_frame_keeps_its_place_as_a_segment_of_its_own() {
+        // A transport's marker: its own bytes go where it is, after the
+        // frames queued before it and before those queued after.
+        let mut pool = ChunkPool::default();
+        let mut q = OutQueue::default();
+        let _ = q.push(&b(b"ab"), BIG, Flush::Now, &mut pool);
+        let _ = q.push(&Bytes::new(), BIG, Flush::Now, &mut pool);
+        let _ = q.push(&b(b"cd"), BIG, Flush::Now, &mut pool);
+        assert_eq!(q.queued_bytes(), 4 + 2 * O, "the marker is a segment");
+        let mut batch = Vec::new();
+        q.take_batch(&mut batch, 8);
+        let parts: Vec<&[u8]> = batch.iter().map(|s| &s[..]).collect();
+        assert_eq!(parts, [&b"ab"[..], b"", b"cd"]);
+        q.written(&mut batch, 4, &mut pool);
+        assert!(q.is_empty());
+
+        // Alone in an empty queue, it still wakes a writer.
+        let mut q = OutQueue::default();
+        assert_eq!(
+            q.push(&Bytes::new(), BIG, Flush::Now, &mut pool),
+            Ok(Wake::Spawn)
+        );
+        assert!(!q.is_empty());
+        q.take_batch(&mut batch, 8);
+        assert_eq!(batch.len(), 1);
+        q.written(&mut batch, 0, &mut pool);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn small_frames_are_copied_back_to_back_into_one_chunk() {
+        let mut pool = ChunkPool::default();
+        let mut q = OutQueue::default();
+        let src = Bytes::from(vec![9u8; 1000]);
+        for i in 0..3 {
+            let _ = q.push(&src.slice(i..i + 10), BIG, Flush::Now, &mut pool);
+        }
+        let mut batch = Vec::new();
+        q.take_batch(&mut batch, 8);
+        assert_eq!(batch.len(), 1, "one contiguous piece for three frames");
+        assert_eq!(batch[0].len(), 30);
+        assert!(
+            !src.as_ptr_range().contains(&batch[0].as_ptr()),
+            "a copy, not the source buffer"
+        );
+        q.written(&mut batch, 30, &mut pool);
+        assert!(q.is_empty());
+        assert!(
+            p(&q).chunk.is_none(),
+            "a written chunk goes back to the pool"
+        );
+        assert_eq!(pool.allocated(), 1);
+        // The next frame reuses it.
+        let _ = q.push(&b(b"x"), BIG, Flush::Now, &mut pool);
+        assert_eq!(drain(&mut q, &mut pool, BIG), b"x");
+        assert_eq!(pool.allocated(), 1);
+    }
+
+    #[test]
+    fn tiny_frames_cost_their_bytes_and_the_cap_holds_them_to_it() {
+        let mut pool = ChunkPool::default();
+        let mut q = OutQueue::default();
+        let cap = 1000;
         let mut taken = 0;
-        while q.push(Bytes::from_static(b"k"), cap, Flush::Now).is_ok() {
+        while q.push(&b(b"k"), cap, Flush::Now, &mut pool).is_ok() {
             taken += 1;
         }
-        assert_eq!(
-            taken, 10,
-            "1-byte frames under a cap of 10 x (1 + overhead)"
-        );
-        let mut batch = Vec::new();
-        q.take_batch(&mut batch, 4);
-        q.written(&mut batch, 4);
-        assert_eq!(q.queued_bytes(), 6 * (O + 1));
+        // A byte each, and a segment's overhead per filled chunk.
+        assert_eq!(q.queued_bytes(), cap);
+        assert_eq!(taken, cap - p(&q).segs.len() * O);
+        assert!(p(&q).segs.len() <= 2, "{} segments", p(&q).segs.len());
+        // Back to back in chunks, not a slot per frame.
+        let held: usize = p(&q).segs.iter().map(Bytes::len).sum::<usize>()
+            + p(&q).chunk.as_ref().map_or(0, |c| c.len() + c.capacity());
+        assert!(held <= cap + limits::OUT_CHUNK_MAX, "held {held}");
+        assert_eq!(drain(&mut q, &mut pool, 7).len(), taken);
+    }
+
+    #[test]
+    fn large_frames_are_shared_and_charged_their_segment() {
+        let mut pool = ChunkPool::default();
+        let mut q = OutQueue::default();
+        let big = Bytes::from(vec![1u8; LARGE]);
+        let _ = q.push(&b(b"ab"), BIG, Flush::Now, &mut pool);
+        let _ = q.push(&big, BIG, Flush::Now, &mut pool);
+        let _ = q.push(&b(b"cd"), BIG, Flush::Now, &mut pool);
+        // "ab" sealed into a segment, the shared frame, then "cd" in the
+        // chunk.
+        assert_eq!(p(&q).segs.len(), 2);
+        assert_eq!(p(&q).segs[1].as_ptr(), big.as_ptr(), "shared, not copied");
+        assert_eq!(q.queued_bytes(), LARGE + 4 + 2 * O);
+        let mut want = b"ab".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b"cd");
+        assert_eq!(drain(&mut q, &mut pool, 1000), want);
+        assert_eq!(q.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_frame_may_span_chunks_and_chunks_grow_while_they_fill() {
+        let mut pool = ChunkPool::default();
+        let mut q = OutQueue::default();
+        // Frames that are copied but larger than the first chunk.
+        let f = Bytes::from((0..=255u8).cycle().take(LARGE - 1).collect::<Vec<u8>>());
+        let mut want = Vec::new();
+        for _ in 0..4 {
+            let _ = q.push(&f, BIG, Flush::Now, &mut pool);
+            want.extend_from_slice(&f);
+        }
+        assert!(p(&q).class > 0, "grew past the smallest class");
+        assert_eq!(q.queued_bytes(), 4 * f.len() + p(&q).segs.len() * O);
+        assert_eq!(drain(&mut q, &mut pool, 3000), want);
+        assert!(p(&q).chunk.is_none());
+    }
+
+    #[test]
+    fn a_chunk_mostly_unused_makes_the_next_one_smaller() {
+        let mut pool = ChunkPool::default();
+        let mut q = OutQueue {
+            out: Some(Box::new(Pending {
+                class: 3,
+                ..Pending::default()
+            })),
+            ..OutQueue::default()
+        };
+        let _ = q.push(&b(b"x"), BIG, Flush::Now, &mut pool);
+        assert_eq!(drain(&mut q, &mut pool, BIG), b"x");
+        assert_eq!(p(&q).class, 2);
     }
 
     #[test]
     fn an_empty_queue_takes_one_frame_larger_than_the_cap() {
+        let mut pool = ChunkPool::default();
         let mut q = OutQueue::default();
         assert_eq!(
-            q.push(Bytes::from(vec![0; 20]), 8, Flush::Now),
+            q.push(&Bytes::from(vec![0; 20]), 8, Flush::Now, &mut pool),
             Ok(Wake::Spawn)
         );
         assert_eq!(
-            q.push(Bytes::from_static(b"x"), 8, Flush::Now),
+            q.push(&b(b"x"), 8, Flush::Now, &mut pool),
             Err(PushError::Full)
         );
     }
 
     #[test]
     fn partial_write_puts_the_unwritten_tail_back_in_order() {
+        let mut pool = ChunkPool::default();
         let mut q = OutQueue::default();
-        for f in [&b"aaa"[..], b"bbb", b"ccc"] {
-            let _ = q.push(Bytes::copy_from_slice(f), BIG, Flush::Now).unwrap();
+        let big = Bytes::from(vec![b'L'; LARGE]);
+        for f in [&b(b"aaa"), &big, &b(b"ccc")] {
+            let _ = q.push(f, BIG, Flush::Now, &mut pool).unwrap();
         }
         let mut batch = Vec::new();
         q.take_batch(&mut batch, 10);
         assert_eq!(batch.len(), 3);
-        q.written(&mut batch, 4); // "aaa" and one byte of "bbb"
+        q.written(&mut batch, 4, &mut pool); // "aaa" and one byte of the large one
         assert!(batch.is_empty());
-        assert_eq!(q.queued_bytes(), 2 * O + 5);
-        q.take_batch(&mut batch, 10);
-        let rest: Vec<u8> = batch.iter().flat_map(|b| b.iter().copied()).collect();
-        assert_eq!(rest, b"bbccc");
+        assert_eq!(q.queued_bytes(), LARGE - 1 + 3 + 2 * O);
+        // More arrives meanwhile: it goes after what was put back.
+        let _ = q.push(&b(b"dd"), BIG, Flush::Now, &mut pool);
+        let rest = drain(&mut q, &mut pool, BIG);
+        assert_eq!(rest.len(), LARGE - 1 + 5);
+        assert_eq!(&rest[LARGE - 1..], b"cccdd");
     }
 
     #[test]
     fn take_batch_respects_the_iovec_limit() {
+        let mut pool = ChunkPool::default();
         let mut q = OutQueue::default();
-        for _ in 0..5 {
-            let _ = q.push(Bytes::from_static(b"x"), BIG, Flush::Now).unwrap();
+        let big = Bytes::from(vec![0u8; LARGE]);
+        for _ in 0..3 {
+            let _ = q.push(&big, BIG, Flush::Now, &mut pool).unwrap();
         }
+        let _ = q.push(&b(b"x"), BIG, Flush::Now, &mut pool).unwrap();
         let mut batch = Vec::new();
         q.take_batch(&mut batch, 2);
         assert_eq!(batch.len(), 2);
-        q.written(&mut batch, 2);
-        assert_eq!(q.queued_bytes(), 3 * (O + 1));
+        q.written(&mut batch, 2 * LARGE, &mut pool);
+        assert_eq!(q.queued_bytes(), LARGE + 1 + O);
+        q.take_batch(&mut batch, 2);
+        assert_eq!(batch.len(), 2, "the last shared frame and the chunk");
     }
 }
 
@@ -383,30 +717,35 @@ mod writer_tests {
     const BIG: usize = 1 << 20;
     use std::task::Waker;
 
+    fn b(s: &'static [u8]) -> Bytes {
+        Bytes::from_static(s)
+    }
+
     #[test]
     fn output_made_during_the_read_turn_is_the_readers_to_write() {
+        let mut pool = ChunkPool::default();
         let mut q = OutQueue::default();
         let mut batch = Vec::new();
         q.reader_turn();
         assert_eq!(
-            q.push(Bytes::from_static(b"reply"), BIG, Flush::Now),
+            q.push(&b(b"reply"), BIG, Flush::Now, &mut pool),
             Ok(Wake::Done)
         );
         assert!(q.reader_take(&mut batch, 8));
         // More queued while the reader writes: still its own.
         assert_eq!(
-            q.push(Bytes::from_static(b"more"), BIG, Flush::Now),
+            q.push(&b(b"more"), BIG, Flush::Now, &mut pool),
             Ok(Wake::Done)
         );
-        q.written(&mut batch, 5);
+        q.written(&mut batch, 5, &mut pool);
         assert!(q.reader_take(&mut batch, 8));
-        q.written(&mut batch, 4);
+        q.written(&mut batch, 4, &mut pool);
         // Empty: the turn ends, the storage goes, and the next frame needs
         // a writer task.
         assert!(!q.reader_take(&mut batch, 8));
-        assert_eq!(q.frames.capacity(), 0);
+        assert!(q.out.is_none(), "an idle queue holds nothing");
         assert_eq!(
-            q.push(Bytes::from_static(b"later"), BIG, Flush::Now),
+            q.push(&b(b"later"), BIG, Flush::Now, &mut pool),
             Ok(Wake::Spawn)
         );
         // A queue owned by a writer task is left to it.
@@ -416,69 +755,75 @@ mod writer_tests {
 
     /// A queue whose writer task was started for one frame, wrote it and
     /// parked.
-    fn parked_after_one_write(batch: &mut Vec<Bytes>) -> OutQueue {
+    fn parked_after_one_write(batch: &mut Vec<Bytes>, pool: &mut ChunkPool) -> OutQueue {
         let mut q = OutQueue::default();
         let waker = Waker::noop();
-        assert_eq!(
-            q.push(Bytes::from_static(b"a"), BIG, Flush::Now),
-            Ok(Wake::Spawn)
-        );
+        assert_eq!(q.push(&b(b"a"), BIG, Flush::Now, pool), Ok(Wake::Spawn));
         assert_eq!(q.poll_writer(batch, 8, false, waker), Some(Next::Write));
-        q.written(batch, 1);
+        q.written(batch, 1, pool);
         assert_eq!(q.poll_writer(batch, 8, false, waker), None);
         q
     }
 
     #[test]
     fn a_writer_is_started_once_and_retired_after_an_idle_tick() {
+        let mut pool = ChunkPool::default();
         let waker = Waker::noop();
         let mut batch = Vec::new();
-        let mut q = parked_after_one_write(&mut batch);
+        let mut q = parked_after_one_write(&mut batch, &mut pool);
+        // Give the segment list some storage, as a writer of shared frames
+        // would have.
+        let large = Bytes::from(vec![0u8; limits::OUT_SHARE_MIN_BYTES]);
+        let _ = q.push(&large, BIG, Flush::Now, &mut pool);
+        assert_eq!(
+            q.poll_writer(&mut batch, 8, false, waker),
+            Some(Next::Write)
+        );
+        q.written(&mut batch, large.len(), &mut pool);
+        assert_eq!(q.poll_writer(&mut batch, 8, false, waker), None);
         // It wrote during this tick: kept, with its storage.
         assert!(q.tick());
-        assert!(q.frames.capacity() > 0);
+        assert!(q.out.as_ref().is_some_and(|p| p.segs.capacity() > 0));
         // Nothing during the next one: retired.
         assert!(!q.tick());
         assert_eq!(
             q.poll_writer(&mut batch, 8, false, waker),
             Some(Next::Retire)
         );
-        assert_eq!(
-            q.frames.capacity(),
-            0,
-            "a retired writer's queue holds no storage"
-        );
+        assert!(q.out.is_none(), "a retired writer's queue holds nothing");
         // The next frame needs a new writer.
         assert_eq!(
-            q.push(Bytes::from_static(b"b"), BIG, Flush::Now),
+            q.push(&b(b"b"), BIG, Flush::Now, &mut pool),
             Ok(Wake::Spawn)
         );
     }
 
     #[test]
     fn a_closing_connection_flushes_before_closing() {
+        let mut pool = ChunkPool::default();
         let mut q = OutQueue::default();
         let waker = Waker::noop();
         let mut batch = Vec::new();
-        let _ = q.push(Bytes::from_static(b"bye"), BIG, Flush::Now);
+        let _ = q.push(&b(b"bye"), BIG, Flush::Now, &mut pool);
         assert_eq!(q.poll_writer(&mut batch, 8, true, waker), Some(Next::Write));
-        q.written(&mut batch, 3);
+        q.written(&mut batch, 3, &mut pool);
         assert_eq!(q.poll_writer(&mut batch, 8, true, waker), Some(Next::Close));
     }
 
     #[test]
     fn a_batched_frame_waits_for_the_batch_flush_or_the_next_write() {
+        let mut pool = ChunkPool::default();
         let mut q = OutQueue::default();
         let waker = Waker::noop();
         let mut batch = Vec::new();
         // The first batched frame puts the connection on the batch list,
         // once; no writer is started for it.
         assert_eq!(
-            q.push(Bytes::from_static(b"p1"), BIG, Flush::Batched),
+            q.push(&b(b"p1"), BIG, Flush::Batched, &mut pool),
             Ok(Wake::Batch)
         );
         assert_eq!(
-            q.push(Bytes::from_static(b"p2"), BIG, Flush::Batched),
+            q.push(&b(b"p2"), BIG, Flush::Batched, &mut pool),
             Ok(Wake::Done)
         );
         // The flush starts the writer, which takes both in one batch.
@@ -487,18 +832,19 @@ mod writer_tests {
             q.poll_writer(&mut batch, 8, false, waker),
             Some(Next::Write)
         );
-        assert_eq!(batch.len(), 2);
-        q.written(&mut batch, 4);
+        let out: Vec<u8> = batch.iter().flat_map(|b| b.iter().copied()).collect();
+        assert_eq!(out, b"p1p2");
+        q.written(&mut batch, 4, &mut pool);
         assert_eq!(q.poll_writer(&mut batch, 8, false, waker), None);
         // Off the list again: the next batched frame registers anew; an
         // immediate frame after it wakes the writer, which writes both in
         // queue order, and the later flush finds nothing left to do.
         assert_eq!(
-            q.push(Bytes::from_static(b"p3"), BIG, Flush::Batched),
+            q.push(&b(b"p3"), BIG, Flush::Batched, &mut pool),
             Ok(Wake::Batch)
         );
         assert_eq!(
-            q.push(Bytes::from_static(b"now"), BIG, Flush::Now),
+            q.push(&b(b"now"), BIG, Flush::Now, &mut pool),
             Ok(Wake::Done)
         );
         assert_eq!(
@@ -507,17 +853,18 @@ mod writer_tests {
         );
         let out: Vec<u8> = batch.iter().flat_map(|b| b.iter().copied()).collect();
         assert_eq!(out, b"p3now");
-        q.written(&mut batch, 5);
+        q.written(&mut batch, 5, &mut pool);
         assert_eq!(q.flush_batched(), Wake::Done);
     }
 
     #[test]
     fn an_idle_tick_does_not_write_batched_frames_early() {
+        let mut pool = ChunkPool::default();
         let waker = Waker::noop();
         let mut batch = Vec::new();
-        let mut q = parked_after_one_write(&mut batch);
+        let mut q = parked_after_one_write(&mut batch, &mut pool);
         assert_eq!(
-            q.push(Bytes::from_static(b"p"), BIG, Flush::Batched),
+            q.push(&b(b"p"), BIG, Flush::Batched, &mut pool),
             Ok(Wake::Batch)
         );
         // Two ticks, the second one idle: the writer is kept and not woken.
@@ -534,41 +881,51 @@ mod writer_tests {
 
     #[test]
     fn a_lagging_queue_holds_copies_not_shared_buffers() {
+        let mut pool = ChunkPool::default();
         let mut q = OutQueue::default();
         // Frames cut from one large buffer, as fan-out cuts them from a
-        // sender's read buffer.
-        let big = Bytes::from(vec![7u8; 64 * 1024]);
+        // sender's read buffer: small ones, and large ones.
+        let len = limits::OUT_SHARE_MIN_BYTES;
         let n = limits::SHARED_FRAMES_QUEUED_MAX;
-        for i in 0..n + 3 {
-            let _ = q.push(big.slice(i..i + 1), 1 << 20, Flush::Now);
-        }
+        let big = Bytes::from(vec![7u8; (n + 3) * len + 1]);
         let in_big = |f: &Bytes| big.as_ptr_range().contains(&f.as_ptr());
-        assert!(q.frames.iter().take(n).all(in_big), "shared while short");
-        assert!(!q.frames.iter().skip(n).any(in_big), "copies once long");
-        assert_eq!(
-            q.queued_bytes(),
-            (n + 3) * (limits::QUEUED_FRAME_OVERHEAD + 1)
-        );
+        let segs = |q: &OutQueue| q.out.as_ref().expect("output").segs.clone();
+        let _ = q.push(&big.slice(0..1), BIG << 4, Flush::Now, &mut pool);
+        assert!(!segs(&q).iter().any(in_big), "a small frame is copied");
+        for i in 0..n + 3 {
+            let _ = q.push(
+                &big.slice(1 + i * len..1 + (i + 1) * len),
+                BIG << 4,
+                Flush::Now,
+                &mut pool,
+            );
+        }
+        let shared = segs(&q).iter().filter(|f| in_big(f)).count();
+        assert!(shared < n, "shared while short: {shared}");
+        assert!(shared > n / 2, "large frames are shared: {shared}");
+        assert_eq!(q.bytes, (n + 3) * len + 1);
         // Once the shared frames are written, nothing queued refers to the
         // large buffer any more.
         let mut batch = Vec::new();
         q.take_batch(&mut batch, n);
-        q.written(&mut batch, n);
-        assert!(q.frames.iter().all(|f| !in_big(f)));
-        assert_eq!(&q.frames[0][..], &[7u8][..]);
+        let total: usize = batch.iter().map(Bytes::len).sum();
+        q.written(&mut batch, total, &mut pool);
+        assert!(!segs(&q).iter().any(in_big));
+        assert!(!q.is_empty());
     }
 
     #[test]
     fn a_batched_frame_still_respects_the_cap() {
+        let mut pool = ChunkPool::default();
         let mut q = OutQueue::default();
         assert_eq!(
-            q.push(Bytes::from_static(b"12345"), 8, Flush::Batched),
+            q.push(&b(b"12345"), 8, Flush::Batched, &mut pool),
             Ok(Wake::Batch)
         );
         assert_eq!(
-            q.push(Bytes::from_static(b"6789"), 8, Flush::Batched),
+            q.push(&b(b"6789"), 8, Flush::Batched, &mut pool),
             Err(PushError::Full)
         );
-        assert_eq!(q.queued_bytes(), limits::QUEUED_FRAME_OVERHEAD + 5);
+        assert_eq!(q.queued_bytes(), 5);
     }
 }

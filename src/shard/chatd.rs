@@ -20,6 +20,7 @@ use super::{route, Shard, State};
 use crate::cluster::link::ToBridge;
 use crate::core::room::{ClusterEvent, NodeSlot, RoomOutput};
 use crate::ids::{ChatId, ClientId, Service, UserId};
+use crate::metrics;
 use crate::net::outbuf::Flush;
 
 /// chatd's side of the input path ([`super::input`]): its own commands
@@ -224,7 +225,6 @@ impl ServiceInput for ChatdInput {
 
 /// Handles a message for a room homed on this shard.
 pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
-    let now = shard.shared.now_ms();
     let mut out = Vec::new();
     let mut st = shard.state.borrow_mut();
     match msg {
@@ -242,7 +242,10 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
             chat,
             conn,
             in_call,
-        } => match st.rooms.in_call(chat, conn, in_call, now, &mut out) {
+        } => match st
+            .rooms
+            .in_call(chat, conn, in_call, shard.shared.now_ms(), &mut out)
+        {
             Ok(()) => {
                 if in_call {
                     shard.metrics.call_heartbeats.fetch_add(1, Relaxed);
@@ -295,13 +298,12 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
                 }
             }
             let m = &shard.metrics;
-            m.rtmsg_received.fetch_add(1, Relaxed);
+            metrics::add(&m.rtmsg_received, 1);
             m.fanout.observe(recipients.len() as u64);
             if recipients.is_empty() {
-                m.rtmsg_dropped.fetch_add(1, Relaxed);
+                metrics::add(&m.rtmsg_dropped, 1);
             } else {
-                m.rtmsg_deliveries
-                    .fetch_add(recipients.len() as u64, Relaxed);
+                metrics::add(&m.rtmsg_deliveries, recipients.len() as u64);
                 m.command_out(Service::Chatd, wire::OP_RTMSG, recipients.len() as u64);
                 shard.deliver(&frame, &recipients, Flush::Now);
             }

@@ -22,6 +22,7 @@ use super::{route, writer, Conn, Phase, Shard, State};
 use crate::core::ratelimit::TokenBucket;
 use crate::ids::{ChatId, Service};
 use crate::limits;
+use crate::net::chunk::ChunkPool;
 use crate::net::io::Stream;
 use crate::net::outbuf::{Flush, OutQueue, PushError, Wake};
 use crate::net::transport::{CloseWhy, Transport};
@@ -136,7 +137,7 @@ pub fn set_service(shard: &Shard, st: &mut State, c: ConnRef, service: Service) 
 /// Queues a marker on `c`: its transport has bytes of its own to write
 /// there, after what is queued already (see [`crate::net::transport`]).
 pub fn push_marker(shard: &Shard, st: &mut State, c: ConnRef) {
-    queue_frame(shard, st, c, Bytes::new(), Flush::Now);
+    queue_frame(shard, st, c, &Bytes::new(), Flush::Now);
 }
 
 /// Removes a connection whose read loop ended, and tells the home shards
@@ -150,7 +151,7 @@ pub fn unregister(shard: &Shard, c: ConnRef) {
         if let Some(key) = conn.timer.take() {
             st.timers.cancel(key);
         }
-        conn.out.clear();
+        conn.out.clear(&mut st.out_chunks);
         // A parked writer wakes, finds the connection gone and ends.
         let _ = conn.out.wake_writer();
         conn
@@ -224,11 +225,12 @@ impl Shard {
         }
         drop(counts);
         {
+            let cap = self.shared.config.outbuf_cap();
             let mut st = self.state.borrow_mut();
             for &c in conns {
                 let shard = c.shard();
                 if shard == me {
-                    queue_frame(self, &mut st, c, frame.clone(), flush);
+                    queue_frame_capped(self, &mut st, c, frame, flush, cap);
                 } else if let Some((_, g)) = groups.iter_mut().find(|(s, _)| *s == shard) {
                     g.push(c);
                 }
@@ -249,9 +251,10 @@ impl Shard {
 
     /// Queues `frame` on connections of this shard.
     pub fn deliver_local(&self, frame: &Bytes, conns: &[ConnRef], flush: Flush) {
+        let cap = self.shared.config.outbuf_cap();
         let mut st = self.state.borrow_mut();
         for &c in conns {
-            queue_frame(self, &mut st, c, frame.clone(), flush);
+            queue_frame_capped(self, &mut st, c, frame, flush, cap);
         }
     }
 }
@@ -259,19 +262,53 @@ impl Shard {
 /// Queues `frame` on `c` if it is on this shard and open, to be written
 /// at once.
 pub fn push_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes) {
-    queue_frame(shard, st, c, frame, Flush::Now);
+    queue_frame(shard, st, c, &frame, Flush::Now);
 }
 
 /// Queues `frame` on `c` if it is on this shard and open, to be written
-/// as `flush` says. A queue over `--max-outbuf-bytes` makes it a slow
-/// consumer: closed, with OP_ERROR SLOW_CONSUMER if that still fits.
-pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes, flush: Flush) {
-    let cap = shard.shared.config.outbuf_cap();
-    let Some(conn) = st.conn(c) else { return };
+/// as `flush` says (copied into the connection's output chunk, or shared
+/// if large: [`OutQueue::push`]). A queue over `--max-outbuf-bytes` makes
+/// it a slow consumer: closed, with OP_ERROR SLOW_CONSUMER if that still
+/// fits.
+pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: &Bytes, flush: Flush) {
+    queue_frame_capped(shard, st, c, frame, flush, shard.shared.config.outbuf_cap());
+}
+
+/// [`queue_frame`] with the cap read once by the caller: inlined into
+/// fan-out's loop, where it runs once per delivery, with everything but
+/// "queued, nothing to wake" out of line.
+#[inline(always)]
+fn queue_frame_capped(
+    shard: &Shard,
+    st: &mut State,
+    c: ConnRef,
+    frame: &Bytes,
+    flush: Flush,
+    cap: usize,
+) {
+    let Some((conn, chunks)) = st.conn_and_chunks(c) else {
+        return;
+    };
     if conn.phase == Phase::Closing {
         return;
     }
-    match conn.out.push(frame, cap, flush) {
+    match conn.out.push(frame, cap, flush, chunks) {
+        Ok(Wake::Done) => {}
+        pushed => after_push(shard, st, c, pushed, cap),
+    }
+}
+
+/// What a push other than a plain "queued" asks: start the writer, join
+/// the batch list, or close a slow consumer.
+#[inline(never)]
+fn after_push(
+    shard: &Shard,
+    st: &mut State,
+    c: ConnRef,
+    pushed: Result<Wake, PushError>,
+    cap: usize,
+) {
+    match pushed {
         Ok(Wake::Done) => return,
         Ok(Wake::Spawn) => return writer::spawn_writer(shard, st, c),
         Ok(Wake::Batch) => {
@@ -291,8 +328,8 @@ pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes, flus
         let err = st.arena.frame(chatd_proto::ERROR_LEN, |b| {
             chatd_proto::encode_error(ErrorCode::SlowConsumer, 0, 0, b)
         });
-        if let Some(conn) = st.conn(c) {
-            let (queued, wake) = queue_last_error(&mut conn.out, err, cap);
+        if let Some((conn, chunks)) = st.conn_and_chunks(c) {
+            let (queued, wake) = queue_last_error(&mut conn.out, &err, cap, chunks);
             if queued {
                 shard.metrics.error(ErrorCode::SlowConsumer as u8);
             }
@@ -310,8 +347,13 @@ pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes, flus
 /// the wake its writer needs, which the caller must act on: a queue that
 /// holds only batched frames has no writer, and once this push has marked
 /// the writer running, the close that follows finds nothing to start.
-fn queue_last_error(out: &mut OutQueue, err: Bytes, cap: usize) -> (bool, Wake) {
-    match out.push(err, cap, Flush::Now) {
+fn queue_last_error(
+    out: &mut OutQueue,
+    err: &Bytes,
+    cap: usize,
+    chunks: &mut ChunkPool,
+) -> (bool, Wake) {
+    match out.push(err, cap, Flush::Now, chunks) {
         Ok(wake) => (true, wake),
         // The close wakes (or starts) the writer to flush what is queued.
         Err(PushError::Full) => (false, Wake::Done),
@@ -525,40 +567,49 @@ mod tests {
     use super::*;
 
     /// A queue that holds only batched frames and is nearly full: `frame`
-    /// does not fit, the 11-byte OP_ERROR would.
-    fn batched_only(cap: usize) -> OutQueue {
+    /// does not fit, the 11-byte OP_ERROR would (small frames are copied
+    /// into the queue's chunk and charged their bytes).
+    fn batched_only(cap: usize, pool: &mut ChunkPool) -> OutQueue {
         let mut q = OutQueue::default();
-        let first = q.push(Bytes::from_static(b"pres"), cap, Flush::Batched);
+        let first = q.push(&Bytes::from_static(b"pres"), cap, Flush::Batched, pool);
         assert_eq!(first, Ok(Wake::Batch));
         q
     }
 
     #[test]
     fn a_slow_consumers_error_behind_batched_frames_gets_a_writer_started() {
-        let cap = 2 * limits::QUEUED_FRAME_OVERHEAD + 4 + chatd_proto::ERROR_LEN;
+        let cap = 4 + chatd_proto::ERROR_LEN;
         let err = Bytes::from(vec![0u8; chatd_proto::ERROR_LEN]);
         let big = Bytes::from(vec![0u8; 64]);
+        let pool = &mut ChunkPool::default();
 
         // What the code did: the push's wake dropped, then the close woke
         // the writer. Nobody started one: the error and the batched frame
         // would never be written.
-        let mut q = batched_only(cap);
-        assert_eq!(q.push(big.clone(), cap, Flush::Now), Err(PushError::Full));
-        assert!(q.push(err.clone(), cap, Flush::Now).is_ok());
+        let mut q = batched_only(cap, pool);
+        assert_eq!(q.push(&big, cap, Flush::Now, pool), Err(PushError::Full));
+        assert!(q.push(&err, cap, Flush::Now, pool).is_ok());
         assert_eq!(q.wake_writer(), Wake::Done, "the close starts nothing");
 
         // Now: the error's push says a writer must be started.
-        let mut q = batched_only(cap);
-        assert_eq!(q.push(big, cap, Flush::Now), Err(PushError::Full));
-        assert_eq!(queue_last_error(&mut q, err, cap), (true, Wake::Spawn));
+        let mut q = batched_only(cap, pool);
+        assert_eq!(q.push(&big, cap, Flush::Now, pool), Err(PushError::Full));
+        assert_eq!(
+            queue_last_error(&mut q, &err, cap, pool),
+            (true, Wake::Spawn)
+        );
     }
 
     #[test]
     fn an_error_that_does_not_fit_leaves_the_start_to_the_close() {
-        let cap = limits::QUEUED_FRAME_OVERHEAD + 4;
-        let mut q = batched_only(cap);
+        let cap = 4 + chatd_proto::ERROR_LEN - 1;
+        let pool = &mut ChunkPool::default();
+        let mut q = batched_only(cap, pool);
         let err = Bytes::from(vec![0u8; chatd_proto::ERROR_LEN]);
-        assert_eq!(queue_last_error(&mut q, err, cap), (false, Wake::Done));
+        assert_eq!(
+            queue_last_error(&mut q, &err, cap, pool),
+            (false, Wake::Done)
+        );
         assert_eq!(q.wake_writer(), Wake::Spawn, "the close starts the writer");
     }
 }

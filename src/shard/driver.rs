@@ -9,7 +9,6 @@
 //! listener, the path of the upgrade request).
 
 use std::rc::Rc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -23,6 +22,7 @@ use super::writer::{self, Replies};
 use super::{dispatch, Phase, Shard};
 use crate::ids::Service;
 use crate::limits;
+use crate::metrics;
 use crate::net::io::{Listener, Stream};
 use crate::net::transport::{Ctx, Inbound, Transport};
 use chatd_proto::ErrorCode;
@@ -161,7 +161,7 @@ fn on_read(shard: &Shard, c: ConnRef, buf: &mut BytesMut, n: usize, want: usize)
     // The read filled the buffer: the peer may have more to say.
     let filled = buf.len() == buf.capacity();
     let (inbound, service) = transport_in(shard, c, buf, n);
-    shard.metrics.bytes_in[service.index()].fetch_add(n as u64, Relaxed);
+    metrics::add(&shard.metrics.bytes_in[service.index()], n as u64);
     if matches!(inbound, Inbound::Commands | Inbound::CommandsThenClose) {
         match service {
             Service::Chatd => input::on_bytes::<ChatdInput>(shard, c, buf),

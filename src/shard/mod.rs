@@ -81,6 +81,7 @@ use crate::ids::{ChatId, ClientId, FastMap, FastSet, Service, UserId};
 use crate::limits;
 use crate::metrics::ShardMetrics;
 use crate::net::arena::FrameArena;
+use crate::net::chunk::ChunkPool;
 use crate::net::io::Stream;
 use crate::net::outbuf::{Flush, OutQueue};
 use crate::net::transport::Transport;
@@ -151,6 +152,8 @@ pub struct State {
     pub timers: TimerWheel<ConnRef>,
     /// Small frames the server builds.
     pub arena: FrameArena,
+    /// Free output chunks, for the connections' queues.
+    pub out_chunks: ChunkPool,
     /// Set once draining started.
     pub draining: bool,
     /// When a drain must end.
@@ -165,6 +168,13 @@ impl State {
     /// The connection `c` refers to, if it is still open on this shard.
     pub fn conn(&mut self, c: ConnRef) -> Option<&mut Conn> {
         self.conns.get_mut(c.slot(), c.gen())
+    }
+
+    /// The connection `c` refers to, with the shard's output chunk pool
+    /// its queue copies frames into.
+    pub fn conn_and_chunks(&mut self, c: ConnRef) -> Option<(&mut Conn, &mut ChunkPool)> {
+        let conn = self.conns.get_mut(c.slot(), c.gen())?;
+        Some((conn, &mut self.out_chunks))
     }
 }
 
@@ -390,6 +400,7 @@ impl Shard {
             updates: Updates::default(),
             timers: TimerWheel::new(limits::TIMER_TICK_MS, limits::TIMER_SLOTS, now),
             arena: FrameArena::default(),
+            out_chunks: ChunkPool::default(),
             draining: false,
             drain_end_ms: None,
             writers: Vec::new(),

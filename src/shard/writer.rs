@@ -24,14 +24,17 @@
 //! (`write_batch`); the transport's `written` says how many of the
 //! batch's bytes that was (`commands`: command-stream bytes, headers and
 //! records not counted) and hands every lent frame back in `batch`; then
-//! `OutQueue::written(batch, commands)` drops what went out and keeps the
-//! rest, a cut frame included, for the next write. A queue that changes
-//! how it stores frames keeps to that: a batch of `Bytes` written, then
-//! `written(n)`.
+//! `OutQueue::written(batch, commands, chunks)` drops what went out and
+//! keeps the rest, a cut piece included, for the next write. An element
+//! of the batch is a segment of the queue, not a command: usually one
+//! contiguous chunk holding every small frame queued since the last
+//! write, then any large frames shared as they are, and a transport's
+//! markers (empty elements) in their places. So a WebSocket write is one
+//! header over that whole run of commands, and a TLS write encrypts it
+//! as one plaintext.
 
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
 
 use bytes::{Buf, Bytes};
@@ -39,6 +42,7 @@ use bytes::{Buf, Bytes};
 use super::msg::ConnRef;
 use super::{Phase, Shard, State};
 use crate::limits;
+use crate::metrics;
 use crate::net::io::Stream;
 use crate::net::outbuf::Next;
 
@@ -205,7 +209,7 @@ async fn write_batch(shard: &Shard, c: ConnRef, stream: &Stream, batch: &mut Vec
     // then knows the write is counted (the completion reaches this task
     // only after the peer may already have them).
     if expect && !matches!(out, Out::Failed) {
-        shard.metrics.socket_writes[service.index()].fetch_add(1, Relaxed);
+        metrics::add(&shard.metrics.socket_writes[service.index()], 1);
     }
     // (bytes of the socket batch written, socket bytes written)
     let res = match out {
@@ -257,18 +261,18 @@ fn after_write(
     wrote: Option<(usize, usize)>,
 ) -> Option<Option<Bytes>> {
     let mut st = shard.state.borrow_mut();
-    let conn = st.conn(c)?;
+    let (conn, chunks) = st.conn_and_chunks(c)?;
     let Some((n, wire)) = wrote else {
         batch.clear();
-        conn.out.clear();
+        conn.out.clear(chunks);
         stream.shutdown();
         return None;
     };
     let service = conn.service;
     let written = conn.transport.written(sock, n, batch);
-    conn.out.written(batch, written.commands);
+    conn.out.written(batch, written.commands, chunks);
     if wire > 0 {
-        shard.metrics.bytes_out[service.index()].fetch_add(wire as u64, Relaxed);
+        metrics::add(&shard.metrics.bytes_out[service.index()], wire as u64);
     }
     Some(written.rest)
 }

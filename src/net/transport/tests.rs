@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
 use super::*;
+use crate::net::chunk::ChunkPool;
 use crate::net::outbuf::{Flush, OutQueue};
 use crate::ws::CloseCode;
 
@@ -63,8 +64,9 @@ fn upgraded() -> (Transport, Bytes) {
 /// its socket batches whole; returns the socket bytes.
 fn write_all_of(t: &mut Transport, frames: &[Bytes]) -> Bytes {
     let mut q = OutQueue::default();
+    let mut pool = ChunkPool::default();
     for f in frames {
-        let _ = q.push(f.clone(), BIG, Flush::Now).unwrap();
+        let _ = q.push(&f.clone(), BIG, Flush::Now, &mut pool).unwrap();
     }
     drain(t, &mut q, &mut |sock: &[Bytes]| {
         sock.iter().map(Bytes::len).sum()
@@ -76,6 +78,7 @@ fn write_all_of(t: &mut Transport, frames: &[Bytes]) -> Bytes {
 fn drain(t: &mut Transport, q: &mut OutQueue, take: &mut dyn FnMut(&[Bytes]) -> usize) -> Bytes {
     let mut wire = BytesMut::new();
     let (mut batch, mut sock) = (Vec::new(), Vec::new());
+    let mut pool = ChunkPool::default();
     let mut turns = 0;
     while !q.is_empty() {
         turns += 1;
@@ -103,7 +106,7 @@ fn drain(t: &mut Transport, q: &mut OutQueue, take: &mut dyn FnMut(&[Bytes]) -> 
         if let Some(rest) = w.rest {
             wire.extend_from_slice(&rest);
         }
-        q.written(&mut batch, w.commands);
+        q.written(&mut batch, w.commands, &mut pool);
         assert!(batch.is_empty());
     }
     wire.freeze()
@@ -239,8 +242,11 @@ fn one_header_per_write_and_the_shared_frames_go_out_unchanged() {
 fn a_frame_cut_by_a_short_write_is_finished_first_without_a_new_header() {
     let (mut t, _) = upgraded();
     let mut q = OutQueue::default();
+    let mut pool = ChunkPool::default();
     for f in [&b"aaaa"[..], b"bbbb"] {
-        let _ = q.push(Bytes::copy_from_slice(f), BIG, Flush::Now).unwrap();
+        let _ = q
+            .push(&Bytes::copy_from_slice(f), BIG, Flush::Now, &mut pool)
+            .unwrap();
     }
     let (mut batch, mut sock) = (Vec::new(), Vec::new());
     q.take_batch(&mut batch, 8);
@@ -254,10 +260,12 @@ fn a_frame_cut_by_a_short_write_is_finished_first_without_a_new_header() {
             rest: None
         }
     );
-    q.written(&mut batch, w.commands);
+    q.written(&mut batch, w.commands, &mut pool);
     // More is queued meanwhile: it gets a header of its own, after the
     // rest of the cut frame.
-    let _ = q.push(Bytes::from_static(b"cc"), BIG, Flush::Now).unwrap();
+    let _ = q
+        .push(&Bytes::from_static(b"cc"), BIG, Flush::Now, &mut pool)
+        .unwrap();
     q.take_batch(&mut batch, 8);
     assert!(t.outbound(&mut batch, &mut sock));
     let parts: Vec<&[u8]> = sock.iter().map(|b| &b[..]).collect();
@@ -298,8 +306,11 @@ fn own_bytes_go_where_their_marker_was_and_a_cut_one_is_finished() {
     assert_eq!(t.inbound(&mut buf, n, &ctx(&any)), Inbound::Commands);
     assert!(buf.is_empty() && t.wants_write());
     let mut q = OutQueue::default();
+    let mut pool = ChunkPool::default();
     for f in [&b"aa"[..], b"", b"bb"] {
-        let _ = q.push(Bytes::copy_from_slice(f), BIG, Flush::Now).unwrap();
+        let _ = q
+            .push(&Bytes::copy_from_slice(f), BIG, Flush::Now, &mut pool)
+            .unwrap();
     }
     // Every write takes 3 bytes at most: the Pong is cut too.
     let wire = drain(&mut t, &mut q, &mut |_| 3);
@@ -328,19 +339,20 @@ fn own_bytes_a_write_never_reached_wait_for_the_next_one() {
     let (mut t, _) = upgraded();
     let any = OriginPolicy::Any;
     let mut q = OutQueue::default();
+    let mut pool = ChunkPool::default();
     let _ = q
-        .push(Bytes::from_static(b"aaaa"), BIG, Flush::Now)
+        .push(&Bytes::from_static(b"aaaa"), BIG, Flush::Now, &mut pool)
         .unwrap();
     let (mut batch, mut sock) = (Vec::new(), Vec::new());
     q.take_batch(&mut batch, 8);
     assert!(t.outbound(&mut batch, &mut sock));
     let w = t.written(&mut sock, 3, &mut batch);
-    q.written(&mut batch, w.commands);
+    q.written(&mut batch, w.commands, &mut pool);
     // "aaaa" is owed its last 3 bytes; a Ping's Pong and its marker come.
     let mut buf = BytesMut::from(&client_frame(true, 9, b"p")[..]);
     let n = buf.len();
     let _ = t.inbound(&mut buf, n, &ctx(&any));
-    let _ = q.push(Bytes::new(), BIG, Flush::Now).unwrap();
+    let _ = q.push(&Bytes::new(), BIG, Flush::Now, &mut pool).unwrap();
     q.take_batch(&mut batch, 8);
     assert!(t.outbound(&mut batch, &mut sock));
     let parts: Vec<&[u8]> = sock.iter().map(|b| &b[..]).collect();
@@ -354,7 +366,7 @@ fn own_bytes_a_write_never_reached_wait_for_the_next_one() {
             rest: None
         }
     );
-    q.written(&mut batch, w.commands);
+    q.written(&mut batch, w.commands, &mut pool);
     assert!(t.wants_write());
     let wire = drain(&mut t, &mut q, &mut |s| s.iter().map(Bytes::len).sum());
     assert_eq!(&wire[..], b"aa\x8a\x01p");
@@ -426,13 +438,14 @@ proptest! {
         let (mut t, _) = upgraded();
         let any = OriginPolicy::Any;
         let mut q = OutQueue::default();
+    let mut pool = ChunkPool::default();
         // The commands, and for each Pong how many commands precede its
         // marker.
         let (mut cmds, mut pongs) = (Vec::new(), Vec::new());
         for (i, item) in items.iter().enumerate() {
             match item {
                 Some(cmd) => {
-                    let _ = q.push(Bytes::from(cmd.clone()), BIG, Flush::Now).unwrap();
+                    let _ = q.push(&Bytes::from(cmd.clone()), BIG, Flush::Now, &mut pool).unwrap();
                     cmds.push(cmd.clone());
                 }
                 None => {
@@ -441,7 +454,7 @@ proptest! {
                     let n = buf.len();
                     let _ = t.inbound(&mut buf, n, &ctx(&any));
                     prop_assert!(t.wants_write());
-                    let _ = q.push(Bytes::new(), BIG, Flush::Now).unwrap();
+                    let _ = q.push(&Bytes::new(), BIG, Flush::Now, &mut pool).unwrap();
                     pongs.push((tag.to_vec(), cmds.len()));
                 }
             }

@@ -204,6 +204,23 @@ pub struct Config {
     #[arg(long, env = "CHATD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Cluster mode: the NATS servers (comma-separated `nats://host:port`)
+    /// of the cluster this process is a node of (docs/cluster.md). Absent:
+    /// a single node with its embedded store.
+    #[arg(long, env = "CHATD_CLUSTER")]
+    pub cluster: Option<String>,
+
+    /// Cluster mode: this node's name, unique in the cluster. Default: a
+    /// random id.
+    #[arg(long, env = "CHATD_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Cluster mode: a node silent this long is dropped by the others
+    /// (its clients are withdrawn from calls and presence).
+    #[arg(long, env = "CHATD_NODE_TIMEOUT_MS", default_value_t = limits::DEFAULT_NODE_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub node_timeout_ms: u64,
+
     /// First chatd client id handed out (for tests of the wrap-around rule).
     #[arg(long, env = "CHATD_FIRST_CLIENT_ID", default_value_t = 1, hide = true)]
     pub first_client_id: u32,
@@ -299,6 +316,7 @@ mod tests {
             ("--max-connections-per-user", "0"),
             ("--max-rooms-per-conn", "0"),
             ("--max-rtmsg-len", "0"),
+            ("--node-timeout-ms", "99"),
             ("--chatd-listen", "localhost"),
             ("--admin-listen", "127.0.0.1"),
         ] {

@@ -262,3 +262,46 @@ pub const TLS_WRITE_PLAINTEXT_MAX: usize = 256 * 1024;
 pub fn longest_command(max_rtmsg_len: u32) -> usize {
     (max_rtmsg_len as usize + chatd_proto::chatd::RTMSG_HEADER_LEN).max(3 + MAX_TOKEN_LEN)
 }
+
+// ---- cluster mode (docs/cluster.md) --------------------------------------
+
+/// Default `--node-timeout-ms`: a node silent this long is dropped by the
+/// others (protocol section 10).
+pub const DEFAULT_NODE_TIMEOUT_MS: u64 = 5000;
+
+/// Heartbeats per node timeout: a node is dropped only after this many
+/// heartbeats in a row were missed, so one late packet drops nobody.
+pub const HEARTBEATS_PER_TIMEOUT: u64 = 4;
+
+/// Bytes of encoded operations in one JetStream message of a relation
+/// change: half of nats-server's default `max_payload` (1 MiB), leaving
+/// room for the header and for servers configured a little lower.
+pub const CLUSTER_PART_BYTES: usize = 512 << 10;
+
+/// Node slots: the high 8 bits of a client id name the node that gave it
+/// (protocol 10: client ids unique cluster-wide with no round trip per
+/// login), so a cluster has at most 255 nodes (slot 0 is never used, so
+/// that single-node ids stay as they were) and each node 2^24 ids before
+/// its counter wraps (it skips ids still in use, as in single-node mode).
+pub const CLUSTER_SLOT_BITS: u32 = 8;
+
+/// How long a node's slot claim in the JetStream slot stream lives
+/// without renewal (renewed every third of it): a node killed without
+/// draining frees its slot after this, long after its clients (and
+/// their ids) were dropped by the node timeout.
+pub const CLUSTER_SLOT_TTL_MS: u64 = 30_000;
+
+/// Longest wait for NATS at start, and for a relation write's JetStream
+/// acknowledgement (beyond it the write answers 503).
+pub const CLUSTER_NATS_TIMEOUT_MS: u64 = 5000;
+
+/// Longest wait for the round trip to JetStream a relation write makes
+/// before publishing (beyond it the write answers 503 and nothing was
+/// sent): well above a LAN round trip, well below an admin client's
+/// patience.
+pub const CLUSTER_PROBE_TIMEOUT_MS: u64 = 1000;
+
+/// Longest wait for the other nodes' answers to an admin `GET`'s live
+/// fields (protocol 10 lets them lag up to a second; a node that does not
+/// answer in time is left out of the sums).
+pub const CLUSTER_QUERY_TIMEOUT_MS: u64 = 500;

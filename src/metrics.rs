@@ -97,6 +97,10 @@ pub struct ShardMetrics {
     pub rtmsg_deliveries: AtomicU64,
     /// OP_RTMSG with no recipient (dropped, as the protocol allows).
     pub rtmsg_dropped: AtomicU64,
+    /// Cluster mode: OP_RTMSG handed to the cluster for other nodes.
+    pub rtmsg_to_cluster: AtomicU64,
+    /// Cluster mode: OP_RTMSG from other nodes' clients.
+    pub rtmsg_from_cluster: AtomicU64,
     /// Recipients per OP_RTMSG.
     pub fanout: Pow2Histogram,
     /// Connections closed as slow consumers.
@@ -140,6 +144,8 @@ impl Default for ShardMetrics {
             rtmsg_received: AtomicU64::new(0),
             rtmsg_deliveries: AtomicU64::new(0),
             rtmsg_dropped: AtomicU64::new(0),
+            rtmsg_to_cluster: AtomicU64::new(0),
+            rtmsg_from_cluster: AtomicU64::new(0),
             fanout: Pow2Histogram::new(),
             slow_consumer_closes: AtomicU64::new(0),
             call_heartbeats: AtomicU64::new(0),
@@ -337,6 +343,18 @@ pub fn render_prometheus(shards: &[&ShardMetrics]) -> String {
         "chatd_rtmsg_dropped_total",
         "OP_RTMSG with no recipient.",
         sum_u(shards, |m| &m.rtmsg_dropped),
+    );
+    counter(
+        &mut out,
+        "chatd_cluster_rtmsg_out_total",
+        "OP_RTMSG published for other nodes (cluster mode).",
+        sum_u(shards, |m| &m.rtmsg_to_cluster),
+    );
+    counter(
+        &mut out,
+        "chatd_cluster_rtmsg_in_total",
+        "OP_RTMSG from other nodes' clients (cluster mode).",
+        sum_u(shards, |m| &m.rtmsg_from_cluster),
     );
     histogram(
         &mut out,

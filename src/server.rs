@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use crate::admin::{self, Admin, AdminConfig};
 use crate::auth::Authenticator;
+use crate::cluster::link::ClusterLink;
 use crate::config::{Config, IoBackend};
 use crate::metrics::ShardMetrics;
 use crate::net::io::Backend;
@@ -59,6 +60,9 @@ pub enum ServerError {
     /// before this can be seen; a caller of [`run()`] without it sees this).
     #[error("{0} panicked")]
     Panicked(String),
+    /// The node could not join its cluster.
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::bridge::ClusterError),
     /// Anything else at start.
     #[error("{0}")]
     Other(String),
@@ -195,7 +199,21 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         tracing::warn!("{line}");
     }
     let tls = load_tls(&config)?;
-    let store = open_store(&config.data_dir)?;
+    // Cluster mode: connected and holding a slot before anything else, so
+    // the client ids carry it (docs/cluster.md).
+    let cluster = match &config.cluster {
+        Some(_) => Some(crate::cluster::bridge::connect(&config)?),
+        None => None,
+    };
+    let store = match &cluster {
+        // The relations live in JetStream; this node's copy is in memory,
+        // filled from the stream before the listeners accept.
+        Some(_) => Store::in_memory().map_err(|source| ServerError::Store {
+            path: config.data_dir.clone(),
+            source,
+        })?,
+        None => open_store(&config.data_dir)?,
+    };
     let data_dir = fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
     tracing::info!("data dir {}", data_dir.display());
     let jwt_secret = secret(
@@ -219,7 +237,14 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let _port_claims = listeners.claims;
 
     let (mesh, inboxes) = mesh::mesh(shards);
-    let shared = shared_state(&config, mesh.clone(), &jwt_secret, tls.clone());
+    let (link, link_rx) = match &cluster {
+        Some(c) => {
+            let (link, rx) = ClusterLink::new(c.slot);
+            (Some(link), Some(rx))
+        }
+        None => (None, None),
+    };
+    let shared = shared_state(&config, mesh.clone(), &jwt_secret, tls.clone(), link);
     let handles = start_shards(
         &shared,
         inboxes,
@@ -237,15 +262,30 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .map_err(|e| ServerError::Other(format!("runtime: {e}")))?;
     rt.block_on(control.install(loaded));
 
-    let admin = Arc::new(Admin::new(
-        AdminConfig {
-            token: admin_token,
-            now: admin::system_now,
-        },
-        store,
-        Authenticator::new(jwt_secret.as_bytes()),
-        control,
-    ));
+    let admin_config = AdminConfig {
+        token: admin_token,
+        now: admin::system_now,
+    };
+    let admin_auth = Authenticator::new(jwt_secret.as_bytes());
+    let (admin, mut node) = match (cluster, link_rx) {
+        (Some(c), Some(rx)) => {
+            // The relations in JetStream, applied to the shards before
+            // the listeners accept.
+            let store = Arc::new(store);
+            let log = c.log();
+            let cluster_control = c.control(control.clone());
+            let running = c.attach(crate::cluster::bridge::Attach {
+                shared: shared.clone(),
+                control: control.clone(),
+                store: store.clone(),
+                rx,
+            })?;
+            let admin = Admin::clustered(admin_config, store, admin_auth, cluster_control, log);
+            (admin, Some(running))
+        }
+        _ => (Admin::new(admin_config, store, admin_auth, control), None),
+    };
+    let admin = Arc::new(admin);
     let signals = {
         let _guard = rt.enter();
         StopSignals::install().map_err(|e| ServerError::Other(format!("signal handlers: {e}")))?
@@ -257,6 +297,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         "starting"
     );
     addrs.print();
+    if let Some(node) = &node {
+        // After the relations are loaded, before the listeners accept.
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "cluster node {} joined", node.node_id);
+        let _ = out.flush();
+    }
     fresh_dir.keep();
     shared.start_gate.open();
     let admin_tls = tls
@@ -266,6 +312,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 
     rt.block_on(signals.wait(tls.as_deref()));
     tracing::info!("draining");
+    if let Some(node) = node.as_mut() {
+        // The other nodes drop this node's clients now.
+        node.leave();
+    }
     mesh.begin_drain();
     for id in 0..shards {
         let deadline_ms = config.drain_timeout_ms;
@@ -316,15 +366,20 @@ fn shared_state(
     mesh: mesh::Mesh,
     jwt_secret: &str,
     tls: Option<Arc<crate::tls::Reloadable>>,
+    cluster: Option<ClusterLink>,
 ) -> Arc<Shared> {
     let shards = mesh.shards();
+    let client_ids = match &cluster {
+        Some(link) => ClientIds::for_node(link.slot, config.first_client_id),
+        None => ClientIds::new(config.first_client_id),
+    };
     Arc::new(Shared {
         limits: Limits {
             max_rtmsg_len: config.max_rtmsg_len,
         },
         mesh,
         auth: Authenticator::new(jwt_secret.as_bytes()),
-        client_ids: ClientIds::new(config.first_client_id),
+        client_ids,
         metrics: (0..shards)
             .map(|_| Arc::new(ShardMetrics::default()))
             .collect(),
@@ -336,6 +391,7 @@ fn shared_state(
         max_conns: config.connection_limit(),
         tls,
         config: config.clone(),
+        cluster,
     })
 }
 

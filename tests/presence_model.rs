@@ -1,5 +1,7 @@
 //! Randomized model-based test of statusd presence (protocol section 5)
-//! against the real binary, on one shard and on three.
+//! against the real binary, on one shard, on three, and on a cluster of
+//! three nodes (protocol 10: one server seen from outside; clients connect
+//! to random nodes and relation writes go to random nodes).
 //!
 //! A seeded generator drives ~300 random steps over 8 users: statusd
 //! clients connect (random user-set or automatic HELLO value) and
@@ -31,7 +33,9 @@
 //! Steps are sequential and each waits until the server has applied it at
 //! the user's home shard (the sender's answer, the end of a login dump, the
 //! admin API's answer, or the admin API's client count after a
-//! disconnect), so the model's presence is the server's at every step,
+//! disconnect), and, in a cluster, until every node's admin API shows the
+//! user's presence as the model has it (so no step races another node's
+//! earlier one: the model's presence is the cluster's at every step),
 //! while notices to watchers stay in flight across steps. Seed:
 //! `CHATD_MODEL_SEED` (default fixed per shard count), steps:
 //! `CHATD_MODEL_STEPS` (default 300); the seed is printed with any failure.
@@ -42,6 +46,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use common::cluster::Cluster;
 use common::{SEv, Server, StatusdClient};
 
 const USERS: u64 = 8;
@@ -92,6 +97,8 @@ impl Rng {
 struct Client {
     c: StatusdClient,
     user: u64,
+    /// The node it is connected to.
+    node: usize,
     /// Its value in the model (5.2).
     value: u8,
     /// Last value received per user id.
@@ -260,12 +267,37 @@ fn env_u64(name: &str) -> Option<u64> {
     }
 }
 
+/// Waits until every node's admin API shows `user`'s presence as `want`
+/// (one node: its home shard applied the step already).
+fn await_everywhere(nodes: &[&Server], user: u64, want: u8, seed: u64, step: u64) {
+    if nodes.len() < 2 {
+        return;
+    }
+    let deadline = Instant::now() + common::WAIT;
+    for n in nodes {
+        while n.user_presence(user).0 != u64::from(want) {
+            assert!(
+                Instant::now() < deadline,
+                "seed {seed}, step {step}: user {user}'s presence never reached {want} on every node"
+            );
+            std::thread::yield_now();
+        }
+    }
+}
+
 fn run_model(shards: usize, default_seed: u64) {
+    let s = Server::start(shards, &[]);
+    run_model_on(&[&s], shards, default_seed);
+}
+
+fn run_model_on(nodes: &[&Server], shards: usize, default_seed: u64) {
     let seed = env_u64("CHATD_MODEL_SEED").unwrap_or(default_seed);
     let steps = env_u64("CHATD_MODEL_STEPS").unwrap_or(300);
-    eprintln!("presence model: shards {shards}, seed {seed}, steps {steps}");
+    eprintln!(
+        "presence model: nodes {}, shards {shards}, seed {seed}, steps {steps}",
+        nodes.len()
+    );
     let mut rng = Rng(seed.max(1));
-    let s = Server::start(shards, &[]);
     let mut model = Model::default();
     let mut clients: Vec<Client> = Vec::new();
     let mut serial = 0;
@@ -283,11 +315,13 @@ fn run_model(shards: usize, default_seed: u64) {
                     continue;
                 }
                 serial += 1;
-                let name = format!("client #{serial} of user {user}");
+                let node = rng.below(nodes.len() as u64) as usize;
+                let name = format!("client #{serial} of user {user} on node {node}");
                 log.push(format!("{step}: connect {name} HELLO {raw:#04x}"));
-                let c = s.statusd(user, raw);
+                let c = nodes[node].statusd(user, raw);
                 let mut cl = Client {
                     user,
+                    node,
                     value: 0,
                     view: HashMap::new(),
                     own: c.own,
@@ -313,6 +347,7 @@ fn run_model(shards: usize, default_seed: u64) {
                     clients[i].own, want,
                     "seed {seed}, step {step}: own presence at the end of the dump"
                 );
+                await_everywhere(nodes, user, want, seed, step);
             }
             // Disconnect, then wait until the home shard has it.
             20..=31 => {
@@ -322,6 +357,7 @@ fn run_model(shards: usize, default_seed: u64) {
                 let i = rng.below(clients.len() as u64) as usize;
                 let gone = clients.swap_remove(i);
                 let user = gone.user;
+                let node = gone.node;
                 log.push(format!("{step}: disconnect {}", gone.name));
                 let before = presence(&clients, user).max(gone.value);
                 drop(gone);
@@ -330,15 +366,18 @@ fn run_model(shards: usize, default_seed: u64) {
                         c.own_want += 1;
                     }
                 }
+                // The admin API counts the clients on every node (in a
+                // cluster, the answering node asks the others).
                 let n = clients.iter().filter(|c| c.user == user).count() as u64;
                 let deadline = Instant::now() + common::WAIT;
-                while s.user_presence(user).1 != n {
+                while nodes[node].user_presence(user).1 != n {
                     assert!(
                         Instant::now() < deadline,
                         "seed {seed}, step {step}: user {user}'s disconnect never applied"
                     );
                     std::thread::yield_now();
                 }
+                await_everywhere(nodes, user, presence(&clients, user), seed, step);
             }
             // OP_SETPRES, waiting for its answer.
             32..=61 => {
@@ -361,6 +400,8 @@ fn run_model(shards: usize, default_seed: u64) {
                     cl.own, want,
                     "seed {seed}, step {step}: answer to OP_SETPRES {raw:#04x}"
                 );
+                let user = cl.user;
+                await_everywhere(nodes, user, want, seed, step);
             }
             // Contacts.
             62..=79 => {
@@ -371,11 +412,11 @@ fn run_model(shards: usize, default_seed: u64) {
                 let key = (a.min(b), a.max(b));
                 if rng.below(2) == 0 {
                     log.push(format!("{step}: PUT contact {a} {b}"));
-                    s.add_contact(a, b);
+                    any(nodes, &mut rng).add_contact(a, b);
                     model.contacts.insert(key);
                 } else {
                     log.push(format!("{step}: DELETE contact {a} {b}"));
-                    s.remove_contact(a, b);
+                    any(nodes, &mut rng).remove_contact(a, b);
                     model.contacts.remove(&key);
                 }
             }
@@ -385,11 +426,11 @@ fn run_model(shards: usize, default_seed: u64) {
                 let user = rng.user();
                 if rng.below(2) == 0 {
                     log.push(format!("{step}: PUT member {room} {user}"));
-                    s.add_member(room, user);
+                    any(nodes, &mut rng).add_member(room, user);
                     model.rooms.entry(room).or_default().insert(user);
                 } else {
                     log.push(format!("{step}: DELETE member {room} {user}"));
-                    s.remove_member(room, user);
+                    any(nodes, &mut rng).remove_member(room, user);
                     if let Some(m) = model.rooms.get_mut(&room) {
                         m.remove(&user);
                     }
@@ -414,7 +455,8 @@ fn run_model(shards: usize, default_seed: u64) {
         if Instant::now() >= deadline {
             let tail = log[log.len().saturating_sub(40)..].join("\n");
             panic!(
-                "seed {seed}, shards {shards}: views did not converge within {CONVERGE:?}:\n{}\nlast steps:\n{tail}",
+                "seed {seed}, nodes {}, shards {shards}: views did not converge within {CONVERGE:?}:\n{}\nlast steps:\n{tail}",
+                nodes.len(),
                 bad.join("\n")
             );
         }
@@ -427,6 +469,11 @@ fn run_model(shards: usize, default_seed: u64) {
     );
 }
 
+/// The node an admin write goes to: any.
+fn any<'a>(nodes: &[&'a Server], rng: &mut Rng) -> &'a Server {
+    nodes[rng.below(nodes.len() as u64) as usize]
+}
+
 #[test]
 fn presence_model_one_shard() {
     run_model(1, 0x5EED_0001);
@@ -435,4 +482,11 @@ fn presence_model_one_shard() {
 #[test]
 fn presence_model_three_shards() {
     run_model(3, 0x5EED_0003);
+}
+
+#[test]
+fn presence_model_cluster_of_three_nodes() {
+    let c = Cluster::start(3, 2);
+    let nodes: Vec<&Server> = c.nodes.iter().collect();
+    run_model_on(&nodes, 2, 0x5EED_C003);
 }

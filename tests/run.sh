@@ -4,9 +4,26 @@
 # once more over each other transport (WebSocket, TLS), then the
 # JavaScript clients' tests (clients/run-tests.sh: the library against the
 # real binary, the demo page in headless Chromium), which must all run.
+# Installs what they need where it is missing (nats-server here, Chromium
+# and the npm test packages in clients/run-tests.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# The cluster tests (tests/cluster.rs) run a real NATS server with
+# JetStream; a fresh machine has none: install the distribution's package
+# (as root), as clients/run-tests.sh does for Chromium.
+if ! command -v nats-server >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing nats-server (apt-get) =="
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq nats-server >/dev/null
+    else
+        echo "tests/run.sh: nats-server is required (apt-get install nats-server)" >&2
+        exit 1
+    fi
+fi
 
 cargo build --workspace --all-targets
 

@@ -74,6 +74,12 @@ pub struct ServerOpts {
     #[arg(long, env = "LOADGEN_CHATD", default_value = "127.0.0.1:7400")]
     pub chatd: SocketAddr,
 
+    /// Cluster mode: the chatd listener of another node of the same
+    /// cluster (repeatable). `fanout` spreads each room's connections over
+    /// --chatd and these, round-robin, so rooms span nodes.
+    #[arg(long, value_name = "ADDR")]
+    pub chatd_also: Vec<SocketAddr>,
+
     /// statusd listener of a running server.
     #[arg(long, env = "LOADGEN_STATUSD", default_value = "127.0.0.1:7401")]
     pub statusd: SocketAddr,

@@ -114,6 +114,7 @@ fn peer(
     let (chatd, statusd) = endpoints(server, server.chatd, server.statusd, server.ws, None)?;
     let target = Target {
         chatd,
+        chatd_also: server.chatd_also.clone(),
         statusd,
         admin: server.admin,
         admin_token: String::new(),
@@ -166,6 +167,7 @@ fn with_target(
         let (chatd, statusd) = endpoints(server, server.chatd, server.statusd, server.ws, None)?;
         let target = Target {
             chatd,
+            chatd_also: server.chatd_also.clone(),
             statusd,
             admin: server.admin,
             admin_token: token,
@@ -189,6 +191,7 @@ fn with_target(
     let (chatd, statusd) = endpoints(server, s.chatd, s.statusd, s.ws, s.cert_pem.as_deref())?;
     let target = Target {
         chatd,
+        chatd_also: Vec::new(),
         statusd,
         admin: s.admin,
         admin_token: s.admin_token.clone(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::ids::ChatId;
 use crate::ids::UserId;
-use crate::store::NetChange;
+use crate::store::{NetChange, Op};
 
 /// A boxed `Send` future, as the HTTP handlers need.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -66,4 +66,22 @@ pub trait ShardControl: Send + Sync + 'static {
     fn user_rooms(&self, user: UserId) -> BoxFuture<Result<Vec<ChatId>, ShardGone>>;
     /// All metrics in the Prometheus text format.
     fn metrics_text(&self) -> String;
+}
+
+/// Why a relation write through the cluster's log failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// NATS (or JetStream) cannot take the write now: nothing changed
+    /// (protocol 10: 503).
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Cluster mode: where relation writes go instead of the local store
+/// (docs/cluster.md, "Relations"). The log makes the write durable, and
+/// resolves once this node applied it (through [`ShardControl::apply`],
+/// like every node does).
+pub trait RelationLog: Send + Sync + 'static {
+    /// Writes `ops` (validated) as one change.
+    fn write(&self, ops: Vec<Op>) -> BoxFuture<Result<(), LogError>>;
 }

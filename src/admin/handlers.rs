@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::batch;
-use super::control::ShardGone;
+use super::control::{LogError, ShardGone};
 use super::state::Admin;
 use crate::auth::parse_id;
 use crate::ids::{ChatId, UserId};
@@ -172,6 +172,15 @@ fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
 /// answer (dropping this future) cannot leave a committed change unapplied
 /// on the shards.
 async fn write(admin: &Arc<Admin>, ops: Vec<Op>) -> ApiResult<()> {
+    if let Some(log) = &admin.log {
+        // Cluster mode: durable in JetStream, then applied here by the
+        // log's consumer, in the stream's order (docs/cluster.md).
+        return log.write(ops).await.map_err(|e| match e {
+            LogError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+        });
+    }
     let (answer, answered) = tokio::sync::oneshot::channel();
     let admin = admin.clone();
     tokio::spawn(async move {

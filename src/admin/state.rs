@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::control::ShardControl;
+use super::control::{RelationLog, ShardControl};
 use crate::auth::Authenticator;
 use crate::store::Store;
 
@@ -42,6 +42,9 @@ pub struct Admin {
     pub(super) now: fn() -> u64,
     /// The live shards.
     pub(super) shards: Arc<dyn ShardControl>,
+    /// Cluster mode: relation writes go here (the store is then the
+    /// node's in-memory copy, which the log's consumer writes).
+    pub(super) log: Option<Arc<dyn RelationLog>>,
 }
 
 impl Admin {
@@ -60,6 +63,27 @@ impl Admin {
             token: config.token,
             now: config.now,
             shards,
+            log: None,
+        }
+    }
+
+    /// Cluster mode: the API over `store` (the node's copy of the
+    /// relations, written by the log's consumer), writing to `log`.
+    pub fn clustered(
+        config: AdminConfig,
+        store: Arc<Store>,
+        auth: Authenticator,
+        shards: Arc<dyn ShardControl>,
+        log: Arc<dyn RelationLog>,
+    ) -> Admin {
+        Admin {
+            store,
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+            auth,
+            token: config.token,
+            now: config.now,
+            shards,
+            log: Some(log),
         }
     }
 }

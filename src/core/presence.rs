@@ -16,6 +16,12 @@
 //! and its last update is out ([`Presence::release_if_quiet`]); its home
 //! tells every shard when that starts and ends.
 //!
+//! In a cluster (docs/cluster.md), each other node's value for a user
+//! (the maximum of that node's clients) is held next to the local
+//! clients' values and counts in the maximum the same way
+//! ([`Presence::set_remote`]); a user with such a value is active here
+//! too, so this node's watchers hear about it.
+//!
 //! Sans-IO: methods return what changed ([`Change`]) and the caller decides
 //! whom to send `OP_PRES` to, using [`Presence::clients`].
 //!
@@ -54,7 +60,9 @@ struct UserState<H> {
     /// Connected statusd clients and their 7-bit values; a handful per user,
     /// so a vector beats a map.
     clients: Vec<(H, u8)>,
-    /// Cached maximum of `clients`' values (0 with none).
+    /// Cluster mode: other nodes' values (non-zero, one per node).
+    remote: Vec<(u16, u8)>,
+    /// Cached maximum of `clients`' and `remote`'s values (0 with none).
     presence: u8,
     /// A gather of this user's watchers is in flight.
     publishing: bool,
@@ -70,6 +78,7 @@ impl<H> UserState<H> {
     fn new() -> Self {
         UserState {
             clients: Vec::new(),
+            remote: Vec::new(),
             presence: 0,
             publishing: false,
             dirty: false,
@@ -81,11 +90,18 @@ impl<H> UserState<H> {
     /// Nothing left to tell anyone: no client, no update in flight, and
     /// the last update sent 0.
     fn is_quiet(&self) -> bool {
-        self.clients.is_empty() && !self.publishing && self.announced == 0
+        self.clients.is_empty() && self.remote.is_empty() && !self.publishing && self.announced == 0
     }
 
     fn recompute(&mut self) {
-        self.presence = self.clients.iter().map(|&(_, v)| v).max().unwrap_or(0);
+        let local = self.local();
+        let remote = self.remote.iter().map(|&(_, v)| v).max().unwrap_or(0);
+        self.presence = local.max(remote);
+    }
+
+    /// The maximum of this node's clients' values.
+    fn local(&self) -> u8 {
+        self.clients.iter().map(|&(_, v)| v).max().unwrap_or(0)
     }
 }
 
@@ -150,6 +166,74 @@ impl<H: Copy + Eq + Hash + Debug> Presence<H> {
             old,
             new: state.presence,
         }
+    }
+
+    /// This node's part of `user`'s presence: the maximum of its clients
+    /// here (what this node tells the others, cluster mode).
+    pub fn local_presence(&self, user: UserId) -> u8 {
+        self.users.get(&user).map_or(0, UserState::local)
+    }
+
+    /// Cluster mode: node `node`'s value for `user` is now `value` (0: it
+    /// has no client of `user`); with `user_set`, the value was set by the
+    /// user there (5.2): every client here and every other node's value
+    /// takes it too. The user is added if new (the caller tells the
+    /// shards it is active).
+    pub fn set_remote(&mut self, user: UserId, node: u16, value: u8, user_set: bool) -> Change {
+        let value = value & VALUE_MASK;
+        if value == 0 && !user_set && !self.users.contains_key(&user) {
+            return Change { old: 0, new: 0 };
+        }
+        let state = self.users.entry(user).or_insert_with(UserState::new);
+        let old = state.presence;
+        if user_set {
+            for (_, v) in &mut state.clients {
+                *v = value;
+            }
+            for (_, v) in &mut state.remote {
+                *v = value;
+            }
+        }
+        state.remote.retain(|&(n, _)| n != node);
+        if value != 0 {
+            state.remote.push((node, value));
+        }
+        state.remote.retain(|&(_, v)| v != 0);
+        state.recompute();
+        Change {
+            old,
+            new: state.presence,
+        }
+    }
+
+    /// Cluster mode: node `node` is gone; its values are dropped. Returns
+    /// the users whose presence that changed, with the change.
+    pub fn drop_node(&mut self, node: u16) -> Vec<(UserId, Change)> {
+        let mut out = Vec::new();
+        for (&user, state) in &mut self.users {
+            if state.remote.iter().any(|&(n, _)| n == node) {
+                let old = state.presence;
+                state.remote.retain(|&(n, _)| n != node);
+                state.recompute();
+                out.push((
+                    user,
+                    Change {
+                        old,
+                        new: state.presence,
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    /// Users with clients on this node and their local values (what this
+    /// node republishes to the others, cluster mode).
+    pub fn local_values(&self) -> impl Iterator<Item = (UserId, u8)> + '_ {
+        self.users
+            .iter()
+            .filter(|(_, s)| !s.clients.is_empty())
+            .map(|(&u, s)| (u, s.local()))
     }
 
     /// Whether `user` is active (see the module doc).
@@ -242,7 +326,13 @@ impl<H: Copy + Eq + Hash + Debug> Presence<H> {
             if let Some(&last) = s.queue.last() {
                 assert_eq!(last, s.presence, "the last queued value is the presence");
             }
-            let max = s.clients.iter().map(|&(_, v)| v).max().unwrap_or(0);
+            let max = s
+                .clients
+                .iter()
+                .map(|&(_, v)| v)
+                .chain(s.remote.iter().map(|&(_, v)| v))
+                .max()
+                .unwrap_or(0);
             assert_eq!(s.presence, max, "presence of {user}");
             assert!(
                 s.clients.iter().all(|&(_, v)| v & AUTOMATIC == 0),
@@ -267,6 +357,12 @@ fn apply<H: Copy + Eq>(state: &mut UserState<H>, conn: H, raw: u8) -> Change {
         for (_, v) in &mut state.clients {
             *v = value;
         }
+        // Cluster mode: the user's clients on every node take it (each
+        // node applies the same set when it hears of it).
+        for (_, v) in &mut state.remote {
+            *v = value;
+        }
+        state.remote.retain(|&(_, v)| v != 0);
     } else if let Some((_, v)) = state.clients.iter_mut().find(|(c, _)| *c == conn) {
         *v = value;
     }

@@ -13,10 +13,18 @@
 //! Connections are opaque handles `H` chosen by the server. This module
 //! never sends anything: it pushes [`RoomOutput`]s for the caller to encode.
 //!
+//! In a cluster (docs/cluster.md), the rooms also hold what other nodes
+//! told about them ([`Rooms::enable_cluster`]): which nodes have joined
+//! connections to a room ("interest") and each node's users in its call;
+//! the flag counts distinct users over this node and those. What other
+//! nodes must hear (this node's interest and call users changed) is
+//! queued as [`ClusterEvent`]s for the caller.
+//!
 //! Invariants (checked by [`Rooms::invariants`] in tests):
 //! - the per-user index lists exactly the joined connections;
 //! - call participants are joined connections, each with one live timer;
-//! - `flag == (distinct users in the call >= 2)`;
+//! - `flag == (distinct users in the call, this node's and other nodes',
+//!   >= 2)`;
 //! - a room with no joined connection does not exist (so a room costs
 //!   nothing here until someone joins it).
 
@@ -44,6 +52,44 @@ pub enum RoomOutput<H> {
     /// Send `OP_IN_CALL chat in_call` to every connection in
     /// [`Rooms::joined`]`(chat)` (possibly none, when the room emptied).
     FlagChanged { chat: ChatId, in_call: bool },
+}
+
+/// What other nodes of a cluster must be told about a room homed here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterEvent {
+    /// This node has joined connections to `chat` now (`on`) or no more.
+    Interest { chat: ChatId, on: bool },
+    /// This node's set of users in `chat`'s call changed.
+    CallUsers { chat: ChatId },
+}
+
+/// A node of the cluster, by its slot (docs/cluster.md).
+pub type NodeSlot = u16;
+
+/// What the other nodes told about the rooms homed here (cluster mode).
+#[derive(Debug, Default)]
+struct ClusterRooms {
+    /// Rooms some other node has joined connections to, and which nodes.
+    interested: FastMap<ChatId, Vec<NodeSlot>>,
+    /// Each other node's users in a room's call (non-empty sets only).
+    calls: FastMap<ChatId, Vec<(NodeSlot, Vec<UserId>)>>,
+    /// Queued for the caller ([`Rooms::take_cluster_events`]).
+    events: Vec<ClusterEvent>,
+}
+
+impl ClusterRooms {
+    /// The other nodes' call users of `chat`, distinct.
+    fn remote_call_users(&self, chat: ChatId) -> Vec<UserId> {
+        let mut users: Vec<UserId> = self
+            .calls
+            .get(&chat)
+            .into_iter()
+            .flat_map(|v| v.iter().flat_map(|(_, u)| u.iter().copied()))
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        users
+    }
 }
 
 /// The connection has not joined the room (`OP_ERROR NOT_JOINED`).
@@ -94,8 +140,12 @@ struct Room<H> {
     by_user: FastMap<UserId, UserConns<H>>,
     /// Distinct users with at least one connection in the call.
     call_users: u32,
-    /// The flag last announced: `call_users >= 2`.
+    /// The flag last announced: `call_users >= 2` (with other nodes'
+    /// users, in a cluster).
     flag: bool,
+    /// `call_users`' set changed since the last `after_change` (cluster
+    /// mode tells the other nodes).
+    calls_changed: bool,
 }
 
 impl<H> Default for Room<H> {
@@ -105,6 +155,7 @@ impl<H> Default for Room<H> {
             by_user: FastMap::default(),
             call_users: 0,
             flag: false,
+            calls_changed: false,
         }
     }
 }
@@ -120,6 +171,8 @@ pub struct Rooms<H> {
     rooms_in_call: usize,
     /// Scratch for `poll_timeouts`, kept to reuse its allocation.
     fired: Vec<(ChatId, H)>,
+    /// Cluster mode only: the other nodes' interest and call users.
+    cluster: Option<Box<ClusterRooms>>,
 }
 
 impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
@@ -132,6 +185,150 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
             call_timeout_ms,
             rooms_in_call: 0,
             fired: Vec::new(),
+            cluster: None,
+        }
+    }
+
+    /// Cluster mode: keep the other nodes' interest and call users, and
+    /// queue [`ClusterEvent`]s.
+    pub fn enable_cluster(&mut self) {
+        self.cluster = Some(Box::default());
+    }
+
+    /// What other nodes must be told since the last call (cluster mode).
+    pub fn take_cluster_events(&mut self) -> Vec<ClusterEvent> {
+        self.cluster
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.events))
+            .unwrap_or_default()
+    }
+
+    /// Whether another node has joined connections to `chat` (so a
+    /// message to it must also go out to the cluster). One lookup in an
+    /// empty map for a room whose clients are all on this node.
+    pub fn remote_interest(&self, chat: ChatId) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.interested.contains_key(&chat))
+    }
+
+    /// Node `node` has joined connections to `chat` now (`on`) or no more
+    /// (its call users there are then dropped). True when `on` is news.
+    pub fn set_remote_interest(
+        &mut self,
+        chat: ChatId,
+        node: NodeSlot,
+        on: bool,
+        out: &mut Vec<RoomOutput<H>>,
+    ) -> bool {
+        let Some(c) = self.cluster.as_mut() else {
+            return false;
+        };
+        if on {
+            let nodes = c.interested.entry(chat).or_default();
+            if nodes.contains(&node) {
+                return false;
+            }
+            nodes.push(node);
+            return true;
+        }
+        if let Some(nodes) = c.interested.get_mut(&chat) {
+            nodes.retain(|&n| n != node);
+            if nodes.is_empty() {
+                c.interested.remove(&chat);
+            }
+        }
+        self.set_remote_calls(chat, node, Vec::new(), out);
+        false
+    }
+
+    /// Node `node`'s users in `chat`'s call are now `users`.
+    pub fn set_remote_calls(
+        &mut self,
+        chat: ChatId,
+        node: NodeSlot,
+        mut users: Vec<UserId>,
+        out: &mut Vec<RoomOutput<H>>,
+    ) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        users.sort_unstable();
+        users.dedup();
+        let sets = c.calls.entry(chat).or_default();
+        sets.retain(|(n, _)| *n != node);
+        if !users.is_empty() {
+            sets.push((node, users));
+        }
+        if sets.is_empty() {
+            c.calls.remove(&chat);
+        }
+        self.after_change(chat, out);
+    }
+
+    /// Node `node` is gone: everything it told is dropped (flags
+    /// recomputed).
+    pub fn drop_node(&mut self, node: NodeSlot, out: &mut Vec<RoomOutput<H>>) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        c.interested.retain(|_, nodes| {
+            nodes.retain(|&n| n != node);
+            !nodes.is_empty()
+        });
+        let chats: Vec<ChatId> = c
+            .calls
+            .iter()
+            .filter(|(_, sets)| sets.iter().any(|(n, _)| *n == node))
+            .map(|(&chat, _)| chat)
+            .collect();
+        for chat in chats {
+            self.set_remote_calls(chat, node, Vec::new(), out);
+        }
+    }
+
+    /// This node's users in `chat`'s call, ascending.
+    pub fn local_call_users(&self, chat: ChatId) -> Vec<UserId> {
+        let mut users: Vec<UserId> = self
+            .rooms
+            .get(&chat)
+            .into_iter()
+            .flat_map(|r| r.by_user.iter().filter(|(_, uc)| uc.in_call > 0))
+            .map(|(&u, _)| u)
+            .collect();
+        users.sort_unstable();
+        users
+    }
+
+    /// Rooms with joined connections here.
+    pub fn local_rooms(&self) -> impl Iterator<Item = ChatId> + '_ {
+        self.rooms.keys().copied()
+    }
+
+    /// An `OP_RTMSG` from a client of another node: the recipients here by
+    /// the same addressing as [`Rooms::recipients`] (the sender is not
+    /// here, so nobody is left out as the sender).
+    pub fn remote_recipients(
+        &self,
+        chat: ChatId,
+        receiver_userid: UserId,
+        receiver_clientid: ClientId,
+        out: &mut Vec<H>,
+    ) {
+        let Some(room) = self.rooms.get(&chat) else {
+            return;
+        };
+        match (receiver_userid, receiver_clientid) {
+            (0, 0) => out.extend(room.joined.keys().copied()),
+            (0, _) => {}
+            (user, client) => {
+                let Some(uc) = room.by_user.get(&user) else {
+                    return;
+                };
+                let wanted =
+                    |c: &H| client == 0 || room.joined.get(c).is_some_and(|j| j.client == client);
+                out.extend(uc.conns.iter().copied().filter(wanted));
+            }
         }
     }
 
@@ -144,6 +341,7 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
         if let Some(uc) = room.by_user.remove(&user) {
             if uc.in_call > 0 {
                 room.call_users -= 1;
+                room.calls_changed = true;
             }
             for conn in uc.conns {
                 if let Some(j) = room.joined.remove(&conn) {
@@ -173,7 +371,19 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
             out.push(RoomOutput::NotMember { conn, chat });
             return;
         }
-        let room = self.rooms.entry(chat).or_default();
+        if !self.rooms.contains_key(&chat) {
+            let mut room = Room::default();
+            if let Some(c) = self.cluster.as_mut() {
+                // Other nodes' call users count from the first join.
+                room.flag = c.remote_call_users(chat).len() >= 2;
+                self.rooms_in_call += usize::from(room.flag);
+                c.events.push(ClusterEvent::Interest { chat, on: true });
+            }
+            self.rooms.insert(chat, room);
+        }
+        let Some(room) = self.rooms.get_mut(&chat) else {
+            return;
+        };
         if let Some(j) = room.joined.get(&conn) {
             debug_assert_eq!(j.user, user, "one connection, two users");
         } else {
@@ -347,6 +557,12 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
         let Some(room) = self.rooms.remove(&chat) else {
             return;
         };
+        if let Some(c) = self.cluster.as_mut() {
+            if room.call_users > 0 {
+                c.events.push(ClusterEvent::CallUsers { chat });
+            }
+            c.events.push(ClusterEvent::Interest { chat, on: false });
+        }
         for (conn, j) in room.joined {
             cancel_call_timer(&mut self.timers, j.call);
             out.push(RoomOutput::Left { conn, chat });
@@ -371,6 +587,11 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
             .filter(|(_, uc)| uc.in_call > 0)
             .map(|(&u, _)| u)
             .collect();
+        if let Some(c) = &self.cluster {
+            call_users.extend(c.remote_call_users(chat));
+            call_users.sort_unstable();
+            call_users.dedup();
+        }
         call_users.sort_unstable();
         RoomLiveState {
             joined_clients: room.joined.len() as u64,
@@ -396,7 +617,23 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
         let Some(room) = self.rooms.get_mut(&chat) else {
             return;
         };
-        let flag = room.call_users >= 2;
+        let mut flag = room.call_users >= 2;
+        if let Some(c) = self.cluster.as_mut() {
+            if std::mem::take(&mut room.calls_changed) {
+                c.events.push(ClusterEvent::CallUsers { chat });
+            }
+            // Distinct users over every node: the other nodes' users not
+            // in the call here too.
+            let remote = c.remote_call_users(chat);
+            let extra = remote
+                .iter()
+                .filter(|u| room.by_user.get(u).is_none_or(|uc| uc.in_call == 0))
+                .count() as u32;
+            flag = !room.joined.is_empty() && room.call_users + extra >= 2;
+            if room.joined.is_empty() {
+                c.events.push(ClusterEvent::Interest { chat, on: false });
+            }
+        }
         if flag != room.flag {
             room.flag = flag;
             if flag {
@@ -437,7 +674,9 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
             }
             assert_eq!(indexed, room.joined.len(), "per-user index of {chat}");
             assert_eq!(call_users, room.call_users);
-            assert_eq!(room.flag, call_users >= 2);
+            if self.cluster.is_none() {
+                assert_eq!(room.flag, call_users >= 2);
+            }
             in_call_rooms += usize::from(room.flag);
             participants += room.joined.values().filter(|j| j.call.is_some()).count();
         }
@@ -490,6 +729,7 @@ fn join_call_count<H>(room: &mut Room<H>, user: UserId) {
         uc.in_call += 1;
         if uc.in_call == 1 {
             room.call_users += 1;
+            room.calls_changed = true;
         }
     } else {
         debug_assert!(false, "call participant missing from the per-user index");
@@ -504,6 +744,7 @@ fn leave_call_count<H>(room: &mut Room<H>, user: UserId) {
         if uc.in_call == 0 {
             debug_assert!(room.call_users > 0, "call user count underflow");
             room.call_users = room.call_users.saturating_sub(1);
+            room.calls_changed = true;
         }
     } else {
         debug_assert!(false, "call participant missing from the per-user index");

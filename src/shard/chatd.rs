@@ -15,9 +15,10 @@ use chatd_proto::{DecodeError, ErrorCode, Limits};
 
 use super::conn;
 use super::input::{Consumed, Input, Sender, ServiceInput};
-use super::msg::{ConnRef, Notice, ShardMsg};
+use super::msg::{ClusterIn, ConnRef, Notice, ShardMsg};
 use super::{route, Shard, State};
-use crate::core::room::RoomOutput;
+use crate::cluster::link::ToBridge;
+use crate::core::room::{ClusterEvent, NodeSlot, RoomOutput};
 use crate::ids::{ChatId, ClientId, Service, UserId};
 use crate::metrics;
 use crate::net::outbuf::Flush;
@@ -272,6 +273,7 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
             let res = st
                 .rooms
                 .recipients(chat, sender, to_user, to_client, &mut recipients);
+            let remote = st.rooms.remote_interest(chat);
             drop(st);
             if res.is_err() {
                 let notice = Notice::Error {
@@ -281,6 +283,19 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
                 };
                 shard.give_conn_list(recipients);
                 return notify(shard, sender, notice);
+            }
+            if remote {
+                // Another node has joined connections: one publish for
+                // all of them (docs/cluster.md).
+                if let Some(link) = &shard.shared.cluster {
+                    shard.metrics.rtmsg_to_cluster.fetch_add(1, Relaxed);
+                    link.send(ToBridge::RtMsg {
+                        chat,
+                        to_user,
+                        to_client,
+                        frame: frame.clone(),
+                    });
+                }
             }
             let m = &shard.metrics;
             metrics::add(&m.rtmsg_received, 1);
@@ -320,8 +335,108 @@ pub fn notify(shard: &Shard, c: ConnRef, notice: Notice) {
     }
 }
 
+/// Cluster mode: what the other nodes must hear about rooms homed here
+/// (this node's interest and call users), to the bridge.
+fn tell_cluster(shard: &Shard) {
+    let Some(link) = &shard.shared.cluster else {
+        return;
+    };
+    let events = shard.state.borrow_mut().rooms.take_cluster_events();
+    for e in events {
+        match e {
+            ClusterEvent::Interest { chat, on } => link.send(ToBridge::Interest { chat, on }),
+            ClusterEvent::CallUsers { chat } => {
+                let st = shard.state.borrow();
+                // Only interested nodes keep them; a node that becomes
+                // interested later is sent them then.
+                if st.rooms.remote_interest(chat) {
+                    let users = st.rooms.local_call_users(chat);
+                    link.send(ToBridge::Calls { chat, users });
+                }
+            }
+        }
+    }
+}
+
+/// Handles what the cluster bridge says about a room homed here.
+pub fn handle_cluster_room(shard: &Shard, msg: ClusterIn) {
+    let mut out = Vec::new();
+    match msg {
+        ClusterIn::RtMsg {
+            chat,
+            to_user,
+            to_client,
+            frame,
+        } => {
+            shard.metrics.rtmsg_from_cluster.fetch_add(1, Relaxed);
+            let mut recipients = shard.take_conn_list();
+            shard
+                .state
+                .borrow()
+                .rooms
+                .remote_recipients(chat, to_user, to_client, &mut recipients);
+            if !recipients.is_empty() {
+                let m = &shard.metrics;
+                m.rtmsg_deliveries
+                    .fetch_add(recipients.len() as u64, Relaxed);
+                m.command_out(Service::Chatd, wire::OP_RTMSG, recipients.len() as u64);
+                shard.deliver(&frame, &recipients, Flush::Now);
+            }
+            shard.give_conn_list(recipients);
+            return;
+        }
+        ClusterIn::Interest { chat, node, on } => {
+            let (news, users) = {
+                let mut st = shard.state.borrow_mut();
+                let news = st.rooms.set_remote_interest(chat, node, on, &mut out);
+                (news, st.rooms.local_call_users(chat))
+            };
+            // A newly interested node learns this node's call users.
+            if news && !users.is_empty() {
+                if let Some(link) = &shard.shared.cluster {
+                    link.send(ToBridge::Calls { chat, users });
+                }
+            }
+        }
+        ClusterIn::Calls { chat, node, users } => {
+            shard
+                .state
+                .borrow_mut()
+                .rooms
+                .set_remote_calls(chat, node, users, &mut out);
+        }
+        _ => return,
+    }
+    apply_room_outputs(shard, out);
+}
+
+/// Cluster mode: node `node` is gone; its interest and call users in the
+/// rooms homed here are dropped (flags recomputed and pushed).
+pub fn drop_node_rooms(shard: &Shard, node: NodeSlot) {
+    let mut out = Vec::new();
+    shard.state.borrow_mut().rooms.drop_node(node, &mut out);
+    apply_room_outputs(shard, out);
+}
+
+/// Cluster mode: tells the bridge this node's interest and call users in
+/// every room homed here (for a node that joined or reconnected).
+pub fn snapshot_rooms(shard: &Shard) {
+    let Some(link) = &shard.shared.cluster else {
+        return;
+    };
+    let st = shard.state.borrow();
+    for chat in st.rooms.local_rooms() {
+        link.send(ToBridge::Interest { chat, on: true });
+        let users = st.rooms.local_call_users(chat);
+        if !users.is_empty() {
+            link.send(ToBridge::Calls { chat, users });
+        }
+    }
+}
+
 /// Sends what the room state machine decided.
 pub fn apply_room_outputs(shard: &Shard, out: Vec<RoomOutput<ConnRef>>) {
+    tell_cluster(shard);
     for o in out {
         match o {
             RoomOutput::Joined {

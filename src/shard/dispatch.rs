@@ -5,7 +5,7 @@
 //! ([`Shard::ack_after_flush`]).
 
 use super::msg::ShardMsg;
-use super::{chatd, conn, control, flips, statusd, Shard};
+use super::{chatd, cluster, conn, control, flips, statusd, Shard};
 
 /// Handles everything queued for this shard by itself, then sends what
 /// handlers addressed to other shards, then the answers to the admin
@@ -90,6 +90,7 @@ pub fn handle(shard: &Shard, msg: ShardMsg) {
         | ShardMsg::QueryRooms { .. }
         | ShardMsg::QueryRoom { .. }
         | ShardMsg::QueryUser { .. } => control::handle_admin_msg(shard, msg),
+        ShardMsg::Cluster(msg) => cluster::handle(shard, msg),
         ShardMsg::Shutdown { deadline_ms } => conn::start_drain(shard, deadline_ms),
     }
 }

@@ -33,6 +33,7 @@
 //!   and users this shard is home to; [`flips`]: round 2 of a relation
 //!   change (what it showed and hid); [`control`]: the admin thread's
 //!   messages (start-up relations, relation changes, queries);
+//! - [`cluster`]: what the cluster bridge hands the shard (cluster mode);
 //! - [`input`]: the one input path both services share (decode errors,
 //!   login, keepalive, rate limit), generic over [`input::ServiceInput`],
 //!   which [`chatd`] and [`statusd`] implement;
@@ -43,6 +44,7 @@
 
 pub mod chatd;
 pub mod client_ids;
+pub mod cluster;
 pub mod conn;
 pub mod control;
 pub mod dispatch;
@@ -117,6 +119,8 @@ pub struct Shared {
     pub start_gate: StartGate,
     /// `--max-connections`, resolved.
     pub max_conns: u64,
+    /// Cluster mode: the way to the cluster bridge (docs/cluster.md).
+    pub cluster: Option<crate::cluster::link::ClusterLink>,
     /// The certificate and key with `--tls-cert`: every listener speaks
     /// TLS, each new connection with the pair current at accept.
     pub tls: Option<Arc<crate::tls::Reloadable>>,
@@ -453,9 +457,13 @@ impl Shard {
     /// will live in).
     pub(super) fn new(id: usize, shared: Arc<Shared>, this: std::rc::Weak<Shard>) -> Self {
         let now = shared.now_ms();
+        let mut rooms = Rooms::new(shared.config.call_timeout_ms, now);
+        if shared.cluster.is_some() {
+            rooms.enable_cluster();
+        }
         let state = State {
             conns: Slots::with_capacity(conn_slots(&shared), limits::CONN_SLOTS_MAX - 1, 0),
-            rooms: Rooms::new(shared.config.call_timeout_ms, now),
+            rooms,
             presence: Presence::new(),
             dumps: FastMap::default(),
             relations: ShardRelations::new(),

@@ -8,6 +8,7 @@ use tokio::sync::oneshot;
 use crate::admin::control::{RoomLive, UserLive};
 use crate::core::pairset::PairSet;
 use crate::core::relations::{FlipSets, ShardDelta};
+use crate::core::room::NodeSlot;
 use crate::ids::{ChatId, ClientId, UserId};
 use crate::limits;
 use crate::net::outbuf::Flush;
@@ -93,6 +94,43 @@ pub enum Notice {
         opcode: u8,
         id: u64,
     },
+}
+
+/// What the cluster bridge hands a shard (cluster mode; docs/cluster.md).
+#[derive(Debug)]
+pub enum ClusterIn {
+    /// To `chat`'s home: an `OP_RTMSG` from a client of another node.
+    RtMsg {
+        chat: ChatId,
+        to_user: UserId,
+        to_client: ClientId,
+        frame: Bytes,
+    },
+    /// To `chat`'s home: node `node` has joined connections there now
+    /// (`on`) or no more.
+    Interest {
+        chat: ChatId,
+        node: NodeSlot,
+        on: bool,
+    },
+    /// To `chat`'s home: node `node`'s users in the call.
+    Calls {
+        chat: ChatId,
+        node: NodeSlot,
+        users: Vec<UserId>,
+    },
+    /// To `user`'s home: node `node`'s value for `user` (5.2).
+    Pres {
+        user: UserId,
+        node: NodeSlot,
+        value: u8,
+        user_set: bool,
+    },
+    /// To every shard: node `node` is gone; drop what it told.
+    NodeGone { node: NodeSlot },
+    /// To every shard: tell the bridge everything this node holds that
+    /// other nodes keep (interest, call users, presence values).
+    Snapshot,
 }
 
 /// A cross-shard message.
@@ -258,6 +296,8 @@ pub enum ShardMsg {
         user: UserId,
         reply: oneshot::Sender<UserLive>,
     },
+    /// From the cluster bridge.
+    Cluster(ClusterIn),
     /// Stop accepting; send OP_ERROR SHUTTING_DOWN to every connection,
     /// flush and close them within `deadline_ms`.
     Shutdown { deadline_ms: u64 },

@@ -20,7 +20,9 @@ use chatd_proto::{DecodeError, ErrorCode, Limits};
 use super::input::{Consumed, Input, Sender, ServiceInput};
 use super::msg::{ConnRef, ShardMsg};
 use super::{route, Dump, Gather, Shard, State};
+use crate::cluster::link::ToBridge;
 use crate::core::presence::Change;
+use crate::core::room::NodeSlot;
 use crate::ids::{FastSet, Service, UserId};
 use crate::net::outbuf::Flush;
 
@@ -124,11 +126,13 @@ impl ServiceInput for StatusdInput {
 pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
     match msg {
         ShardMsg::PresHello { user, conn, raw } => {
+            let before = local_value(shard, user);
             let (was_active, change) = {
                 let mut st = shard.state.borrow_mut();
                 let was_active = st.presence.is_active(user);
                 (was_active, st.presence.connect(user, conn, raw))
             };
+            tell_cluster(shard, user, before, raw & wire::AUTO_FLAG == 0);
             if !was_active {
                 // Before any gather of this user's: every shard's part of
                 // a gather or dump that comes after sees it active.
@@ -153,11 +157,13 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
             set_presence(shard, user, conn, raw);
         }
         ShardMsg::PresGone { user, conn } => {
+            let before = local_value(shard, user);
             let change = {
                 let mut st = shard.state.borrow_mut();
                 st.dumps.remove(&conn);
                 st.presence.disconnect(user, conn)
             };
+            tell_cluster(shard, user, before, false);
             tell_own_clients(shard, user, change, None);
             if change.changed() && queue_update(shard, user) {
                 start_gather(shard, user, true, None, None);
@@ -241,13 +247,92 @@ pub(super) fn broadcast(shard: &Shard, make: impl Fn(usize) -> ShardMsg) {
 
 /// OP_SETPRES `raw` from client `conn` of `user` (homed here).
 fn set_presence(shard: &Shard, user: UserId, conn: ConnRef, raw: u8) {
+    let before = local_value(shard, user);
     let change = shard.state.borrow_mut().presence.set(user, conn, raw);
+    tell_cluster(shard, user, before, raw & wire::AUTO_FLAG == 0);
     // Exactly one OP_PRES 0 to the sender, changed or not; when it
     // changed this is also its copy of the broadcast.
     send_pres(shard, &[conn], 0, change.new);
     tell_own_clients(shard, user, change, Some(conn));
     if change.changed() && queue_update(shard, user) {
         start_gather(shard, user, true, None, None);
+    }
+}
+
+/// Cluster mode: this node's value for `user` (the maximum of its
+/// clients here); 0 otherwise (unused then).
+fn local_value(shard: &Shard, user: UserId) -> u8 {
+    if shard.shared.cluster.is_none() {
+        return 0;
+    }
+    shard.state.borrow().presence.local_presence(user)
+}
+
+/// Cluster mode: tells the other nodes this node's value for `user` when
+/// it changed from `before`, or when a client here set it with MSB 0
+/// (`user_set`: every client of the user on every node takes it).
+fn tell_cluster(shard: &Shard, user: UserId, before: u8, user_set: bool) {
+    let Some(link) = &shard.shared.cluster else {
+        return;
+    };
+    let value = shard.state.borrow().presence.local_presence(user);
+    if value != before || user_set {
+        link.send(ToBridge::Pres {
+            user,
+            value,
+            user_set,
+        });
+    }
+}
+
+/// Cluster mode: another node's value for `user` (homed here) changed.
+/// Applied like a client's change: own clients, watchers, activity.
+pub fn handle_cluster_pres(shard: &Shard, user: UserId, node: NodeSlot, value: u8, user_set: bool) {
+    let before = local_value(shard, user);
+    let (was_active, change, active) = {
+        let mut st = shard.state.borrow_mut();
+        let was_active = st.presence.is_active(user);
+        let change = st.presence.set_remote(user, node, value, user_set);
+        (was_active, change, st.presence.is_active(user))
+    };
+    if !was_active && active {
+        broadcast(shard, |_| ShardMsg::Active { user, active: true });
+    }
+    // A set by the user there changed this node's clients too.
+    tell_cluster(shard, user, before, false);
+    tell_own_clients(shard, user, change, None);
+    if change.changed() && queue_update(shard, user) {
+        start_gather(shard, user, true, None, None);
+    }
+    release_if_quiet(shard, user);
+}
+
+/// Cluster mode: node `node` is gone; its values for the users homed
+/// here are dropped, and whoever sees them is told.
+pub fn drop_node_presence(shard: &Shard, node: NodeSlot) {
+    let changes = shard.state.borrow_mut().presence.drop_node(node);
+    for (user, change) in changes {
+        tell_own_clients(shard, user, change, None);
+        if change.changed() && queue_update(shard, user) {
+            start_gather(shard, user, true, None, None);
+        }
+        release_if_quiet(shard, user);
+    }
+}
+
+/// Cluster mode: tells the bridge this node's value of every user homed
+/// here with clients here (for a node that joined or reconnected).
+pub fn snapshot_presence(shard: &Shard) {
+    let Some(link) = &shard.shared.cluster else {
+        return;
+    };
+    let values: Vec<(UserId, u8)> = shard.state.borrow().presence.local_values().collect();
+    for (user, value) in values {
+        link.send(ToBridge::Pres {
+            user,
+            value,
+            user_set: false,
+        });
     }
 }
 

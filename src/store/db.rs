@@ -114,6 +114,21 @@ impl Store {
         Ok(store)
     }
 
+    /// A store in memory: a cluster node's copy of the relations, rebuilt
+    /// from JetStream at every start (docs/cluster.md), so nothing of it
+    /// is written under the data directory.
+    pub fn in_memory() -> Result<Store, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|source| StoreError::Open {
+                path: PathBuf::from("<memory>"),
+                source,
+            })?;
+        let store = Store { db };
+        store.write(|_, _| Ok(()))?;
+        Ok(store)
+    }
+
     /// A store on a custom redb backend, for tests that need writes to fail.
     #[cfg(test)]
     pub(crate) fn with_backend(backend: impl redb::StorageBackend) -> Result<Store, StoreError> {

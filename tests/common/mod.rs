@@ -15,6 +15,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod wire;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -250,7 +251,16 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(err_file));
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
-        match Server::started(&mut child, data_dir, &stderr_log) {
+        // Cluster nodes share the admin token given on their command line.
+        let flag = |name: &str| {
+            args.iter()
+                .position(|a| *a == name)
+                .and_then(|i| args.get(i + 1))
+                .map(|s| s.to_string())
+        };
+        let token = flag("--admin-token");
+        let clustered = flag("--cluster").is_some();
+        match Server::started(&mut child, data_dir, &stderr_log, token, clustered) {
             Ok(([chatd, statusd, admin, ws], admin_token)) => Ok(Server {
                 child: Some(child),
                 chatd: Endpoint {
@@ -291,6 +301,8 @@ impl Server {
         child: &mut Child,
         data_dir: &Path,
         stderr_log: &Path,
+        admin_token: Option<String>,
+        clustered: bool,
     ) -> Result<(Listen, String), String> {
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
@@ -314,16 +326,39 @@ impl Server {
         let statusd = addr("statusd")?;
         let admin = addr("admin")?;
         let ws = addr("ws")?;
+        if clustered {
+            // Protocol 10: printed once the relations are loaded, before
+            // the listeners accept.
+            let line = lines
+                .next()
+                .ok_or("server exited before joining its cluster")?
+                .map_err(|e| e.to_string())?;
+            if !(line.starts_with("cluster node ") && line.ends_with(" joined")) {
+                return Err(format!("expected the cluster line, got {line:?}"));
+            }
+        }
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let admin_token =
-            std::fs::read_to_string(data_dir.join("admin.token")).map_err(|e| e.to_string())?;
+        let admin_token = match admin_token {
+            Some(t) => t,
+            None => {
+                std::fs::read_to_string(data_dir.join("admin.token")).map_err(|e| e.to_string())?
+            }
+        };
         Ok(([chatd, statusd, admin, ws], admin_token.trim().to_string()))
     }
 
     /// The server's pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Kills the process with SIGKILL (no drain) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns its status code.

@@ -238,8 +238,15 @@ async fn thread<P: PubSub>(
     for &r in &my_rooms {
         for s in 0..plan.slots {
             let idx = r * plan.slots + s;
+            // A cluster's nodes round-robin (the chatd wire only: the
+            // pub/sub baselines have one server).
+            let ep = if ep.addr == env.target.chatd.addr {
+                env.target.chatd_for(idx)
+            } else {
+                ep.clone()
+            };
             opens.push(Open {
-                ep: ep.clone(),
+                ep,
                 index: idx,
                 source_ips: run.source_ips,
                 room: base + r as u64,

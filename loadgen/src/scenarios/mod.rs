@@ -68,6 +68,9 @@ impl From<ProvisionError> for ScenarioError {
 pub struct Target {
     /// chatd, over the run's transport.
     pub chatd: Endpoint,
+    /// Other nodes' chatd listeners (cluster mode, `--chatd-also`; plain
+    /// TCP runs).
+    pub chatd_also: Vec<SocketAddr>,
     /// statusd, over the run's transport.
     pub statusd: Endpoint,
     /// Admin API.
@@ -76,6 +79,20 @@ pub struct Target {
     pub admin_token: String,
     /// Server pid, when known.
     pub pid: Option<u32>,
+}
+
+impl Target {
+    /// The chatd listener connection `index` uses: `--chatd` and every
+    /// `--chatd-also`, round-robin.
+    pub fn chatd_for(&self, index: usize) -> Endpoint {
+        match index % (1 + self.chatd_also.len()) {
+            0 => self.chatd.clone(),
+            i => Endpoint {
+                addr: self.chatd_also[i - 1],
+                ..self.chatd.clone()
+            },
+        }
+    }
 }
 
 /// Everything a scenario needs besides its own parameters.

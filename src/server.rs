@@ -167,7 +167,7 @@ fn write_secret_file(path: &Path, secret: &str) -> Result<(), ServerError> {
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&path)
+        .open(path)
         .map_err(err)?;
     f.set_permissions(fs::Permissions::from_mode(0o600))
         .map_err(err)?;

@@ -148,23 +148,32 @@ fn secret_file(dir: &Path, name: &str) -> Result<String, ServerError> {
     let mut raw = [0u8; 32];
     getrandom::fill(&mut raw).map_err(|e| err(io::Error::other(e.to_string())))?;
     let secret: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(err)?;
-    f.set_permissions(fs::Permissions::from_mode(0o600))
-        .map_err(err)?;
-    f.write_all(secret.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(err)?;
+    write_secret_file(&path, &secret)?;
     tracing::info!(
         "generated {} (a new random secret, mode 0600)",
         path.display()
     );
     Ok(secret)
+}
+
+/// Writes `secret` to `path`, readable by the owner only.
+fn write_secret_file(path: &Path, secret: &str) -> Result<(), ServerError> {
+    let err = |source| ServerError::Secret {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(err)?;
+    f.write_all(secret.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(err)
 }
 
 /// Decides the I/O backend: io_uring when asked for or, with `auto`, when
@@ -202,7 +211,34 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     // Cluster mode: connected and holding a slot before anything else, so
     // the client ids carry it (docs/cluster.md).
     let cluster = match &config.cluster {
-        Some(_) => Some(crate::cluster::bridge::connect(&config)?),
+        Some(_) => {
+            // A secret not given by flag is agreed on by the cluster, this
+            // node proposing its data directory's (docs/cluster.md).
+            let propose = |value: &Option<String>, file| match value.as_deref() {
+                Some(s) if !s.trim().is_empty() => Ok(None),
+                _ => secret_file(&config.data_dir, file).map(Some),
+            };
+            fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Secret {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+            let proposed = crate::cluster::bridge::Secrets {
+                jwt: propose(&config.jwt_secret, "jwt.secret")?,
+                admin: propose(&config.admin_token, "admin.token")?,
+            };
+            let connected = crate::cluster::bridge::connect(&config, proposed)?;
+            // The data directory's files hold the values that work on every
+            // node (another node's proposal may have won).
+            for (value, file) in [
+                (&connected.secrets.jwt, "jwt.secret"),
+                (&connected.secrets.admin, "admin.token"),
+            ] {
+                if let Some(v) = value {
+                    write_secret_file(&config.data_dir.join(file), v)?;
+                }
+            }
+            Some(connected)
+        }
         None => None,
     };
     let store = match &cluster {
@@ -216,18 +252,28 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     };
     let data_dir = fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
     tracing::info!("data dir {}", data_dir.display());
-    let jwt_secret = secret(
-        &config.jwt_secret,
-        "--jwt-secret",
-        &config.data_dir,
-        "jwt.secret",
-    )?;
-    let admin_token = secret(
-        &config.admin_token,
-        "--admin-token",
-        &config.data_dir,
-        "admin.token",
-    )?;
+    let agreed = cluster
+        .as_ref()
+        .map(|c| c.secrets.clone())
+        .unwrap_or_default();
+    let jwt_secret = match agreed.jwt {
+        Some(s) => s,
+        None => secret(
+            &config.jwt_secret,
+            "--jwt-secret",
+            &config.data_dir,
+            "jwt.secret",
+        )?,
+    };
+    let admin_token = match agreed.admin {
+        Some(s) => s,
+        None => secret(
+            &config.admin_token,
+            "--admin-token",
+            &config.data_dir,
+            "admin.token",
+        )?,
+    };
     let backend = choose_backend(config.io_backend)?;
     let shards = config.shard_count();
     let loaded = load_relations(&store, &config.data_dir, shards)?;

@@ -440,3 +440,22 @@ fn a_node_restarted_with_its_id_takes_its_slot_back_and_replaces_its_old_self() 
     let _u = Watcher::login(c.at(0), 1, 4);
     w.await_view(1, 4);
 }
+
+#[test]
+fn nodes_given_no_secrets_agree_on_the_jwt_secret_and_the_admin_token() {
+    let c = Cluster::start(0, 1);
+    let a = c.node_without_secrets("s1");
+    let b = c.node_without_secrets("s2");
+    // Each node's data directory holds the cluster's values (the first
+    // node's proposal), so the admin token read there works everywhere.
+    assert_eq!(a.admin_token, b.admin_token);
+    assert_eq!(a.jwt_secret(), b.jwt_secret());
+    b.add_member(300, 7);
+    wait_until("member on the other node", || members(&a, 300) == vec![7]);
+    // A token minted on one node logs in on the other.
+    let token = a.token(7);
+    let mut client = common::ChatdClient::connect(b.chatd);
+    client.login(&token);
+    client.user = 7;
+    assert!(!client.join(300));
+}

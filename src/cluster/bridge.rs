@@ -46,6 +46,10 @@ const REL_SUBJECT: &str = "chatd.relations";
 /// The stream of node slot claims, and its subjects' prefix.
 const SLOTS_STREAM: &str = "CHATD_SLOTS";
 const SLOTS_SUBJECT: &str = "chatd.slots";
+/// The stream of the secrets the nodes agree on (`--jwt-secret`,
+/// `--admin-token` where not given), and its subjects' prefix.
+const SECRETS_STREAM: &str = "CHATD_SECRETS";
+const SECRETS_SUBJECT: &str = "chatd.secrets";
 /// Control traffic every node subscribes to.
 const CTL_SUBJECT: &str = "chatd.ctl";
 /// The admin API's live-state queries, which every node answers.
@@ -82,6 +86,8 @@ pub struct Attach {
 pub struct Connected {
     /// This node's slot (the high bits of its client ids).
     pub slot: NodeSlot,
+    /// The cluster's secrets, for those this node proposed.
+    pub secrets: Secrets,
     /// `--node-id`.
     pub node_id: String,
     attach: oneshot::Sender<Attach>,
@@ -92,6 +98,19 @@ pub struct Connected {
     /// Live other nodes, kept by the bridge (how many answers a query
     /// waits for).
     live: Arc<AtomicUsize>,
+}
+
+/// The JWT secret and the admin token of the cluster: a node given a flag
+/// uses its own value (`None` here); for a missing one it proposes its
+/// data directory's and gets the value the first node to start stored in
+/// JetStream, so tokens minted on any node are valid on every node and
+/// one admin token works everywhere (docs/cluster.md, "Secrets").
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// The JWT secret (`jwt.secret`).
+    pub jwt: Option<String>,
+    /// The admin token (`admin.token`).
+    pub admin: Option<String>,
 }
 
 /// Everything the runtime's tasks share.
@@ -105,7 +124,7 @@ struct Node {
 
 /// Connects to NATS on a thread of its own, claims a slot, and returns
 /// once that is done (or failed).
-pub fn connect(config: &Config) -> Result<Connected, ClusterError> {
+pub fn connect(config: &Config, proposed: Secrets) -> Result<Connected, ClusterError> {
     let urls = config.cluster.clone().unwrap_or_default();
     let node_id = config.node_id.clone().unwrap_or_else(random_id);
     let timeout_ms = config.node_timeout_ms;
@@ -145,6 +164,13 @@ pub fn connect(config: &Config) -> Result<Connected, ClusterError> {
                         return;
                     }
                 };
+                let secrets = match agree_secrets(&node, proposed).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
                 let node = Arc::new(Node {
                     me: wire::From {
                         slot,
@@ -158,7 +184,7 @@ pub fn connect(config: &Config) -> Result<Connected, ClusterError> {
                     applied: applied_rx,
                     changes: AtomicU64::new(0),
                 });
-                if ready_tx.send(Ok((slot, log))).is_err() {
+                if ready_tx.send(Ok((slot, secrets, log))).is_err() {
                     return;
                 }
                 let Ok(attach) = attach_rx.await else {
@@ -176,8 +202,9 @@ pub fn connect(config: &Config) -> Result<Connected, ClusterError> {
         })
         .map_err(|e| ClusterError::Thread(e.to_string()))?;
     match ready_rx.recv() {
-        Ok(Ok((slot, log))) => Ok(Connected {
+        Ok(Ok((slot, secrets, log))) => Ok(Connected {
             slot,
+            secrets,
             node_id,
             attach: attach_tx,
             joined: joined_rx,
@@ -268,6 +295,16 @@ fn random_id() -> String {
     raw.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The NATS servers of `--cluster`: protocol.md section 10 allows one or
+/// more comma-separated URLs (async-nats parses a `&str` as one URL, so the
+/// list is split here); blanks around commas and empty entries are ignored.
+fn server_urls(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
 /// Connects and makes sure the stream and the slot bucket exist.
 async fn start(
     urls: &str,
@@ -293,7 +330,7 @@ async fn start(
                 let _ = events.send(e);
             }
         });
-    let client = tokio::time::timeout(wait, options.connect(urls))
+    let client = tokio::time::timeout(wait, options.connect(server_urls(urls)))
         .await
         .map_err(|_| ClusterError::Connect(urls.into(), "timed out".into()))?
         .map_err(|e| ClusterError::Connect(urls.into(), e.to_string()))?;
@@ -376,6 +413,50 @@ async fn claim_slot(node: &Node) -> Result<(NodeSlot, Slots), ClusterError> {
         }
     }
     Err(ClusterError::NoSlot)
+}
+
+/// Agrees with the cluster on each secret this node proposes: the first
+/// proposal stored under its subject wins (a publish JetStream refuses if
+/// the subject holds one already), and every node reads that one back.
+async fn agree_secrets(node: &Node, proposed: Secrets) -> Result<Secrets, ClusterError> {
+    if proposed.jwt.is_none() && proposed.admin.is_none() {
+        return Ok(proposed);
+    }
+    let err = |e: String| ClusterError::JetStream(format!("secrets: {e}"));
+    let stream = node
+        .js
+        .get_or_create_stream(stream::Config {
+            name: SECRETS_STREAM.into(),
+            subjects: vec![format!("{SECRETS_SUBJECT}.*")],
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let mut agreed = Secrets::default();
+    for (name, mine, out) in [
+        ("jwt", proposed.jwt, &mut agreed.jwt),
+        ("admin", proposed.admin, &mut agreed.admin),
+    ] {
+        let Some(mine) = mine else { continue };
+        let subject = format!("{SECRETS_SUBJECT}.{name}");
+        let first = jetstream::message::PublishMessage::build()
+            .payload(Bytes::from(mine.into_bytes()))
+            .expected_last_subject_sequence(0);
+        // Refused when another node's proposal is there already: read it.
+        if let Ok(ack) = node.js.send_publish(subject.clone(), first).await {
+            let _ = ack.await;
+        }
+        let held = stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let value = String::from_utf8(held.payload.to_vec())
+            .map_err(|_| err(format!("{subject} is not UTF-8")))?;
+        *out = Some(value);
+    }
+    Ok(agreed)
 }
 
 /// This node's claim on its slot.
@@ -1084,5 +1165,23 @@ impl ShardControl for ClusterControl {
 
     fn metrics_text(&self) -> String {
         self.shards.metrics_text()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_urls;
+
+    #[test]
+    fn cluster_flag_takes_a_comma_separated_list_of_servers() {
+        assert_eq!(server_urls("nats://a:4222"), ["nats://a:4222"]);
+        assert_eq!(
+            server_urls("nats://a:4222, nats://b:4222,,nats://c:4222 "),
+            ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
+        );
+        // Each entry parses as a server address for async-nats.
+        for u in server_urls("nats://127.0.0.1:4222,nats://127.0.0.1:4223") {
+            assert!(u.parse::<async_nats::ServerAddr>().is_ok(), "{u}");
+        }
     }
 }

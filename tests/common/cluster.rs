@@ -149,6 +149,23 @@ impl Cluster {
         Server::start(self.shards, &args)
     }
 
+    /// Starts a node named `id` given neither `--jwt-secret` nor
+    /// `--admin-token`: it takes the cluster's (protocol section 10: one
+    /// server seen from outside).
+    pub fn node_without_secrets(&self, id: &str) -> Server {
+        let url = self.nats.url();
+        let timeout = NODE_TIMEOUT_MS.to_string();
+        let args = [
+            "--cluster",
+            &url,
+            "--node-id",
+            id,
+            "--node-timeout-ms",
+            &timeout,
+        ];
+        Server::start(self.shards, &args)
+    }
+
     /// Node `i` (0-based).
     pub fn at(&self, i: usize) -> &Server {
         &self.nodes[i]

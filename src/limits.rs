@@ -66,6 +66,19 @@ pub const READ_BUF_IDLE: usize = 64;
 /// frames' worth to keep up.
 pub const READ_BUF_MAX: usize = 256 * 1024;
 
+/// The buffer a closed connection's read loop reads its peer's unread
+/// input into, to drop it, before the socket is closed (see
+/// `shard::driver`).
+pub const DRAIN_READ_BUF: usize = 16 * 1024;
+
+/// After a close whose output was all written (and end of stream sent),
+/// how long the peer's last input is read and dropped, at most, before
+/// the socket is closed: closing it with unread input would reset the
+/// connection and lose what the kernel has not sent yet (the end of a slow
+/// reader's output, its OP_ERROR). A peer that closes in time ends it
+/// sooner.
+pub const LINGER_MS: u64 = 2_000;
+
 /// Frames this large or larger are queued shared (a reference to the
 /// buffer they were cut from, no copy); smaller ones are copied into the
 /// connection's output chunk ([`OUT_CHUNK_MIN`]..[`OUT_CHUNK_MAX`]). A

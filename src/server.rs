@@ -301,7 +301,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     )?;
 
     // Relations into the shards before anyone can log in.
-    let control = Arc::new(MeshControl::new(shared.clone()));
+    let control = Arc::new(MeshControl::new(mesh.clone(), shared.metrics.clone()));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -38,6 +38,15 @@ pub struct UserLive {
 /// once they are computed and sent (they may follow the admin's answer).
 pub struct Pushes(pub BoxFuture<()>);
 
+/// A shard did not apply a change or answer a query: its thread is gone
+/// (the message to it was refused, or it dropped the acknowledgement).
+/// A panic ends the process ([`crate::fatal`]), so this is what the API
+/// may see just before that, or in a build without the hook; it answers
+/// 500, never success.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("shard {0} is gone")]
+pub struct ShardGone(pub usize);
+
 /// What the admin API needs from the shards.
 pub trait ShardControl: Send + Sync + 'static {
     /// Applies a net relation change (already durable) to the live
@@ -46,14 +55,15 @@ pub trait ShardControl: Send + Sync + 'static {
     /// change; its output, [`Pushes`], resolves once the presence updates
     /// the change causes are computed and sent. Changes are applied one at
     /// a time: the caller awaits the pushes before applying the next.
-    fn apply(&self, change: Arc<NetChange>) -> BoxFuture<Pushes>;
+    /// [`ShardGone`] when a shard did not acknowledge its part.
+    fn apply(&self, change: Arc<NetChange>) -> BoxFuture<Result<Pushes, ShardGone>>;
     /// The room's live state, from its home shard.
-    fn room_live(&self, chat: ChatId) -> BoxFuture<RoomLive>;
+    fn room_live(&self, chat: ChatId) -> BoxFuture<Result<RoomLive, ShardGone>>;
     /// The user's live state, from its home shard.
-    fn user_live(&self, user: UserId) -> BoxFuture<UserLive>;
+    fn user_live(&self, user: UserId) -> BoxFuture<Result<UserLive, ShardGone>>;
     /// The rooms `user` is a member of, ascending (from the shards, which
     /// hold the memberships).
-    fn user_rooms(&self, user: UserId) -> BoxFuture<Vec<ChatId>>;
+    fn user_rooms(&self, user: UserId) -> BoxFuture<Result<Vec<ChatId>, ShardGone>>;
     /// All metrics in the Prometheus text format.
     fn metrics_text(&self) -> String;
 }

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::batch;
-use super::control::LogError;
+use super::control::{LogError, ShardGone};
 use super::state::Admin;
 use crate::auth::parse_id;
 use crate::ids::{ChatId, UserId};
@@ -51,6 +51,16 @@ impl ApiError {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("store failed: {e}"),
+        )
+    }
+
+    /// A shard that did not apply a change or answer: logged, and 500
+    /// (never a success the shards did not give).
+    fn shard_gone(gone: ShardGone, what: &str) -> Self {
+        tracing::error!(shard = gone.0, "{what}: shard {} is gone", gone.0);
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{what}: {gone}; the server must restart"),
         )
     }
 
@@ -154,7 +164,9 @@ fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
 /// the request is answered then. The writer lock is held until the
 /// presence updates the change causes are out (they may follow the
 /// answer), so changes reach the shards one at a time, in commit order.
-/// On a store error nothing changed and the shards are not involved.
+/// On a store error nothing changed and the shards are not involved. A
+/// shard that did not apply the change makes it a 500: the change is
+/// durable and every shard has it after the restart that follows.
 ///
 /// It all runs in a task of its own: a client that goes away before the
 /// answer (dropping this future) cannot leave a committed change unapplied
@@ -192,7 +204,14 @@ async fn write(admin: &Arc<Admin>, ops: Vec<Op>) -> ApiResult<()> {
                 return;
             }
         };
-        let pushes = admin.shards.apply(Arc::new(change)).await;
+        let pushes = match admin.shards.apply(Arc::new(change)).await {
+            Ok(pushes) => pushes,
+            Err(gone) => {
+                let what = "the change is stored but not applied";
+                let _ = answer.send(Err(ApiError::shard_gone(gone, what)));
+                return;
+            }
+        };
         let _ = answer.send(Ok(()));
         pushes.0.await;
         drop(guard);
@@ -264,7 +283,11 @@ pub(super) async fn get_room(
         ));
     }
     let members: Vec<String> = members.iter().map(u64::to_string).collect();
-    let live = admin.shards.room_live(chat).await;
+    let live = admin
+        .shards
+        .room_live(chat)
+        .await
+        .map_err(|gone| ApiError::shard_gone(gone, "no live state"))?;
     Ok(Json(json!({
         "chatid": chat.to_string(),
         "members": members,
@@ -360,8 +383,9 @@ pub(super) async fn get_user(
     let user: UserId = id("userid", &path(p)?)?;
     let strings = |v: Vec<u64>| -> Vec<String> { v.iter().map(u64::to_string).collect() };
     let contacts = strings(read(&admin, move |s| s.contacts(user)).await?);
-    let rooms = strings(admin.shards.user_rooms(user).await);
-    let live = admin.shards.user_live(user).await;
+    let gone = |gone| ApiError::shard_gone(gone, "no live state");
+    let rooms = strings(admin.shards.user_rooms(user).await.map_err(gone)?);
+    let live = admin.shards.user_live(user).await.map_err(gone)?;
     Ok(Json(json!({
         "userid": user.to_string(),
         "presence": live.presence,

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use serde_json::{json, Value};
 
-use super::control::{BoxFuture, Pushes, RoomLive, ShardControl, UserLive};
+use super::control::{BoxFuture, Pushes, RoomLive, ShardControl, ShardGone, UserLive};
 use super::*;
 use crate::auth::Authenticator;
 use crate::ids::{ChatId, UserId};
@@ -34,11 +34,16 @@ struct FakeShards {
     calls: Mutex<usize>,
     /// `(user, chat)`.
     members: Mutex<BTreeSet<(u64, u64)>>,
+    /// Shard 1 is gone: it applies nothing and answers nothing.
+    gone: AtomicBool,
 }
 
 impl ShardControl for FakeShards {
-    fn apply(&self, change: Arc<NetChange>) -> BoxFuture<Pushes> {
+    fn apply(&self, change: Arc<NetChange>) -> BoxFuture<Result<Pushes, ShardGone>> {
         *self.calls.lock().unwrap() += 1;
+        if self.gone.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(ShardGone(1)) });
+        }
         let mut members = self.members.lock().unwrap();
         for &(c, u) in &change.members_added {
             members.insert((u, c));
@@ -47,9 +52,12 @@ impl ShardControl for FakeShards {
             members.remove(&(u, c));
         }
         self.applied.lock().unwrap().push((*change).clone());
-        Box::pin(async { Pushes(Box::pin(async {})) })
+        Box::pin(async { Ok(Pushes(Box::pin(async {}))) })
     }
-    fn user_rooms(&self, user: UserId) -> BoxFuture<Vec<ChatId>> {
+    fn user_rooms(&self, user: UserId) -> BoxFuture<Result<Vec<ChatId>, ShardGone>> {
+        if self.gone.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(ShardGone(1)) });
+        }
         let rooms = self
             .members
             .lock()
@@ -57,24 +65,32 @@ impl ShardControl for FakeShards {
             .range((user, 0)..=(user, u64::MAX))
             .map(|&(_, c)| c)
             .collect();
-        Box::pin(async { rooms })
+        Box::pin(async { Ok(rooms) })
     }
-    fn room_live(&self, _chat: ChatId) -> BoxFuture<RoomLive> {
-        Box::pin(async {
-            RoomLive {
+    fn room_live(&self, _chat: ChatId) -> BoxFuture<Result<RoomLive, ShardGone>> {
+        let gone = self.gone.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if gone {
+                return Err(ShardGone(1));
+            }
+            Ok(RoomLive {
                 joined_clients: 3,
                 in_call: true,
                 call_users: vec![1, 2],
-            }
+            })
         })
     }
-    fn user_live(&self, _user: UserId) -> BoxFuture<UserLive> {
-        Box::pin(async {
-            UserLive {
+    fn user_live(&self, _user: UserId) -> BoxFuture<Result<UserLive, ShardGone>> {
+        let gone = self.gone.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if gone {
+                return Err(ShardGone(1));
+            }
+            Ok(UserLive {
                 presence: 3,
                 statusd_clients: 2,
                 chatd_clients: 1,
-            }
+            })
         })
     }
     fn metrics_text(&self) -> String {
@@ -510,6 +526,39 @@ fn failed_store_write_is_500_and_leaves_model_and_shards_alone() {
         srv.call("GET", "/v1/users/1", None).json()["contacts"],
         json!([])
     );
+}
+
+#[test]
+fn a_change_a_shard_did_not_apply_is_500_never_success() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = Server::in_dir(tmp.path());
+    assert_eq!(srv.call("PUT", "/v1/rooms/7/members/1", None).status, 204);
+    srv.shards.gone.store(true, Ordering::SeqCst);
+    let writes = [
+        ("PUT", "/v1/rooms/7/members/2", None),
+        ("DELETE", "/v1/rooms/7/members/1", None),
+        ("PUT", "/v1/rooms/8", Some(r#"{"members":["1"]}"#)),
+        ("DELETE", "/v1/rooms/7", None),
+        ("PUT", "/v1/users/1/contacts/2", None),
+        ("PUT", "/v1/users/3/contacts", Some(r#"{"contacts":["4"]}"#)),
+        ("DELETE", "/v1/users/1/contacts/2", None),
+        (
+            "POST",
+            "/v1/batch",
+            Some(r#"{"ops":[{"op":"put_member","chatid":"9","userid":"1"}]}"#),
+        ),
+    ];
+    for (method, path, body) in writes {
+        let error = srv.call(method, path, body).assert_error(500);
+        assert!(
+            error.contains("shard 1 is gone"),
+            "{method} {path}: {error}"
+        );
+    }
+    // Reads of live state the shards did not give are not answered either
+    // (room 8 has a stored member).
+    srv.call("GET", "/v1/rooms/8", None).assert_error(500);
+    srv.call("GET", "/v1/users/1", None).assert_error(500);
 }
 
 #[test]

@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::admin::control::{
-    BoxFuture, LogError, Pushes, RelationLog, RoomLive, ShardControl, UserLive,
+    BoxFuture, LogError, Pushes, RelationLog, RoomLive, ShardControl, ShardGone, UserLive,
 };
 use crate::cluster::link::ToBridge;
 use crate::cluster::nodes::{Nodes, Seen};
@@ -973,10 +973,15 @@ async fn consume_relations(
                 let committed = tokio::task::spawn_blocking(move || s.apply(&ops)).await;
                 match committed {
                     Ok(Ok(change)) if !change.is_empty() => {
-                        let pushes = control.apply(Arc::new(change)).await;
-                        applied.send_replace(seq);
-                        pushes.0.await;
-                        continue;
+                        match control.apply(Arc::new(change)).await {
+                            Ok(pushes) => {
+                                applied.send_replace(seq);
+                                pushes.0.await;
+                                continue;
+                            }
+                            // Stored, not live: the process is ending.
+                            Err(gone) => tracing::error!("cluster: relation change {seq}: {gone}"),
+                        }
                     }
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::error!("cluster: relation change {seq}: {e}"),
@@ -1040,14 +1045,20 @@ async fn answer(
     };
     let answer = match wire::decode_query(&msg.payload) {
         Ok(wire::Query::Room(chat)) => {
-            let live = shards.room_live(chat).await;
+            // A shard that is gone gives no part: no answer (the process
+            // is ending).
+            let Ok(live) = shards.room_live(chat).await else {
+                return;
+            };
             wire::Answer::Room {
                 joined: live.joined_clients,
                 call_users: live.call_users,
             }
         }
         Ok(wire::Query::User(user)) => {
-            let live = shards.user_live(user).await;
+            let Ok(live) = shards.user_live(user).await else {
+                return;
+            };
             wire::Answer::User {
                 statusd: live.statusd_clients,
                 chatd: live.chatd_clients,
@@ -1109,15 +1120,15 @@ impl ClusterControl {
 }
 
 impl ShardControl for ClusterControl {
-    fn apply(&self, change: Arc<NetChange>) -> BoxFuture<Pushes> {
+    fn apply(&self, change: Arc<NetChange>) -> BoxFuture<Result<Pushes, ShardGone>> {
         self.shards.apply(change)
     }
 
-    fn room_live(&self, chat: ChatId) -> BoxFuture<RoomLive> {
+    fn room_live(&self, chat: ChatId) -> BoxFuture<Result<RoomLive, ShardGone>> {
         let local = self.shards.room_live(chat);
         let others = self.gather(wire::Query::Room(chat));
         Box::pin(async move {
-            let mut live = local.await;
+            let mut live = local.await?;
             for a in others.await {
                 if let wire::Answer::Room { joined, call_users } = a {
                     live.joined_clients += joined;
@@ -1128,27 +1139,27 @@ impl ShardControl for ClusterControl {
             live.call_users.dedup();
             // The flag counts distinct users over every node (4.4).
             live.in_call = live.call_users.len() >= 2;
-            live
+            Ok(live)
         })
     }
 
-    fn user_live(&self, user: UserId) -> BoxFuture<UserLive> {
+    fn user_live(&self, user: UserId) -> BoxFuture<Result<UserLive, ShardGone>> {
         let local = self.shards.user_live(user);
         let others = self.gather(wire::Query::User(user));
         Box::pin(async move {
             // Presence is combined on every node already.
-            let mut live = local.await;
+            let mut live = local.await?;
             for a in others.await {
                 if let wire::Answer::User { statusd, chatd } = a {
                     live.statusd_clients += statusd;
                     live.chatd_clients += chatd;
                 }
             }
-            live
+            Ok(live)
         })
     }
 
-    fn user_rooms(&self, user: UserId) -> BoxFuture<Vec<ChatId>> {
+    fn user_rooms(&self, user: UserId) -> BoxFuture<Result<Vec<ChatId>, ShardGone>> {
         self.shards.user_rooms(user)
     }
 

@@ -201,6 +201,17 @@ impl Stream {
         };
     }
 
+    /// Ends the write direction only: the peer sees end of stream after
+    /// what was written, and what it still sends can be read (and
+    /// dropped) rather than left unread, which would make closing the
+    /// socket a reset that loses the end of the output not sent yet.
+    pub fn shutdown_write(&self) {
+        let _ = match self {
+            Stream::Uring(s) => s.shutdown(Shutdown::Write),
+            Stream::Epoll(s) => socket2::SockRef::from(s).shutdown(Shutdown::Write),
+        };
+    }
+
     /// Disables Nagle: frames are small and latency matters.
     pub fn set_nodelay(&self) {
         let _ = match self {

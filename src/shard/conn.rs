@@ -18,7 +18,7 @@ use chatd_proto::chatd::{self as cw, IN_CALL_LEN, JOIN_LEN};
 use chatd_proto::ErrorCode;
 
 use super::msg::{ConnRef, Notice, ShardMsg};
-use super::{route, writer, Conn, Phase, Shard, State};
+use super::{route, writer, Conn, Phase, Shard, Shut, State};
 use crate::core::ratelimit::TokenBucket;
 use crate::ids::{ChatId, Service};
 use crate::limits;
@@ -28,9 +28,18 @@ use crate::net::outbuf::{Flush, OutQueue, PushError, Wake};
 use crate::net::transport::{CloseWhy, Transport};
 
 /// The read buffer of `c` for its next read, with at least `want / 2`
-/// bytes free (allocating `want` more when not); `None` once `c` is gone.
+/// bytes free (allocating `want` more when not); `None` once `c` is gone
+/// or must not be read any more: it is closing (its input would be
+/// dropped, and a peer that floods a connection closed as a slow consumer
+/// meets its own socket's back-pressure instead), or its peer ended its
+/// stream ([`peer_finished`]). Its read loop then waits in [`wait_shut`].
 pub fn take_read_buf(st: &mut State, c: ConnRef, want: usize) -> Option<BytesMut> {
-    let mut buf = std::mem::take(&mut st.conn(c)?.read_buf);
+    let finishing = st.finishing.contains_key(&c);
+    let conn = st.conn(c)?;
+    if conn.phase == Phase::Closing || finishing {
+        return None;
+    }
+    let mut buf = std::mem::take(&mut conn.read_buf);
     if buf.capacity() - buf.len() < want / 2 {
         buf.reserve(want);
     }
@@ -41,6 +50,84 @@ pub fn take_read_buf(st: &mut State, c: ConnRef, want: usize) -> Option<BytesMut
 pub fn put_read_buf(st: &mut State, c: ConnRef, buf: BytesMut) {
     if let Some(conn) = st.conn(c) {
         conn.read_buf = buf;
+    }
+}
+
+/// Resolves once `c`'s socket is shut down ([`State::flushed`],
+/// [`State::shut_down`]) or `c` is gone: what the read loop of a
+/// connection that no longer reads waits for. Returns how: after
+/// [`Shut::Write`] the caller lingers.
+pub async fn wait_shut(shard: &Shard, c: ConnRef) -> Shut {
+    std::future::poll_fn(|cx| {
+        let mut st = shard.state.borrow_mut();
+        match st.conn(c) {
+            Some(conn) if conn.shut == Shut::No => {
+                st.shut_waiters.insert(c, cx.waker().clone());
+                std::task::Poll::Pending
+            }
+            Some(conn) => std::task::Poll::Ready(conn.shut),
+            None => std::task::Poll::Ready(Shut::Both),
+        }
+    })
+    .await
+}
+
+/// Ends the linger of sockets whose deadline passed ([`State::lingering`]):
+/// shut down both ways, so their pending read completes. Walks only
+/// lingering sockets.
+pub fn expire_lingering(shard: &Shard, now: u64) {
+    shard
+        .state
+        .borrow_mut()
+        .lingering
+        .retain(|(deadline, stream)| {
+            let due = *deadline <= now;
+            if due {
+                stream.shutdown();
+            }
+            !due
+        });
+}
+
+/// The peer of `c` ended its stream (a read returned 0): it has nothing
+/// more to say, but may still wait for the answers to what it said (a
+/// half-close, `shutdown(SHUT_WR)`), some of them in flight between
+/// shards. Every shard is sent an echo, which it answers after whatever it
+/// handled before (one FIFO channel each way; a user's home answers after
+/// a login dump in progress for `c`); once all echoes are back `c` closes
+/// like any other connection, flushing its queue
+/// ([`echoed`]). Returns false when there is nothing to wait for: `c` is
+/// gone or closing, or had not authenticated (nothing of it reached
+/// another shard). The caller flushes ([`super::dispatch::flush`]).
+pub fn peer_finished(shard: &Shard, c: ConnRef) -> bool {
+    let shards = shard.shards();
+    {
+        let mut st = shard.state.borrow_mut();
+        let Some(conn) = st.conn(c) else {
+            return false;
+        };
+        if matches!(conn.phase, Phase::Closing | Phase::Auth) {
+            return false;
+        }
+        st.finishing.insert(c, shards);
+    }
+    for to in 0..shards {
+        shard.send(to, ShardMsg::Echo { conn: c });
+    }
+    true
+}
+
+/// One shard's echo for `c` is back (see [`peer_finished`]); with the last
+/// one, `c` closes.
+pub fn echoed(shard: &Shard, c: ConnRef) {
+    let mut st = shard.state.borrow_mut();
+    let Some(left) = st.finishing.get_mut(&c) else {
+        return;
+    };
+    *left -= 1;
+    if *left == 0 {
+        st.finishing.remove(&c);
+        close(shard, &mut st, c);
     }
 }
 
@@ -72,6 +159,7 @@ pub fn register(
         timer: None,
         joined: Vec::new(),
         at_home: false,
+        shut: Shut::No,
         bucket: TokenBucket::new(rate, rate.saturating_mul(limits::RATE_BURST_SECS), now),
     });
     let Some((slot, gen)) = inserted else {
@@ -151,6 +239,8 @@ pub fn unregister(shard: &Shard, c: ConnRef) {
         if let Some(key) = conn.timer.take() {
             st.timers.cancel(key);
         }
+        st.finishing.remove(&c);
+        st.shut_waiters.remove(&c);
         conn.out.clear(&mut st.out_chunks);
         // A parked writer wakes, finds the connection gone and ends.
         let _ = conn.out.wake_writer();
@@ -294,20 +384,14 @@ fn queue_frame_capped(
     }
     match conn.out.push(frame, cap, flush, chunks) {
         Ok(Wake::Done) => {}
-        pushed => after_push(shard, st, c, pushed, cap),
+        pushed => after_push(shard, st, c, pushed),
     }
 }
 
 /// What a push other than a plain "queued" asks: start the writer, join
 /// the batch list, or close a slow consumer.
 #[inline(never)]
-fn after_push(
-    shard: &Shard,
-    st: &mut State,
-    c: ConnRef,
-    pushed: Result<Wake, PushError>,
-    cap: usize,
-) {
+fn after_push(shard: &Shard, st: &mut State, c: ConnRef, pushed: Result<Wake, PushError>) {
     match pushed {
         Ok(Wake::Done) => return,
         Ok(Wake::Spawn) => return writer::spawn_writer(shard, st, c),
@@ -329,10 +413,8 @@ fn after_push(
             chatd_proto::encode_error(ErrorCode::SlowConsumer, 0, 0, b)
         });
         if let Some((conn, chunks)) = st.conn_and_chunks(c) {
-            let (queued, wake) = queue_last_error(&mut conn.out, &err, cap, chunks);
-            if queued {
-                shard.metrics.error(ErrorCode::SlowConsumer as u8);
-            }
+            let wake = queue_last_error(&mut conn.out, &err, chunks);
+            shard.metrics.error(ErrorCode::SlowConsumer as u8);
             conn.transport.close_with(CloseWhy::Error);
             if wake == Wake::Spawn {
                 writer::spawn_writer(shard, st, c);
@@ -343,20 +425,16 @@ fn after_push(
 }
 
 /// Queues `err`, the last frame of a connection about to be closed as a
-/// slow consumer, if it still fits under `cap`. Returns whether it did and
-/// the wake its writer needs, which the caller must act on: a queue that
-/// holds only batched frames has no writer, and once this push has marked
-/// the writer running, the close that follows finds nothing to start.
-fn queue_last_error(
-    out: &mut OutQueue,
-    err: &Bytes,
-    cap: usize,
-    chunks: &mut ChunkPool,
-) -> (bool, Wake) {
-    match out.push(err, cap, Flush::Now, chunks) {
-        Ok(wake) => (true, wake),
-        // The close wakes (or starts) the writer to flush what is queued.
-        Err(PushError::Full) => (false, Wake::Done),
+/// slow consumer, whatever the cap (it exceeds it by its 11 bytes at
+/// most): its last command is this error. Returns the wake its writer
+/// needs, which the caller must act on: a queue that holds only batched
+/// frames has no writer, and once this push has marked the writer
+/// running, the close that follows finds nothing to start.
+fn queue_last_error(out: &mut OutQueue, err: &Bytes, chunks: &mut ChunkPool) -> Wake {
+    match out.push(err, usize::MAX, Flush::Now, chunks) {
+        Ok(wake) => wake,
+        // Nothing is over no cap; the close wakes (or starts) the writer.
+        Err(PushError::Full) => Wake::Done,
     }
 }
 
@@ -493,7 +571,7 @@ pub fn poll_timers(shard: &Shard, now: u64, fired: &mut Vec<ConnRef>) {
             Phase::Ready => conn.last_rx_ms.saturating_add(idle),
             // The peer did not take its last bytes in time.
             Phase::Closing => {
-                conn.stream.shutdown();
+                st.shut_down(c);
                 continue;
             }
         };
@@ -546,7 +624,7 @@ pub fn start_drain(shard: &Shard, deadline_ms: u64) {
 /// During a drain: true once every connection is gone or the deadline
 /// passed (then the stragglers are shut down).
 pub fn drain_finished(shard: &Shard, now: u64) -> bool {
-    let st = shard.state.borrow();
+    let mut st = shard.state.borrow_mut();
     let Some(end) = st.drain_end_ms else {
         return false;
     };
@@ -554,8 +632,13 @@ pub fn drain_finished(shard: &Shard, now: u64) -> bool {
         return true;
     }
     if now >= end {
-        for (_, _, conn) in st.conns.iter() {
-            conn.stream.shutdown();
+        let conns: Vec<ConnRef> = st
+            .conns
+            .iter()
+            .map(|(slot, gen, _)| ConnRef::new(shard.id, slot, gen))
+            .collect();
+        for c in conns {
+            st.shut_down(c);
         }
         return true;
     }
@@ -594,22 +677,20 @@ mod tests {
         // Now: the error's push says a writer must be started.
         let mut q = batched_only(cap, pool);
         assert_eq!(q.push(&big, cap, Flush::Now, pool), Err(PushError::Full));
-        assert_eq!(
-            queue_last_error(&mut q, &err, cap, pool),
-            (true, Wake::Spawn)
-        );
+        assert_eq!(queue_last_error(&mut q, &err, pool), Wake::Spawn);
     }
 
     #[test]
-    fn an_error_that_does_not_fit_leaves_the_start_to_the_close() {
+    fn the_error_is_queued_even_over_the_cap_and_comes_last() {
         let cap = 4 + chatd_proto::ERROR_LEN - 1;
         let pool = &mut ChunkPool::default();
         let mut q = batched_only(cap, pool);
-        let err = Bytes::from(vec![0u8; chatd_proto::ERROR_LEN]);
-        assert_eq!(
-            queue_last_error(&mut q, &err, cap, pool),
-            (false, Wake::Done)
-        );
-        assert_eq!(q.wake_writer(), Wake::Spawn, "the close starts the writer");
+        let err = Bytes::from(vec![8u8; chatd_proto::ERROR_LEN]);
+        assert_eq!(q.push(&err, cap, Flush::Now, pool), Err(PushError::Full));
+        assert_eq!(queue_last_error(&mut q, &err, pool), Wake::Spawn);
+        let mut batch = Vec::new();
+        q.take_batch(&mut batch, 16);
+        let bytes: Vec<u8> = batch.iter().flat_map(|b| b.iter().copied()).collect();
+        assert!(bytes.ends_with(&err), "the error is the last thing queued");
     }
 }

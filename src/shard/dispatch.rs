@@ -63,6 +63,14 @@ pub fn handle(shard: &Shard, msg: ShardMsg) {
             }
         }
         ShardMsg::Notice { conn, notice } => conn::apply_notice(shard, conn, notice),
+        ShardMsg::Echo { conn } => {
+            // Behind everything this shard sent `conn` so far; a login dump
+            // in progress for it answers when it ends.
+            if !statusd::echo_after_dump(shard, conn) {
+                shard.send(conn.shard(), ShardMsg::Echoed { conn });
+            }
+        }
+        ShardMsg::Echoed { conn } => conn::echoed(shard, conn),
         ShardMsg::PresHello { .. }
         | ShardMsg::PresSet { .. }
         | ShardMsg::PresGone { .. }

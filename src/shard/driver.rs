@@ -19,7 +19,7 @@ use super::input;
 use super::msg::ConnRef;
 use super::statusd::StatusdInput;
 use super::writer::{self, Replies};
-use super::{dispatch, Phase, Shard};
+use super::{dispatch, Phase, Shard, Shut};
 use crate::ids::Service;
 use crate::limits;
 use crate::metrics;
@@ -112,12 +112,17 @@ fn run_conn(
     async move {
         let mut want = limits::READ_BUF_INITIAL;
         let mut logged_in = false;
+        let mut shut = Shut::No;
         loop {
             // Between reads the buffer waits in the connection's state, not
             // here: a local moved into the read would still take its room in
             // this future, so only the read future holds it while idle.
             let (res, mut buf) = {
                 let Some(buf) = conn::take_read_buf(&mut shard.state.borrow_mut(), c, want) else {
+                    // Closing or finished: no more reads; the socket is
+                    // shut down once the queue is flushed (or the flush
+                    // fails or runs out of time).
+                    shut = Box::pin(conn::wait_shut(&shard, c)).await;
                     break;
                 };
                 stream.read(buf)
@@ -125,6 +130,13 @@ fn run_conn(
             .await;
             match res {
                 Ok(n) if n > 0 => want = on_read(&shard, c, &mut buf, n, want),
+                Ok(_) if conn::peer_finished(&shard, c) => {
+                    // End of stream: the answers still on their way go
+                    // out before the close.
+                    conn::put_read_buf(&mut shard.state.borrow_mut(), c, buf);
+                    dispatch::flush(&shard);
+                    continue;
+                }
                 _ => break,
             }
             if !logged_in && phase(&shard, c) == Some(Phase::Ready) {
@@ -135,7 +147,7 @@ fn run_conn(
                 }
             }
             conn::put_read_buf(&mut shard.state.borrow_mut(), c, buf);
-            let alive = match writer::take_replies(&shard, c, &stream) {
+            let alive = match writer::take_replies(&shard, c) {
                 Replies::None { alive } => alive,
                 replies => Box::pin(writer::write_replies(&shard, c, &stream, replies)).await,
             };
@@ -143,10 +155,49 @@ fn run_conn(
                 break;
             }
         }
-        stream.shutdown();
+        if shut != Shut::Write {
+            stream.shutdown();
+        }
         conn::unregister(&shard, c);
         dispatch::flush(&shard);
+        match shut {
+            // It stopped reading: what its peer sent meanwhile is read and
+            // dropped before the socket is closed.
+            Shut::Write => Box::pin(linger(&shard, stream)).await,
+            Shut::Both => Box::pin(drop_unread(&stream)).await,
+            Shut::No => {}
+        }
         tracing::debug!(?c, "closed");
+    }
+}
+
+/// After [`Shut::Write`] (its output all written, end of stream sent, the
+/// connection unregistered): reads and drops what the peer still sends
+/// until it closes, or [`limits::LINGER_MS`] passed
+/// ([`conn::expire_lingering`] shuts the socket down both ways then).
+async fn linger(shard: &Shard, stream: Rc<Stream>) {
+    let deadline = shard.shared.now_ms().saturating_add(limits::LINGER_MS);
+    let entry = (deadline, stream.clone());
+    shard.state.borrow_mut().lingering.push(entry);
+    drop_unread(&stream).await;
+    stream.shutdown();
+    let mut st = shard.state.borrow_mut();
+    st.lingering.retain(|(_, s)| !Rc::ptr_eq(s, &stream));
+}
+
+/// Reads and drops input until end of stream (or an error): after
+/// [`linger`]'s end of stream, or a shutdown both ways (reads return what
+/// is queued, then end of stream), so the socket closes with nothing
+/// unread, which would reset it.
+async fn drop_unread(stream: &Stream) {
+    let mut buf = BytesMut::with_capacity(limits::DRAIN_READ_BUF);
+    loop {
+        buf.clear();
+        let (res, b) = stream.read(buf).await;
+        buf = b;
+        if !matches!(res, Ok(n) if n > 0) {
+            return;
+        }
     }
 }
 

@@ -162,12 +162,64 @@ pub struct State {
     pub writers: Vec<ConnRef>,
     /// Connections with batched frames waiting for the batch flush.
     pub batched: Vec<ConnRef>,
+    /// Connections whose peer ended its stream, with the echoes still due
+    /// before they close (see [`conn::peer_finished`]).
+    pub finishing: FastMap<ConnRef, usize>,
+    /// Read loops that stopped reading (closing or finished) and wait for
+    /// their socket to be shut down.
+    pub shut_waiters: FastMap<ConnRef, std::task::Waker>,
+    /// Sockets of connections gone after [`Shut::Write`], whose peer's
+    /// last input is read and dropped until it closes or the deadline
+    /// (ms) passes (`driver::linger`).
+    pub lingering: Vec<(u64, Rc<Stream>)>,
 }
 
 impl State {
     /// The connection `c` refers to, if it is still open on this shard.
     pub fn conn(&mut self, c: ConnRef) -> Option<&mut Conn> {
         self.conns.get_mut(c.slot(), c.gen())
+    }
+
+    /// Shuts `c`'s socket down both ways (its flush failed or ran out of
+    /// time, or the shard drains) and wakes its read loop if that waits
+    /// for it: every shutdown of a registered connection goes through
+    /// here or [`State::flushed`], since a closing connection's read loop
+    /// may no longer read.
+    pub fn shut_down(&mut self, c: ConnRef) {
+        if let Some(conn) = self.conn(c) {
+            conn.stream.shutdown();
+        }
+        self.mark_shut(c, Shut::Both);
+    }
+
+    /// `c` closes and its output is all written. If its read loop stopped
+    /// reading (the peer sent more after the close), the peer is sent end
+    /// of stream only ([`Stream::shutdown_write`]) and the read loop
+    /// unregisters `c`, then reads and drops what the peer still sends
+    /// until it closes (`driver::linger`): closing a socket with unread
+    /// input resets it, losing the end of the output the kernel has not
+    /// sent yet (a slow reader's OP_ERROR). Otherwise a read is pending
+    /// and nothing is unread: both ways, which completes the read.
+    pub fn flushed(&mut self, c: ConnRef) {
+        if !self.shut_waiters.contains_key(&c) {
+            return self.shut_down(c);
+        }
+        if let Some(conn) = self.conn(c) {
+            if conn.shut == Shut::No {
+                conn.stream.shutdown_write();
+            }
+        }
+        self.mark_shut(c, Shut::Write);
+    }
+
+    fn mark_shut(&mut self, c: ConnRef, how: Shut) {
+        if let Some(conn) = self.conn(c) {
+            // Both stays both.
+            conn.shut = conn.shut.max(how);
+        }
+        if let Some(waker) = self.shut_waiters.remove(&c) {
+            waker.wake();
+        }
     }
 
     /// The connection `c` refers to, with the shard's output chunk pool
@@ -189,6 +241,18 @@ pub enum Phase {
     Ready,
     /// Flushing its last bytes; reads are ignored.
     Closing,
+}
+
+/// How far a connection's socket is shut down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Shut {
+    /// Open.
+    No,
+    /// Its output is all written and the peer was sent end of stream;
+    /// its last input is read and dropped until it closes.
+    Write,
+    /// Both ways.
+    Both,
 }
 
 /// One connection's shard-side state.
@@ -224,6 +288,9 @@ pub struct Conn {
     /// Logged in: counted in the user's connections, and the user's home
     /// shard was told (both undone when it closes).
     pub at_home: bool,
+    /// How far its socket is shut down ([`State::flushed`],
+    /// [`State::shut_down`]): once it is, the read loop ends.
+    pub shut: Shut,
     /// Rate limit of OP_RTMSG (chatd) or OP_SETPRES (statusd).
     pub bucket: TokenBucket,
 }
@@ -244,6 +311,9 @@ pub struct Dump {
     /// OP_SETPRES values the client sent during the dump, applied (and
     /// answered) once it ends.
     pub held: Vec<u8>,
+    /// The client ended its stream meanwhile: its [`msg::ShardMsg::Echoed`]
+    /// follows the dump's end.
+    pub echo: bool,
 }
 
 /// Presence work in flight at this shard: gathers of watchers (for
@@ -405,6 +475,9 @@ impl Shard {
             drain_end_ms: None,
             writers: Vec::new(),
             batched: Vec::new(),
+            finishing: FastMap::default(),
+            shut_waiters: FastMap::default(),
+            lingering: Vec::new(),
         };
         Self {
             id,

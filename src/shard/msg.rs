@@ -178,6 +178,13 @@ pub enum ShardMsg {
     },
     /// Tell one connection something.
     Notice { conn: ConnRef, notice: Notice },
+    /// The peer of `conn` ended its stream: answer [`ShardMsg::Echoed`]
+    /// to `conn`'s shard once what it sent before is handled (see
+    /// [`super::conn::peer_finished`]).
+    Echo { conn: ConnRef },
+    /// The answer to [`ShardMsg::Echo`]: whatever the sender had for
+    /// `conn` is on its way ahead of this.
+    Echoed { conn: ConnRef },
 
     // ---- to a user's home shard ------------------------------------
     /// A statusd client logged in with OP_HELLO's presence byte `raw`.

@@ -162,6 +162,7 @@ async fn timer_loop(shard: Rc<Shard>) {
         let now = shard.shared.now_ms();
         conn::poll_timers(&shard, now, &mut fired);
         conn::tick_writers(&shard);
+        conn::expire_lingering(&shard, now);
         chatd::poll_call_timeouts(&shard, now);
         dispatch::flush(&shard);
         if conn::drain_finished(&shard, now) {

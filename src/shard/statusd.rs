@@ -605,6 +605,19 @@ fn dump_part(shard: &Shard, watcher: UserId, conn: ConnRef, entries: &[(UserId, 
     }
 }
 
+/// The client `conn` ended its stream during its login dump (homed here):
+/// its echo ([`ShardMsg::Echoed`]) is sent when the dump ends, behind the
+/// dump's last command. False when no dump is in progress for it.
+pub fn echo_after_dump(shard: &Shard, conn: ConnRef) -> bool {
+    match shard.state.borrow_mut().dumps.get_mut(&conn) {
+        Some(dump) => {
+            dump.echo = true;
+            true
+        }
+        None => false,
+    }
+}
+
 /// Ends a login dump with `OP_PRES 0 own_presence`, then applies the
 /// OP_SETPRES commands that waited for it, in order.
 fn finish_dump(shard: &Shard, user: UserId, conn: ConnRef, dump: Dump) {
@@ -613,6 +626,9 @@ fn finish_dump(shard: &Shard, user: UserId, conn: ConnRef, dump: Dump) {
     send_pres(shard, &[conn], 0, own);
     for raw in dump.held {
         set_presence(shard, user, conn, raw);
+    }
+    if dump.echo {
+        shard.send(conn.shard(), ShardMsg::Echoed { conn });
     }
 }
 

@@ -73,7 +73,7 @@ pub enum Replies {
 /// Takes the first batch of replies the last input queued (and whatever
 /// else arrived meanwhile), or, with none, finishes the turn: a closing
 /// connection with everything flushed and no writer task is shut down.
-pub fn take_replies(shard: &Shard, c: ConnRef, stream: &Stream) -> Replies {
+pub fn take_replies(shard: &Shard, c: ConnRef) -> Replies {
     let mut batch = shard.take_write_batch();
     let mut st = shard.state.borrow_mut();
     let Some(conn) = st.conn(c) else {
@@ -90,7 +90,7 @@ pub fn take_replies(shard: &Shard, c: ConnRef, stream: &Stream) -> Replies {
             shard.give_write_batch(batch);
             return Replies::Finish;
         }
-        stream.shutdown();
+        st.flushed(c);
     }
     drop(st);
     shard.give_write_batch(batch);
@@ -118,7 +118,7 @@ pub async fn write_replies(shard: &Shard, c: ConnRef, stream: &Stream, replies: 
                 }
             }
         }
-        replies = take_replies(shard, c, stream);
+        replies = take_replies(shard, c);
     }
 }
 
@@ -131,9 +131,11 @@ pub async fn finish(shard: &Shard, c: ConnRef, stream: &Stream) {
         st.conn(c).map(|conn| conn.transport.finish())
     };
     if let Some(last) = last.filter(|b| !b.is_empty()) {
-        write_all(shard, stream, last).await;
+        if !write_all(shard, c, stream, last).await {
+            return;
+        }
     }
-    stream.shutdown();
+    shard.state.borrow_mut().flushed(c);
 }
 
 /// Writes queued frames in vectored batches; on close, flushes and shuts
@@ -227,7 +229,7 @@ async fn write_batch(shard: &Shard, c: ConnRef, stream: &Stream, batch: &mut Vec
         }
         Out::Sealed(records) => {
             let (plain, wire) = (sock.iter().map(Bytes::len).sum(), records.len());
-            if write_all(shard, stream, records).await {
+            if write_all(shard, c, stream, records).await {
                 Ok((plain, wire))
             } else {
                 Err(std::io::ErrorKind::BrokenPipe.into())
@@ -239,12 +241,12 @@ async fn write_batch(shard: &Shard, c: ConnRef, stream: &Stream, batch: &mut Vec
         Ok((n, wire)) if wire > 0 || !expect => Some((n, wire)),
         _ => None,
     };
-    let rest = after_write(shard, c, stream, batch, &mut sock, wrote);
+    let rest = after_write(shard, c, batch, &mut sock, wrote);
     shard.give_write_batch(sock);
     match rest {
         None => false,
         Some(None) => true,
-        Some(Some(rest)) => write_all(shard, stream, rest).await,
+        Some(Some(rest)) => write_all(shard, c, stream, rest).await,
     }
 }
 
@@ -255,7 +257,6 @@ async fn write_batch(shard: &Shard, c: ConnRef, stream: &Stream, batch: &mut Vec
 fn after_write(
     shard: &Shard,
     c: ConnRef,
-    stream: &Stream,
     batch: &mut Vec<Bytes>,
     sock: &mut Vec<Bytes>,
     wrote: Option<(usize, usize)>,
@@ -265,7 +266,7 @@ fn after_write(
     let Some((n, wire)) = wrote else {
         batch.clear();
         conn.out.clear(chunks);
-        stream.shutdown();
+        st.shut_down(c);
         return None;
     };
     let service = conn.service;
@@ -292,7 +293,7 @@ enum Out {
 /// Writes all of `bytes` (bytes the transport made, which must go out
 /// whole), in as many writes as the socket needs. False when the socket
 /// failed.
-async fn write_all(shard: &Shard, stream: &Stream, mut bytes: Bytes) -> bool {
+async fn write_all(shard: &Shard, c: ConnRef, stream: &Stream, mut bytes: Bytes) -> bool {
     let mut one = shard.take_write_batch();
     while !bytes.is_empty() {
         one.push(bytes);
@@ -303,7 +304,7 @@ async fn write_all(shard: &Shard, stream: &Stream, mut bytes: Bytes) -> bool {
             Ok(n) if n > 0 => bytes.advance(n.min(bytes.len())),
             _ => {
                 shard.give_write_batch(one);
-                stream.shutdown();
+                shard.state.borrow_mut().shut_down(c);
                 return false;
             }
         }

@@ -347,7 +347,7 @@ pub fn render_prometheus(shards: &[&ShardMetrics]) -> String {
     counter(
         &mut out,
         "chatd_cluster_rtmsg_out_total",
-        "OP_RTMSG published for other nodes (cluster mode).",
+        "OP_RTMSG sent on to other nodes (cluster mode; once per message, however many nodes).",
         sum_u(shards, |m| &m.rtmsg_to_cluster),
     );
     counter(

@@ -55,9 +55,11 @@ const CTL_SUBJECT: &str = "chatd.ctl";
 /// The admin API's live-state queries, which every node answers.
 const QUERY_SUBJECT: &str = "chatd.query";
 
-/// A room's subject: only nodes with joined connections subscribe.
-fn room_subject(chat: u64) -> String {
-    format!("chatd.room.{chat}")
+/// Node `slot`'s own subject: the real-time messages other nodes send
+/// it, for every room (docs/cluster.md, "Rooms and real-time messages").
+/// One subscription per node, not one per room: each costs memory.
+fn rtmsg_subject(slot: NodeSlot) -> String {
+    format!("chatd.node.{slot}.rtmsg")
 }
 
 /// Why the node could not join the cluster.
@@ -569,13 +571,15 @@ async fn run(node: Arc<Node>, slots: Slots, attach: Attach, wiring: Wiring) {
         store,
         mut rx,
     } = attach;
-    // Subscribe to control traffic before anything is announced.
+    // Subscribe before anything is announced: no message sent to this
+    // node after the others hear of it (or of its interest) is missed.
     let subscribed = async {
         let ctl = node.client.subscribe(CTL_SUBJECT).await?;
         let queries = node.client.subscribe(QUERY_SUBJECT).await?;
-        Ok::<_, async_nats::SubscribeError>((ctl, queries))
+        let rtmsgs = node.client.subscribe(rtmsg_subject(node.me.slot)).await?;
+        Ok::<_, async_nats::SubscribeError>((ctl, queries, rtmsgs))
     };
-    let (mut ctl, mut queries) = match subscribed.await {
+    let (mut ctl, mut queries, mut rtmsgs) = match subscribed.await {
         Ok(s) => s,
         Err(e) => {
             let _ = joined.send(Err(ClusterError::JetStream(e.to_string())));
@@ -616,7 +620,6 @@ async fn run(node: Arc<Node>, slots: Slots, attach: Attach, wiring: Wiring) {
         node: node.clone(),
         shared,
         nodes: Nodes::new(node.timeout_ms),
-        rooms: HashMap::new(),
         hello_at: Instant::now(),
         epoch: Instant::now(),
         restart,
@@ -640,6 +643,7 @@ async fn run(node: Arc<Node>, slots: Slots, attach: Attach, wiring: Wiring) {
                 bridge.on_ctl(&msg.payload).await;
                 bridge.count_live();
             }
+            Some(msg) = rtmsgs.next() => bridge.on_rtmsg(&msg.payload),
             Some(msg) = queries.next() => {
                 // Answered by a task: the shards' answer takes a moment.
                 tokio::spawn(answer(node.client.clone(), local.clone(), msg));
@@ -676,8 +680,6 @@ struct Bridge {
     node: Arc<Node>,
     shared: Arc<Shared>,
     nodes: Nodes,
-    /// Rooms this node has joined connections to: their subscription.
-    rooms: HashMap<u64, tokio::task::JoinHandle<()>>,
     /// When this node last said hello (the others' answers follow).
     hello_at: Instant,
     /// Zero of the liveness clock.
@@ -725,24 +727,10 @@ impl Bridge {
     async fn on_shard_msg(&mut self, msg: ToBridge) {
         match msg {
             ToBridge::Interest { chat, on } => {
-                if on {
-                    if !self.rooms.contains_key(&chat) {
-                        // Subscribed before the interest is announced, so
-                        // no message sent after the announcement is missed.
-                        match self.node.client.subscribe(room_subject(chat)).await {
-                            Ok(sub) => {
-                                let task = tokio::spawn(room_task(self.shared.clone(), chat, sub));
-                                self.rooms.insert(chat, task);
-                            }
-                            Err(e) => tracing::warn!("cluster: subscribe room {chat}: {e}"),
-                        }
-                    }
-                } else if let Some(task) = self.rooms.remove(&chat) {
-                    task.abort();
-                }
                 self.publish_ctl(&NodeMsg::Interest { chat, on }).await;
             }
             ToBridge::RtMsg {
+                nodes,
                 chat,
                 to_user,
                 to_client,
@@ -754,7 +742,15 @@ impl Bridge {
                     to_client,
                     frame,
                 };
-                self.publish(room_subject(chat), &msg).await;
+                // Encoded once; one publish per interested node, each on
+                // that node's subject, in order on this one connection.
+                let payload = wire::encode(self.node.me, &msg);
+                for node in nodes {
+                    let subject = rtmsg_subject(node);
+                    if let Err(e) = self.node.client.publish(subject, payload.clone()).await {
+                        tracing::debug!("cluster: publish failed: {e}");
+                    }
+                }
             }
             ToBridge::Calls { chat, users } => {
                 self.publish_ctl(&NodeMsg::Calls { chat, users }).await
@@ -855,6 +851,34 @@ impl Bridge {
         }
     }
 
+    /// A real-time message another node sent this one: to its room's
+    /// home shard, in the order it came (docs/cluster.md).
+    fn on_rtmsg(&self, payload: &Bytes) {
+        match wire::decode(payload) {
+            Ok((
+                from,
+                NodeMsg::RtMsg {
+                    chat,
+                    to_user,
+                    to_client,
+                    frame,
+                },
+            )) if from.slot != self.node.me.slot => {
+                let home = route::room_home(chat, self.shared.mesh.shards());
+                let msg = ClusterIn::RtMsg {
+                    chat,
+                    to_user,
+                    to_client,
+                    frame,
+                };
+                self.to_shard(home, msg);
+            }
+            // Another kind, or a twin of this slot: nothing to deliver.
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cluster: unreadable real-time message: {e}"),
+        }
+    }
+
     /// Heartbeat, and drop the nodes that fell silent.
     async fn tick(&mut self) {
         self.publish_ctl(&NodeMsg::Heartbeat).await;
@@ -875,34 +899,6 @@ impl Bridge {
         self.hello_at = Instant::now();
         self.publish_ctl(&NodeMsg::Hello).await;
         self.to_every_shard(|| ClusterIn::Snapshot);
-    }
-}
-
-/// Hands a room's messages from other nodes to its home shard, in order.
-async fn room_task(shared: Arc<Shared>, chat: u64, mut sub: async_nats::Subscriber) {
-    let home = route::room_home(chat, shared.mesh.shards());
-    while let Some(msg) = sub.next().await {
-        match wire::decode(&msg.payload) {
-            Ok((
-                _,
-                NodeMsg::RtMsg {
-                    chat,
-                    to_user,
-                    to_client,
-                    frame,
-                },
-            )) => {
-                let msg = ClusterIn::RtMsg {
-                    chat,
-                    to_user,
-                    to_client,
-                    frame,
-                };
-                shared.mesh.send(home, ShardMsg::Cluster(msg));
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("cluster: unreadable room message: {e}"),
-        }
     }
 }
 

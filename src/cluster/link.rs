@@ -15,11 +15,13 @@ use crate::ids::{ChatId, ClientId, UserId};
 #[derive(Debug)]
 pub enum ToBridge {
     /// This node has joined connections to `chat` now (`on`) or no more:
-    /// subscribe to (or leave) the room's subject, then tell every node.
+    /// tell every node.
     Interest { chat: ChatId, on: bool },
     /// A local client's `OP_RTMSG` in `chat` (the delivery frame, already
-    /// encoded), for the other interested nodes.
+    /// encoded), for `nodes`: the other nodes with interest in `chat`, as
+    /// its home shard knows them (never empty).
     RtMsg {
+        nodes: Vec<NodeSlot>,
         chat: ChatId,
         to_user: UserId,
         to_client: ClientId,

@@ -203,13 +203,14 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
             .unwrap_or_default()
     }
 
-    /// Whether another node has joined connections to `chat` (so a
-    /// message to it must also go out to the cluster). One lookup in an
-    /// empty map for a room whose clients are all on this node.
-    pub fn remote_interest(&self, chat: ChatId) -> bool {
+    /// The other nodes with joined connections to `chat` (where a message
+    /// to it must also go); empty for none. One lookup in an empty map
+    /// for a room whose clients are all on this node.
+    pub fn remote_nodes(&self, chat: ChatId) -> &[NodeSlot] {
         self.cluster
             .as_ref()
-            .is_some_and(|c| c.interested.contains_key(&chat))
+            .and_then(|c| c.interested.get(&chat))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Node `node` has joined connections to `chat` now (`on`) or no more

@@ -273,7 +273,9 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
             let res = st
                 .rooms
                 .recipients(chat, sender, to_user, to_client, &mut recipients);
-            let remote = st.rooms.remote_interest(chat);
+            let nodes = st.rooms.remote_nodes(chat);
+            // Only a room some other node is in pays for the list.
+            let nodes = (!nodes.is_empty()).then(|| nodes.to_vec());
             drop(st);
             if res.is_err() {
                 let notice = Notice::Error {
@@ -284,12 +286,13 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
                 shard.give_conn_list(recipients);
                 return notify(shard, sender, notice);
             }
-            if remote {
-                // Another node has joined connections: one publish for
-                // all of them (docs/cluster.md).
+            if let Some(nodes) = nodes {
+                // Other nodes have joined connections: the bridge
+                // publishes to each of them (docs/cluster.md).
                 if let Some(link) = &shard.shared.cluster {
                     shard.metrics.rtmsg_to_cluster.fetch_add(1, Relaxed);
                     link.send(ToBridge::RtMsg {
+                        nodes,
                         chat,
                         to_user,
                         to_client,
@@ -349,7 +352,7 @@ fn tell_cluster(shard: &Shard) {
                 let st = shard.state.borrow();
                 // Only interested nodes keep them; a node that becomes
                 // interested later is sent them then.
-                if st.rooms.remote_interest(chat) {
+                if !st.rooms.remote_nodes(chat).is_empty() {
                     let users = st.rooms.local_call_users(chat);
                     link.send(ToBridge::Calls { chat, users });
                 }

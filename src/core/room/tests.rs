@@ -494,3 +494,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn remote_nodes_lists_each_interested_node_once_until_it_leaves() {
+    let mut r = Fx::new();
+    let mut out = Vec::new();
+    // Single-node mode keeps nothing.
+    assert!(!r.set_remote_interest(7, 2, true, &mut out));
+    assert!(r.remote_nodes(7).is_empty());
+    r.enable_cluster();
+    assert!(r.remote_nodes(7).is_empty());
+    assert!(r.set_remote_interest(7, 2, true, &mut out));
+    assert!(
+        !r.set_remote_interest(7, 2, true, &mut out),
+        "not news twice"
+    );
+    assert!(r.set_remote_interest(7, 5, true, &mut out));
+    assert_eq!(r.remote_nodes(7), &[2, 5]);
+    assert!(r.remote_nodes(8).is_empty(), "another room");
+    r.set_remote_interest(7, 2, false, &mut out);
+    assert_eq!(r.remote_nodes(7), &[5]);
+    r.set_remote_interest(7, 5, false, &mut out);
+    assert!(r.remote_nodes(7).is_empty());
+}

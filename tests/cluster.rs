@@ -228,25 +228,37 @@ fn presence_combines_clients_on_every_node_and_reaches_watchers_everywhere() {
     let mut w2 = Watcher::login(c.at(1), 2, 1);
     let mut u1 = Watcher::login(c.at(0), 1, 3);
     w2.await_view(1, 3);
+    // User 3 watches from node 3: once it sees 3, node 3 knows node 1's
+    // value (nodes learn each other's values asynchronously).
+    let mut w3 = Watcher::login(c.at(2), 3, 1);
+    w3.await_view(1, 3);
     // A second client of user 1, on node 3, automatically at 4: the
     // combined presence is the maximum over both nodes.
     let mut u1b = Watcher::login(c.at(2), 1, 0x80 | 4);
-    assert_eq!(u1b.view[&0], 4);
+    u1b.await_view(0, 4);
     w2.await_view(1, 4);
+    w3.await_view(1, 4);
     u1.await_view(0, 4);
-    // The admin API of any node: the combined presence, every client.
-    for n in &c.nodes {
-        assert_eq!(n.user_presence(1), (4, 2));
-    }
+    // The admin API of any node: the combined presence, every client
+    // (cluster-wide live fields may lag by up to a second, section 10).
+    wait_until("combined presence on every node's API", || {
+        c.nodes.iter().all(|n| n.user_presence(1) == (4, 2))
+    });
     // Set by the user on node 1 (MSB 0): every client on every node takes
     // it, so the maximum is exactly that value.
     u1.c.setpres(2);
     u1.await_view(0, 2);
     w2.await_view(1, 2);
+    w3.await_view(1, 2);
     u1b.await_view(0, 2);
-    // A login dump on node 3 carries the combined value.
-    let w3 = c.at(2).statusd(3, 1);
-    assert_eq!(w3.dump, vec![(1, 2)]);
+    // A login dump on node 3 carries the combined value (an update that
+    // repeats it may follow while the dump is read: views only count).
+    let w3b = c.at(2).statusd(3, 1);
+    assert!(
+        !w3b.dump.is_empty() && w3b.dump.iter().all(|&e| e == (1, 2)),
+        "dump {:?}",
+        w3b.dump
+    );
     // Node 3's client goes: node 1's still holds 2, nothing changes; the
     // last one goes: 0 everywhere.
     drop(u1b);

@@ -131,6 +131,19 @@ impl Cluster {
     /// Starts a node named `id` (not added to `nodes`), with `extra`
     /// arguments.
     pub fn node(&self, id: &str, extra: &[&str]) -> Server {
+        let secrets = ["--jwt-secret", &self.secret, "--admin-token", &self.token];
+        self.node_with(id, &[&secrets[..], extra].concat())
+    }
+
+    /// Starts a node named `id` given neither `--jwt-secret` nor
+    /// `--admin-token`: it takes the cluster's (protocol section 10: one
+    /// server seen from outside).
+    pub fn node_without_secrets(&self, id: &str) -> Server {
+        self.node_with(id, &[])
+    }
+
+    /// A node of this cluster named `id`, with `extra` arguments.
+    fn node_with(&self, id: &str, extra: &[&str]) -> Server {
         let url = self.nats.url();
         let timeout = NODE_TIMEOUT_MS.to_string();
         let mut args = vec![
@@ -140,29 +153,8 @@ impl Cluster {
             id,
             "--node-timeout-ms",
             &timeout,
-            "--jwt-secret",
-            &self.secret,
-            "--admin-token",
-            &self.token,
         ];
         args.extend_from_slice(extra);
-        Server::start(self.shards, &args)
-    }
-
-    /// Starts a node named `id` given neither `--jwt-secret` nor
-    /// `--admin-token`: it takes the cluster's (protocol section 10: one
-    /// server seen from outside).
-    pub fn node_without_secrets(&self, id: &str) -> Server {
-        let url = self.nats.url();
-        let timeout = NODE_TIMEOUT_MS.to_string();
-        let args = [
-            "--cluster",
-            &url,
-            "--node-id",
-            id,
-            "--node-timeout-ms",
-            &timeout,
-        ];
         Server::start(self.shards, &args)
     }
 

@@ -152,6 +152,13 @@ pub struct Config {
     #[arg(long, env = "CHATD_MAX_OUTBUF_BYTES", default_value_t = limits::DEFAULT_MAX_OUTBUF_BYTES)]
     pub max_outbuf_bytes: usize,
 
+    /// Bytes of messages that may wait in one shard's queue before the
+    /// connections sending to it stop reading until it is down to half
+    /// (at least 65536).
+    #[arg(long, env = "CHATD_MAX_SHARD_QUEUE_BYTES", default_value_t = limits::DEFAULT_MAX_SHARD_QUEUE_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(limits::MIN_SHARD_QUEUE_BYTES as u64..))]
+    pub max_shard_queue_bytes: usize,
+
     /// Presence updates about other users wait up to this long and go out
     /// together, one write per receiving connection (0: each at once).
     /// Trades presence latency for far fewer writes in a login storm.

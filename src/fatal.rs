@@ -10,9 +10,8 @@
 //! first half, silently; and as test builds ignore it, cargo would build
 //! every dependency twice, once per panic strategy.)
 //!
-//! Debug builds also read `CHATD_DEBUG_PANIC_ROOM=<chatid>`
-//! ([`debug_panic_room`]): that room's home shard panics when an OP_JOIN
-//! for it arrives, so a test can watch a shard die mid-service.
+//! Debug builds can make a shard panic on purpose, to test this
+//! ([`crate::debug_hooks::panic_room`]).
 
 use std::panic::PanicHookInfo;
 
@@ -48,16 +47,4 @@ pub fn install_panic_hook() {
 fn location(info: &PanicHookInfo<'_>) -> String {
     info.location()
         .map_or_else(|| "an unknown place".into(), |l| l.to_string())
-}
-
-/// Debug builds: the room whose home shard must panic on an OP_JOIN for it
-/// (`CHATD_DEBUG_PANIC_ROOM`), read once.
-#[cfg(debug_assertions)]
-pub fn debug_panic_room() -> Option<u64> {
-    static ROOM: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    *ROOM.get_or_init(|| {
-        std::env::var("CHATD_DEBUG_PANIC_ROOM")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    })
 }

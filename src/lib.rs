@@ -35,6 +35,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod core;
+pub mod debug_hooks;
 pub mod fatal;
 pub mod hostcheck;
 pub mod ids;

@@ -27,6 +27,24 @@ pub const DEFAULT_LOGIN_TIMEOUT_MS: u64 = 10_000;
 /// connection uses it; an idle one queues nothing.
 pub const DEFAULT_MAX_OUTBUF_BYTES: usize = 32 << 20;
 
+/// Default `--max-shard-queue-bytes`: bytes of OP_RTMSG frames (and
+/// fan-out lists) that may wait in one shard's inbox before the
+/// connections sending to it stop reading until it is down to half
+/// (`shard::mesh`). At about a microsecond per message handled, 16 MiB of
+/// 100-byte messages is some 160 ms of the shard's work: bursts pass,
+/// while a shard that cannot keep up holds a bounded backlog, not the
+/// whole of what its senders can write.
+pub const DEFAULT_MAX_SHARD_QUEUE_BYTES: usize = 16 << 20;
+
+/// Least `--max-shard-queue-bytes`: below a few reads' worth a busy shard
+/// would pause its senders all the time.
+pub const MIN_SHARD_QUEUE_BYTES: usize = 64 << 10;
+
+/// How often a connection paused for room in a shard's inbox looks again
+/// whether it was closed meanwhile (its wake comes from the inbox's
+/// owner, which a closed connection does not hear from).
+pub const PAUSE_RECHECK_MS: u64 = 50;
+
 /// Default `--listen-backlog`: accept queue length per listener socket.
 /// The kernel caps it at `net.core.somaxconn` (see tuning.md), so the
 /// host's setting decides: a login storm from two client threads here

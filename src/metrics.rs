@@ -105,6 +105,9 @@ pub struct ShardMetrics {
     pub fanout: Pow2Histogram,
     /// Connections closed as slow consumers.
     pub slow_consumer_closes: AtomicU64,
+    /// Times a connection stopped reading because the shard its OP_RTMSG
+    /// was for had its queue full.
+    pub read_pauses: AtomicU64,
     /// OP_IN_CALL heartbeats (status 1) accepted.
     pub call_heartbeats: AtomicU64,
     /// Rooms homed on this shard whose flag is 1 (gauge).
@@ -148,6 +151,7 @@ impl Default for ShardMetrics {
             rtmsg_from_cluster: AtomicU64::new(0),
             fanout: Pow2Histogram::new(),
             slow_consumer_closes: AtomicU64::new(0),
+            read_pauses: AtomicU64::new(0),
             call_heartbeats: AtomicU64::new(0),
             rooms_in_call: AtomicI64::new(0),
             presence_changes: AtomicU64::new(0),
@@ -228,8 +232,18 @@ fn histogram(
     let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
 }
 
-/// Renders every shard's metrics, summed, in the Prometheus text format.
-pub fn render_prometheus(shards: &[&ShardMetrics]) -> String {
+/// What the queues between shards hold ([`crate::shard::mesh`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MeshFigures {
+    /// Bytes queued in all shards' inboxes now.
+    pub queued_bytes: u64,
+    /// The most one shard's inbox has held.
+    pub queued_bytes_peak: u64,
+}
+
+/// Renders every shard's metrics, summed, and the queues between them, in
+/// the Prometheus text format.
+pub fn render_prometheus(shards: &[&ShardMetrics], mesh: MeshFigures) -> String {
     let mut out = String::with_capacity(8192);
     let per_service = |out: &mut String,
                        name: &str,
@@ -371,6 +385,24 @@ pub fn render_prometheus(shards: &[&ShardMetrics]) -> String {
     );
     counter(
         &mut out,
+        "chatd_read_pauses_total",
+        "Times a connection stopped reading because the shard its OP_RTMSG was for had a full queue.",
+        sum_u(shards, |m| &m.read_pauses),
+    );
+    gauge(
+        &mut out,
+        "chatd_shard_queue_bytes",
+        "Bytes of messages waiting in the queues between shards.",
+        mesh.queued_bytes as i64,
+    );
+    gauge(
+        &mut out,
+        "chatd_shard_queue_bytes_peak",
+        "The most bytes one shard's queue has held since start.",
+        mesh.queued_bytes_peak as i64,
+    );
+    counter(
+        &mut out,
         "chatd_call_heartbeats_total",
         "OP_IN_CALL heartbeats accepted.",
         sum_u(shards, |m| &m.call_heartbeats),
@@ -452,7 +484,7 @@ mod tests {
         a.logins[0].fetch_add(2, Relaxed);
         b.logins[0].fetch_add(3, Relaxed);
         b.command_in(Service::Statusd, 2);
-        let text = render_prometheus(&[&a, &b]);
+        let text = render_prometheus(&[&a, &b], MeshFigures::default());
         assert!(text.contains("chatd_logins_total{service=\"chatd\"} 5"));
         assert!(text.contains("chatd_commands_in_total{service=\"statusd\",opcode=\"2\"} 1"));
     }

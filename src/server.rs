@@ -282,7 +282,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     // Held until the process ends: no other chatd may join these ports.
     let _port_claims = listeners.claims;
 
-    let (mesh, inboxes) = mesh::mesh(shards);
+    let (mesh, inboxes) = mesh::mesh(shards, config.max_shard_queue_bytes);
     let (link, link_rx) = match &cluster {
         Some(c) => {
             let (link, rx) = ClusterLink::new(c.slot);

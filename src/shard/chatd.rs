@@ -109,6 +109,18 @@ impl ServiceInput for ChatdInput {
         matches!(cmd, Command::RtMsg { .. })
     }
 
+    /// An OP_RTMSG waits while its room's home shard (or, past the hard
+    /// limit, any shard) has its queue full (see [`super::mesh`]).
+    fn waits_for(shard: &Shard, cmd: &Command) -> Option<usize> {
+        match *cmd {
+            Command::RtMsg { chatid, .. } => {
+                let home = route::room_home(chatid, shard.shards());
+                shard.shared.mesh.full_for(home, shard.id)
+            }
+            _ => None,
+        }
+    }
+
     fn refuse(cmd: &Command) -> Option<ErrorCode> {
         match *cmd {
             Command::RtMsg {
@@ -268,6 +280,12 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
             to_client,
             frame,
         } => {
+            #[cfg(debug_assertions)]
+            if let Some((room, micros)) = crate::debug_hooks::slow_room() {
+                if room == chat {
+                    std::thread::sleep(std::time::Duration::from_micros(micros));
+                }
+            }
             // A reused list: no allocation per message.
             let mut recipients = shard.take_conn_list();
             let res = st

@@ -161,6 +161,7 @@ pub fn register(
         at_home: false,
         shut: Shut::No,
         bucket: TokenBucket::new(rate, rate.saturating_mul(limits::RATE_BURST_SECS), now),
+        waits_for: None,
     });
     let Some((slot, gen)) = inserted else {
         // The shard holds all the connections a reference can name: this

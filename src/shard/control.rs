@@ -223,7 +223,12 @@ impl ShardControl for MeshControl {
 
     fn metrics_text(&self) -> String {
         let all: Vec<&ShardMetrics> = self.metrics.iter().map(|m| &**m).collect();
-        crate::metrics::render_prometheus(&all)
+        let (queued_bytes, queued_bytes_peak) = self.mesh.queued_bytes();
+        let mesh = crate::metrics::MeshFigures {
+            queued_bytes,
+            queued_bytes_peak,
+        };
+        crate::metrics::render_prometheus(&all, mesh)
     }
 }
 
@@ -312,7 +317,7 @@ mod tests {
 
     /// A control handle over two shards, with their inboxes.
     fn two_shards() -> (MeshControl, Vec<InboxRx>) {
-        let (mesh, rxs) = mesh(2);
+        let (mesh, rxs) = mesh(2, 1 << 20);
         let metrics = (0..2).map(|_| Arc::default()).collect();
         (MeshControl::new(mesh, metrics), rxs)
     }

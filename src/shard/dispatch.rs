@@ -26,7 +26,11 @@ pub fn flush(shard: &Shard) {
     shard.draining_local.set(false);
     let out = std::mem::take(&mut *shard.outbox.borrow_mut());
     for (to, msg) in out {
-        shard.shared.mesh.send(to, msg);
+        let bytes = msg.queued_bytes();
+        if !shard.shared.mesh.send(to, msg) {
+            // Never to be handled: not queued either.
+            shard.shared.mesh.release(to, bytes);
+        }
     }
     let acks = std::mem::take(&mut *shard.acks.borrow_mut());
     for (done, value) in acks {
@@ -39,7 +43,7 @@ pub fn flush(shard: &Shard) {
 pub fn handle(shard: &Shard, msg: ShardMsg) {
     #[cfg(debug_assertions)]
     if let ShardMsg::Join { chat, .. } = msg {
-        if crate::fatal::debug_panic_room() == Some(chat) {
+        if crate::debug_hooks::panic_room() == Some(chat) {
             panic!("CHATD_DEBUG_PANIC_ROOM: OP_JOIN {chat} on its home shard");
         }
     }

@@ -50,7 +50,7 @@ impl Accepts {
 pub async fn accept_loop(shard: Rc<Shard>, listener: Listener, accepts: Accepts) {
     loop {
         match listener.accept().await {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 if shard.state.borrow().draining {
                     stream.shutdown();
                     continue;
@@ -69,7 +69,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Listener, accepts: Accepts)
                         // the transport and the service as arguments.
                         let stream = Rc::new(stream);
                         let c = conn::register(&shard, stream.clone(), t, service);
-                        tracing::debug!(?c, listener = accepts.name(), "connected");
+                        tracing::debug!(?c, %peer, listener = accepts.name(), "connected");
                         tokio::task::spawn_local(run_conn(shard.clone(), stream, c));
                     }
                     Err(e) => {
@@ -114,6 +114,13 @@ fn run_conn(
         let mut logged_in = false;
         let mut shut = Shut::No;
         loop {
+            if let Some(to) = paused_on(&shard, c) {
+                // Reads nothing more until the shard it sends to has room.
+                if !Box::pin(resume(&shard, c, &stream, to)).await {
+                    break;
+                }
+                continue;
+            }
             // Between reads the buffer waits in the connection's state, not
             // here: a local moved into the read would still take its room in
             // this future, so only the read future holds it while idle.
@@ -198,6 +205,53 @@ async fn drop_unread(stream: &Stream) {
         if !matches!(res, Ok(n) if n > 0) {
             return;
         }
+    }
+}
+
+/// The shard whose inbox `c` waits for room in, when its input path
+/// paused it ([`input`]; the back-pressure of [`super::mesh`]).
+fn paused_on(shard: &Shard, c: ConnRef) -> Option<usize> {
+    let mut st = shard.state.borrow_mut();
+    st.conn(c).and_then(|cn| cn.waits_for).map(usize::from)
+}
+
+/// A paused connection: waits until shard `to`'s inbox is down to its
+/// low-water mark (looking every [`limits::PAUSE_RECHECK_MS`] whether the
+/// connection was closed meanwhile), then handles the input left in its
+/// buffer (which may pause it again) and writes the replies. Returns
+/// whether it is still alive. While it waits it counts as active for the
+/// idle timeout: it has input that the server is not reading.
+async fn resume(shard: &Shard, c: ConnRef, stream: &Stream, to: usize) -> bool {
+    let mesh = &shard.shared.mesh;
+    let recheck = Duration::from_millis(limits::PAUSE_RECHECK_MS);
+    let service = loop {
+        // Either outcome is looked at below.
+        let _ = tokio::time::timeout(recheck, mesh.room_in(to)).await;
+        let mut st = shard.state.borrow_mut();
+        let Some(cn) = st.conn(c) else { return false };
+        if cn.phase == Phase::Closing {
+            // The read loop waits for the close instead.
+            cn.waits_for = None;
+            return true;
+        }
+        cn.last_rx_ms = shard.shared.now_ms();
+        if mesh.has_room(to) {
+            cn.waits_for = None;
+            break cn.service;
+        }
+    };
+    let Some(mut buf) = conn::take_read_buf(&mut shard.state.borrow_mut(), c, 0) else {
+        return true;
+    };
+    match service {
+        Service::Chatd => input::on_bytes::<ChatdInput>(shard, c, &mut buf),
+        Service::Statusd => input::on_bytes::<StatusdInput>(shard, c, &mut buf),
+    }
+    conn::put_read_buf(&mut shard.state.borrow_mut(), c, buf);
+    dispatch::flush(shard);
+    match writer::take_replies(shard, c) {
+        Replies::None { alive } => alive,
+        replies => writer::write_replies(shard, c, stream, replies).await,
     }
 }
 

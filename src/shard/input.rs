@@ -28,6 +28,7 @@ use super::msg::ConnRef;
 use super::{Phase, Shard, State};
 use crate::ids::{ClientId, Service, UserId};
 use crate::limits;
+use crate::metrics;
 
 /// A request as the input path sees it: the commands both services share,
 /// and the service's own.
@@ -101,6 +102,11 @@ pub trait ServiceInput {
     fn input<'a>(req: Self::Request<'a>) -> Input<'a, Self::Hello, Self::Command>;
     /// Whether a command is charged to the connection's rate limit.
     fn rated(cmd: &Self::Command) -> bool;
+    /// The shard whose inbox must have room before this command is
+    /// handled, when it has none now: the connection stops reading there,
+    /// the command left in its buffer, until the driver resumes it
+    /// ([`super::mesh`]'s back-pressure).
+    fn waits_for(shard: &Shard, cmd: &Self::Command) -> Option<usize>;
     /// A refusal that needs no state (chatd: `BAD_ADDRESS`), checked after
     /// the rate limit was charged and before its verdict.
     fn refuse(cmd: &Self::Command) -> Option<ErrorCode>;
@@ -139,6 +145,10 @@ pub fn on_bytes<S: ServiceInput>(shard: &Shard, c: ConnRef, buf: &mut BytesMut) 
             buf.clear();
             return;
         }
+        if cn.waits_for.is_some() {
+            // Paused: the driver resumes it once there is room.
+            return;
+        }
         let (req, used) = match S::decode(buf, &shard.shared.limits) {
             Ok(Some(x)) => x,
             Ok(None) => return,
@@ -167,6 +177,12 @@ pub fn on_bytes<S: ServiceInput>(shard: &Shard, c: ConnRef, buf: &mut BytesMut) 
                 Consumed::Left
             }
             (_, Input::Command(cmd)) => {
+                if let Some(to) = S::waits_for(shard, &cmd) {
+                    // Before the rate limit is charged: the command is
+                    // handled, and charged, when the connection resumes.
+                    pause(shard, st, c, to);
+                    return;
+                }
                 let allowed = !S::rated(&cmd)
                     || st.conn(c).is_some_and(|cn| {
                         let now = cn.last_rx_ms;
@@ -186,6 +202,18 @@ pub fn on_bytes<S: ServiceInput>(shard: &Shard, c: ConnRef, buf: &mut BytesMut) 
         if consumed == Consumed::Left {
             buf.advance(used);
         }
+    }
+}
+
+/// Stops handling `c`'s input until shard `to`'s inbox has room: what is
+/// left in its buffer waits there, and its driver reads nothing more
+/// until it resumes ([`super::driver`]).
+#[cold]
+fn pause(shard: &Shard, st: &mut State, c: ConnRef, to: usize) {
+    if let Some(cn) = st.conn(c) {
+        // Below `limits::SHARDS_MAX`, so it fits.
+        cn.waits_for = Some(to as u16);
+        metrics::add(&shard.metrics.read_pauses, 1);
     }
 }
 

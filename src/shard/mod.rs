@@ -293,6 +293,9 @@ pub struct Conn {
     pub shut: Shut,
     /// Rate limit of OP_RTMSG (chatd) or OP_SETPRES (statusd).
     pub bucket: TokenBucket,
+    /// Paused: the shard whose inbox must have room before its input is
+    /// handled further ([`mesh`]'s back-pressure).
+    pub waits_for: Option<u16>,
 }
 
 /// A login dump in progress, at the user's home shard (see
@@ -509,6 +512,12 @@ impl Shard {
         if to == self.id {
             self.local.borrow_mut().push_back(msg);
         } else {
+            // Counted from now, not when the outbox is flushed: a read's
+            // later commands already see it (see [`mesh`]).
+            let bytes = msg.queued_bytes();
+            if bytes > 0 {
+                self.shared.mesh.charge(to, bytes);
+            }
             self.outbox.borrow_mut().push((to, msg));
         }
     }

@@ -303,6 +303,24 @@ pub enum ShardMsg {
     Shutdown { deadline_ms: u64 },
 }
 
+impl ShardMsg {
+    /// The bytes this message holds that count against its receiver's
+    /// inbox budget (see [`super::mesh`]): an OP_RTMSG delivery's frame,
+    /// and a fan-out's frame plus its list (a frame shared by the fan-outs
+    /// to several shards counts in each). Other messages are small and
+    /// bounded by the commands that cause them (rate-limited, or one per
+    /// connection), and count nothing.
+    pub fn queued_bytes(&self) -> usize {
+        match self {
+            ShardMsg::RtMsg { frame, .. } => frame.len(),
+            ShardMsg::Deliver { frame, conns, .. } => {
+                frame.len() + std::mem::size_of_val(conns.as_slice())
+            }
+            _ => 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ConnRef;

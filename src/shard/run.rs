@@ -124,7 +124,9 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: InboxRx) {
     const BATCH: usize = 512;
     loop {
         let mut handled = 0;
+        let mut bytes = 0;
         while let Some(msg) = inbox.try_recv() {
+            bytes += msg.queued_bytes();
             dispatch::handle(&shard, msg);
             handled += 1;
             if handled == BATCH {
@@ -132,6 +134,9 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: InboxRx) {
             }
         }
         dispatch::flush(&shard);
+        // Once per batch: connections paused on this inbox resume when it
+        // is down to half its budget (see `mesh`).
+        shard.shared.mesh.release(shard.id, bytes);
         if handled == BATCH {
             tokio::task::yield_now().await;
         } else {

@@ -85,6 +85,12 @@ impl ServiceInput for StatusdInput {
         None
     }
 
+    /// Presence commands carry no frame of the client's and are
+    /// rate-limited: they never wait for another shard.
+    fn waits_for(_shard: &Shard, _cmd: &Command) -> Option<usize> {
+        None
+    }
+
     /// Announces the new client, with its presence, to its user's home
     /// shard, which answers with the login dump.
     fn hello(shard: &Shard, _st: &mut State, c: ConnRef, from: Sender, presence: u8) {

@@ -162,6 +162,7 @@ pub fn register(
         shut: Shut::No,
         bucket: TokenBucket::new(rate, rate.saturating_mul(limits::RATE_BURST_SECS), now),
         waits_for: None,
+        close_after_input: false,
     });
     let Some((slot, gen)) = inserted else {
         // The shard holds all the connections a reference can name: this

@@ -247,7 +247,17 @@ async fn resume(shard: &Shard, c: ConnRef, stream: &Stream, to: usize) -> bool {
         Service::Chatd => input::on_bytes::<ChatdInput>(shard, c, &mut buf),
         Service::Statusd => input::on_bytes::<StatusdInput>(shard, c, &mut buf),
     }
-    conn::put_read_buf(&mut shard.state.borrow_mut(), c, buf);
+    {
+        let mut st = shard.state.borrow_mut();
+        match st.conn(c) {
+            // The peer ended its transport after these commands.
+            Some(cn) if cn.close_after_input && cn.waits_for.is_none() => {
+                buf.clear();
+                conn::close(shard, &mut st, c);
+            }
+            _ => conn::put_read_buf(&mut st, c, buf),
+        }
+    }
     dispatch::flush(shard);
     match writer::take_replies(shard, c) {
         Replies::None { alive } => alive,
@@ -274,8 +284,18 @@ fn on_read(shard: &Shard, c: ConnRef, buf: &mut BytesMut, n: usize, want: usize)
         }
     }
     if matches!(inbound, Inbound::CommandsThenClose | Inbound::Close) {
-        buf.clear();
-        conn::close(shard, &mut shard.state.borrow_mut(), c);
+        let mut st = shard.state.borrow_mut();
+        match st.conn(c) {
+            // Paused before the last commands: closed once they are
+            // handled ([`resume`]).
+            Some(cn) if inbound == Inbound::CommandsThenClose && cn.waits_for.is_some() => {
+                cn.close_after_input = true;
+            }
+            _ => {
+                buf.clear();
+                conn::close(shard, &mut st, c);
+            }
+        }
     }
     dispatch::flush(shard);
     if filled {

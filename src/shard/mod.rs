@@ -296,6 +296,10 @@ pub struct Conn {
     /// Paused: the shard whose inbox must have room before its input is
     /// handled further ([`mesh`]'s back-pressure).
     pub waits_for: Option<u16>,
+    /// Paused when its peer ended the transport (a WebSocket Close, TLS
+    /// close_notify) after the commands still buffered: closed once they
+    /// are handled.
+    pub close_after_input: bool,
 }
 
 /// A login dump in progress, at the user's home shard (see

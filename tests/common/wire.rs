@@ -394,6 +394,25 @@ impl Wire {
         self.tcp().map_or(Ok(()), |s| s.shutdown(how))
     }
 
+    /// Ends the client's sending side cleanly, the transport's way: end of
+    /// stream over TCP, close_notify over TLS, a Close frame over
+    /// WebSocket. What was sent before must still be handled.
+    pub fn finish(&mut self) -> io::Result<()> {
+        match self {
+            Wire::Tcp(s) => s.shutdown(Shutdown::Write),
+            Wire::Tls(s) => {
+                s.conn.send_close_notify();
+                s.flush()
+            }
+            Wire::Ws(w) => {
+                w.ws.close(None)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                w.ws.flush().map_err(|e| io::Error::other(e.to_string()))
+            }
+            Wire::Closed => Ok(()),
+        }
+    }
+
     /// The server's WebSocket Close frame, if one was read.
     pub fn close_frame(&self) -> Option<&CloseFrame> {
         match self {

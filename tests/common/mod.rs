@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod presence_model;
 pub mod wire;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};

@@ -36,6 +36,23 @@ pub use self::wire::{test_tls, transport, Endpoint, Svc, TestTransport, Wire};
 /// Longest wait for anything the server should send.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Tests `f(shards)` for each `f` named, once on one shard and once on
+/// three: `one_shard::f` and `three_shards::f`. (Allowed unused, as
+/// everything here: not every test uses it.)
+#[allow(unused_macros)]
+macro_rules! on_one_and_three_shards {
+    ($($f:ident),* $(,)?) => {
+        mod one_shard {
+            $(#[test] fn $f() { super::$f(1) })*
+        }
+        mod three_shards {
+            $(#[test] fn $f() { super::$f(3) })*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_one_and_three_shards;
+
 /// The I/O backend the tests run the server on: `CHATD_TEST_IO_BACKEND`
 /// (CI runs the suite once per backend), default auto.
 pub fn backend() -> String {

@@ -34,6 +34,13 @@ const FAST: Backoff = Backoff {
     max: Duration::from_millis(200),
 };
 
+/// Reconnects 150-300 ms after a cut (the first attempt comes after a
+/// random half to all of `initial`): time to act while disconnected.
+const AFTER_A_CUT: Backoff = Backoff {
+    initial: Duration::from_millis(300),
+    max: Duration::from_millis(300),
+};
+
 /// The next event, within [`WAIT`].
 async fn next<E: std::fmt::Debug>(events: &mut Events<E>) -> E {
     match tokio::time::timeout(WAIT, events.recv()).await {
@@ -466,6 +473,13 @@ impl Connect for Cuttable {
 }
 
 impl Cuttable {
+    fn new(ep: common::Endpoint) -> Self {
+        Cuttable {
+            ep,
+            open: Arc::default(),
+        }
+    }
+
     /// Shuts every socket opened so far down, both ways.
     fn cut(&self) {
         for s in self.open.lock().expect("lock").drain(..) {
@@ -481,17 +495,11 @@ fn a_cut_connection_is_reconnected_and_its_rooms_joined_again() {
     s.add_member(7, 2);
     let (t1, t2) = (s.token(1), s.token(2));
     block_on(async {
-        let link = Cuttable {
-            ep: s.chatd,
-            open: Arc::default(),
-        };
+        let link = Cuttable::new(s.chatd);
         // The first attempt comes 150-300 ms after the cut.
         let (a, mut ae) = ChatClient::builder(t1)
             .rooms([7])
-            .reconnect(Backoff {
-                initial: Duration::from_millis(300),
-                max: Duration::from_millis(300),
-            })
+            .reconnect(AFTER_A_CUT)
             .connect_with(link.clone())
             .await
             .expect("login");
@@ -530,16 +538,10 @@ fn presence_set_while_disconnected_is_announced_at_the_next_login() {
     s.add_contact(1, 2);
     let (t1, t2) = (s.token(1), s.token(2));
     block_on(async {
-        let link = Cuttable {
-            ep: s.statusd,
-            open: Arc::default(),
-        };
+        let link = Cuttable::new(s.statusd);
         let (p1, mut e1) = PresenceClient::builder(t1)
             .presence(3)
-            .reconnect(Backoff {
-                initial: Duration::from_millis(300),
-                max: Duration::from_millis(300),
-            })
+            .reconnect(AFTER_A_CUT)
             .connect_with(link.clone())
             .await
             .expect("login");

@@ -288,15 +288,4 @@ fn a_contact_with_the_largest_id_survives_a_restart_and_can_be_deleted() {
     );
 }
 
-macro_rules! on_one_and_three_shards {
-    ($($f:ident),* $(,)?) => {
-        mod one_shard {
-            $(#[test] fn $f() { super::$f(1) })*
-        }
-        mod three_shards {
-            $(#[test] fn $f() { super::$f(3) })*
-        }
-    };
-}
-
-on_one_and_three_shards!(batch_net_effect, put_contacts_shows_and_hides);
+common::on_one_and_three_shards!(batch_net_effect, put_contacts_shows_and_hides);

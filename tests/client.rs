@@ -16,7 +16,7 @@ use std::time::Duration;
 use chatd_client::admin::AdminClient;
 use chatd_client::{
     Backoff, ChatClient, ChatEvent, ChatEvents, ClientError, Connect, Events, Message,
-    PresenceClient, PresenceEvent, To,
+    PresenceClient, PresenceEvent, PresenceEvents, To,
 };
 use chatd_proto::ErrorCode;
 use common::{Server, WAIT};
@@ -32,6 +32,13 @@ fn rt() -> tokio::runtime::Runtime {
 const FAST: Backoff = Backoff {
     initial: Duration::from_millis(20),
     max: Duration::from_millis(200),
+};
+
+/// Reconnects 150-300 ms after a cut (the first attempt comes after a
+/// random half to all of `initial`): time to act while disconnected.
+const AFTER_A_CUT: Backoff = Backoff {
+    initial: Duration::from_millis(300),
+    max: Duration::from_millis(300),
 };
 
 /// The next event, within [`WAIT`].
@@ -110,6 +117,33 @@ async fn expect_message(ev: &mut ChatEvents, from: &ChatClient, from_user: u64, 
             assert_eq!(&data[..], want.1);
         }
         other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// The next event is `user`'s presence `presence`.
+async fn expect_presence(ev: &mut PresenceEvents, user: u64, presence: u8) {
+    match next(ev).await {
+        PresenceEvent::Presence {
+            user: u,
+            presence: p,
+        } if (u, p) == (user, presence) => {}
+        other => panic!("expected user {user} at {presence}, got {other:?}"),
+    }
+}
+
+/// The next event ends the login dump with the own presence `own`.
+async fn expect_synced(ev: &mut PresenceEvents, own: u8) {
+    match next(ev).await {
+        PresenceEvent::Synced { own: o } if o == own => {}
+        other => panic!("expected Synced {{ own: {own} }}, got {other:?}"),
+    }
+}
+
+/// The next event is the own presence `presence`.
+async fn expect_own(ev: &mut PresenceEvents, presence: u8) {
+    match next(ev).await {
+        PresenceEvent::Own { presence: p } if p == presence => {}
+        other => panic!("expected Own {{ presence: {presence} }}, got {other:?}"),
     }
 }
 
@@ -264,10 +298,7 @@ fn presence_comes_with_the_dump_then_as_changes_and_own_answers() {
             .await
             .expect("login");
         assert!(matches!(next(&mut e1).await, PresenceEvent::Connected));
-        assert!(matches!(
-            next(&mut e1).await,
-            PresenceEvent::Synced { own: 3 }
-        ));
+        expect_synced(&mut e1, 3).await;
 
         let (_p2, mut e2) = PresenceClient::builder(t2)
             .presence(2)
@@ -275,37 +306,13 @@ fn presence_comes_with_the_dump_then_as_changes_and_own_answers() {
             .await
             .expect("login");
         assert!(matches!(next(&mut e2).await, PresenceEvent::Connected));
-        assert!(matches!(
-            next(&mut e2).await,
-            PresenceEvent::Presence {
-                user: 1,
-                presence: 3
-            }
-        ));
-        assert!(matches!(
-            next(&mut e2).await,
-            PresenceEvent::Synced { own: 2 }
-        ));
-        assert!(matches!(
-            next(&mut e1).await,
-            PresenceEvent::Presence {
-                user: 2,
-                presence: 2
-            }
-        ));
+        expect_presence(&mut e2, 1, 3).await;
+        expect_synced(&mut e2, 2).await;
+        expect_presence(&mut e1, 2, 2).await;
 
         p1.set_presence(1).await.expect("set");
-        assert!(matches!(
-            next(&mut e1).await,
-            PresenceEvent::Own { presence: 1 }
-        ));
-        assert!(matches!(
-            next(&mut e2).await,
-            PresenceEvent::Presence {
-                user: 1,
-                presence: 1
-            }
-        ));
+        expect_own(&mut e1, 1).await;
+        expect_presence(&mut e2, 1, 1).await;
     });
 }
 
@@ -364,15 +371,9 @@ fn after_a_server_restart_rooms_calls_and_presence_are_restored() {
             .await
             .expect("login");
         assert!(matches!(next(&mut pe).await, PresenceEvent::Connected));
-        assert!(matches!(
-            next(&mut pe).await,
-            PresenceEvent::Synced { own: 3 }
-        ));
+        expect_synced(&mut pe, 3).await;
         p.set_presence(4).await.expect("set");
-        assert!(matches!(
-            next(&mut pe).await,
-            PresenceEvent::Own { presence: 4 }
-        ));
+        expect_own(&mut pe, 4).await;
         (c, ce, p, pe)
     });
 
@@ -409,10 +410,7 @@ fn after_a_server_restart_rooms_calls_and_presence_are_restored() {
             matches!(ev, PresenceEvent::Connected).then_some(())
         })
         .await;
-        assert!(matches!(
-            next(&mut pres1_ev).await,
-            PresenceEvent::Synced { own: 4 }
-        ));
+        expect_synced(&mut pres1_ev, 4).await;
 
         // The room is joined on the new server: a message reaches it.
         let (chat2, mut chat2_ev) = chat(s.chatd, &t2, &[7]).await;
@@ -438,13 +436,7 @@ fn after_a_server_restart_rooms_calls_and_presence_are_restored() {
             .await
             .expect("login");
         assert!(matches!(next(&mut p3_ev).await, PresenceEvent::Connected));
-        assert!(matches!(
-            next(&mut p3_ev).await,
-            PresenceEvent::Presence {
-                user: 1,
-                presence: 4
-            }
-        ));
+        expect_presence(&mut p3_ev, 1, 4).await;
         assert!(chat1.is_connected() && pres1.is_connected());
     });
 }
@@ -481,6 +473,13 @@ impl Connect for Cuttable {
 }
 
 impl Cuttable {
+    fn new(ep: common::Endpoint) -> Self {
+        Cuttable {
+            ep,
+            open: Arc::default(),
+        }
+    }
+
     /// Shuts every socket opened so far down, both ways.
     fn cut(&self) {
         for s in self.open.lock().expect("lock").drain(..) {
@@ -496,17 +495,11 @@ fn a_cut_connection_is_reconnected_and_its_rooms_joined_again() {
     s.add_member(7, 2);
     let (t1, t2) = (s.token(1), s.token(2));
     block_on(async {
-        let link = Cuttable {
-            ep: s.chatd,
-            open: Arc::default(),
-        };
+        let link = Cuttable::new(s.chatd);
         // The first attempt comes 150-300 ms after the cut.
         let (a, mut ae) = ChatClient::builder(t1)
             .rooms([7])
-            .reconnect(Backoff {
-                initial: Duration::from_millis(300),
-                max: Duration::from_millis(300),
-            })
+            .reconnect(AFTER_A_CUT)
             .connect_with(link.clone())
             .await
             .expect("login");
@@ -545,24 +538,15 @@ fn presence_set_while_disconnected_is_announced_at_the_next_login() {
     s.add_contact(1, 2);
     let (t1, t2) = (s.token(1), s.token(2));
     block_on(async {
-        let link = Cuttable {
-            ep: s.statusd,
-            open: Arc::default(),
-        };
+        let link = Cuttable::new(s.statusd);
         let (p1, mut e1) = PresenceClient::builder(t1)
             .presence(3)
-            .reconnect(Backoff {
-                initial: Duration::from_millis(300),
-                max: Duration::from_millis(300),
-            })
+            .reconnect(AFTER_A_CUT)
             .connect_with(link.clone())
             .await
             .expect("login");
         assert!(matches!(next(&mut e1).await, PresenceEvent::Connected));
-        assert!(matches!(
-            next(&mut e1).await,
-            PresenceEvent::Synced { own: 3 }
-        ));
+        expect_synced(&mut e1, 3).await;
         link.cut();
         assert!(matches!(
             next(&mut e1).await,
@@ -571,22 +555,13 @@ fn presence_set_while_disconnected_is_announced_at_the_next_login() {
         // Within the 150-300 ms before the next attempt.
         p1.set_presence(2).await.expect("set");
         assert!(matches!(next(&mut e1).await, PresenceEvent::Connected));
-        assert!(matches!(
-            next(&mut e1).await,
-            PresenceEvent::Synced { own: 2 }
-        ));
+        expect_synced(&mut e1, 2).await;
 
         let (_p2, mut e2) = PresenceClient::builder(t2)
             .connect_with(s.statusd.dial())
             .await
             .expect("login");
         assert!(matches!(next(&mut e2).await, PresenceEvent::Connected));
-        assert!(matches!(
-            next(&mut e2).await,
-            PresenceEvent::Presence {
-                user: 1,
-                presence: 2
-            }
-        ));
+        expect_presence(&mut e2, 1, 2).await;
     });
 }

@@ -27,6 +27,22 @@ fn members(node: &common::Server, chat: u64) -> Vec<u64> {
     m
 }
 
+/// `PUT /v1/rooms/{chat}` with `members`, answered by `node`.
+fn put_room(node: &common::Server, chat: u64, members: &[u64]) {
+    let members: Vec<String> = members.iter().map(u64::to_string).collect();
+    let body = serde_json::json!({ "members": members }).to_string();
+    node.admin_ok("PUT", &format!("/v1/rooms/{chat}"), Some(&body), 204);
+}
+
+/// Waits until every node of `c` shows `want` as `chat`'s members.
+fn await_members(c: &Cluster, chat: u64, want: &[u64]) {
+    for n in &c.nodes {
+        wait_until(&format!("room {chat}'s members on every node"), || {
+            members(n, chat) == want
+        });
+    }
+}
+
 #[test]
 fn relations_written_on_any_node_apply_on_every_node() {
     let c = Cluster::start(3, 2);
@@ -34,9 +50,7 @@ fn relations_written_on_any_node_apply_on_every_node() {
     c.at(0).add_member(100, 1);
     assert_eq!(members(c.at(0), 100), vec![1]);
     // And on the others within a second (normally milliseconds).
-    for n in &c.nodes {
-        wait_until("member on every node", || members(n, 100) == vec![1]);
-    }
+    await_members(&c, 100, &[1]);
     // A client of another node can join the room.
     let mut b = c.at(1).chatd(1);
     assert!(!b.join(100));
@@ -73,15 +87,8 @@ fn relations_written_on_any_node_apply_on_every_node() {
 #[test]
 fn rtmsg_reaches_every_node_in_all_three_addressings_in_order() {
     let c = Cluster::start(3, 2);
-    c.at(0).admin_ok(
-        "PUT",
-        "/v1/rooms/200",
-        Some(r#"{"members":["1","2","3"]}"#),
-        204,
-    );
-    for n in &c.nodes {
-        wait_until("room on every node", || members(n, 200) == vec![1, 2, 3]);
-    }
+    put_room(c.at(0), 200, &[1, 2, 3]);
+    await_members(&c, 200, &[1, 2, 3]);
     let mut a = c.at(0).chatd(1);
     let mut b = c.at(1).chatd(2);
     let mut b2 = c.at(1).chatd(2);
@@ -126,15 +133,8 @@ fn rtmsg_reaches_every_node_in_all_three_addressings_in_order() {
 #[test]
 fn in_call_flag_counts_distinct_users_over_every_node() {
     let c = Cluster::start(3, 2);
-    c.at(0).admin_ok(
-        "PUT",
-        "/v1/rooms/300",
-        Some(r#"{"members":["1","2","3"]}"#),
-        204,
-    );
-    for n in &c.nodes {
-        wait_until("room on every node", || members(n, 300) == vec![1, 2, 3]);
-    }
+    put_room(c.at(0), 300, &[1, 2, 3]);
+    await_members(&c, 300, &[1, 2, 3]);
     let mut a = c.at(0).chatd(1);
     let mut a3 = c.at(2).chatd(1);
     let mut b = c.at(1).chatd(2);
@@ -272,17 +272,10 @@ fn presence_combines_clients_on_every_node_and_reaches_watchers_everywhere() {
 #[test]
 fn a_killed_node_is_withdrawn_within_the_node_timeout_and_a_drained_one_at_once() {
     let mut c = Cluster::start(3, 1);
-    c.at(0).admin_ok(
-        "PUT",
-        "/v1/rooms/500",
-        Some(r#"{"members":["1","2","3"]}"#),
-        204,
-    );
+    put_room(c.at(0), 500, &[1, 2, 3]);
     c.at(0).add_contact(1, 2);
     c.at(0).add_contact(3, 2);
-    for n in &c.nodes {
-        wait_until("room on every node", || members(n, 500) == vec![1, 2, 3]);
-    }
+    await_members(&c, 500, &[1, 2, 3]);
     // User 2 on node 1 watches user 1 (on node 3) and user 3 (on node 2),
     // and shares a call with each.
     let mut w = Watcher::login(c.at(0), 2, 1);
@@ -377,18 +370,8 @@ fn during_a_nats_outage_writes_answer_503_and_views_converge_after() {
 #[test]
 fn a_room_whose_clients_are_all_on_one_node_costs_no_cluster_traffic() {
     let c = Cluster::start(2, 2);
-    c.at(0).admin_ok(
-        "PUT",
-        "/v1/rooms/700",
-        Some(r#"{"members":["1","2"]}"#),
-        204,
-    );
-    c.at(0).admin_ok(
-        "PUT",
-        "/v1/rooms/701",
-        Some(r#"{"members":["1","2"]}"#),
-        204,
-    );
+    put_room(c.at(0), 700, &[1, 2]);
+    put_room(c.at(0), 701, &[1, 2]);
     wait_until("rooms on node 2", || members(c.at(1), 701) == vec![1, 2]);
     // Room 700: both clients on node 1.
     let mut a = c.at(0).chatd(1);

@@ -616,18 +616,7 @@ fn batched_updates_arrive_complete_in_fewer_writes(shards: usize) {
     );
 }
 
-macro_rules! on_one_and_three_shards {
-    ($($f:ident),* $(,)?) => {
-        mod one_shard {
-            $(#[test] fn $f() { super::$f(1) })*
-        }
-        mod three_shards {
-            $(#[test] fn $f() { super::$f(3) })*
-        }
-    };
-}
-
-on_one_and_three_shards!(
+common::on_one_and_three_shards!(
     draft_example,
     user_set_value_applies_to_every_client,
     automatic_value_is_the_senders_and_presence_is_the_maximum,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use chatd_client::{Backoff, ChatClient, ChatEvent, ClientError};
+use chatd_client::{Backoff, ChatClient, ChatEvent, ChatEvents, ClientError};
 use chatd_proto::chatd::{self as cw, Request};
 use chatd_proto::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,6 +13,14 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Longest wait for anything the test expects.
 const WAIT: Duration = Duration::from_secs(10);
+
+/// The next event, within [`WAIT`].
+async fn next(events: &mut ChatEvents) -> ChatEvent {
+    tokio::time::timeout(WAIT, events.recv())
+        .await
+        .expect("an event in time")
+        .expect("the stream goes on")
+}
 
 /// Reads a chatd login (OP_AUTH, OP_HELLO) from `s`.
 async fn read_login(s: &mut TcpStream) {
@@ -68,17 +76,11 @@ async fn an_unanswered_keepalive_makes_the_client_reconnect() {
         .connect(addr)
         .await
         .expect("login");
-    let mut next = async || {
-        tokio::time::timeout(WAIT, events.recv())
-            .await
-            .expect("an event in time")
-            .expect("the stream goes on")
-    };
     assert!(matches!(
-        next().await,
+        next(&mut events).await,
         ChatEvent::Connected { client_id: 1 }
     ));
-    match next().await {
+    match next(&mut events).await {
         ChatEvent::Reconnecting {
             error: ClientError::Timeout(_),
             attempt: 1,
@@ -87,7 +89,7 @@ async fn an_unanswered_keepalive_makes_the_client_reconnect() {
         other => panic!("expected a keepalive timeout, got {other:?}"),
     }
     assert!(matches!(
-        next().await,
+        next(&mut events).await,
         ChatEvent::Connected { client_id: 2 }
     ));
     assert_eq!(client.client_id(), Some(2));
@@ -134,17 +136,11 @@ async fn a_client_that_only_sends_still_detects_a_dead_connection() {
         .await
         .expect("login");
     client.enter_call(7).await.expect("call");
-    let mut next = async || {
-        tokio::time::timeout(WAIT, events.recv())
-            .await
-            .expect("an event in time")
-            .expect("the stream goes on")
-    };
     assert!(matches!(
-        next().await,
+        next(&mut events).await,
         ChatEvent::Connected { client_id: 1 }
     ));
-    match next().await {
+    match next(&mut events).await {
         ChatEvent::Closed {
             error: Some(ClientError::Timeout(_)),
         } => {}

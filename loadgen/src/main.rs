@@ -111,16 +111,21 @@ fn peer(
                 .into(),
         ));
     }
+    let target = given_target(server, String::new())?;
+    one(&target, run, f)
+}
+
+/// The server the address options name (one this run did not spawn).
+fn given_target(server: &ServerOpts, admin_token: String) -> Result<Target, MainError> {
     let (chatd, statusd) = endpoints(server, server.chatd, server.statusd, server.ws, None)?;
-    let target = Target {
+    Ok(Target {
         chatd,
         chatd_also: server.chatd_also.clone(),
         statusd,
         admin: server.admin,
-        admin_token: String::new(),
+        admin_token,
         pid: server.server_pid,
-    };
-    one(&target, run, f)
+    })
 }
 
 /// Runs one scenario against `target`, prints and writes its report.
@@ -164,16 +169,7 @@ fn with_target(
         let token = server.admin_token.clone().ok_or_else(|| {
             MainError::Usage("--admin-token (or LOADGEN_ADMIN_TOKEN) or --spawn is required".into())
         })?;
-        let (chatd, statusd) = endpoints(server, server.chatd, server.statusd, server.ws, None)?;
-        let target = Target {
-            chatd,
-            chatd_also: server.chatd_also.clone(),
-            statusd,
-            admin: server.admin,
-            admin_token: token,
-            pid: server.server_pid,
-        };
-        return f(&target);
+        return f(&given_target(server, token)?);
     };
     let tls = server.transport.tls();
     let mut s = spawn::start(path, server.server_shards, &server.server_arg, tls)

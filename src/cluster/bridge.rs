@@ -726,24 +726,10 @@ impl Bridge {
     /// What a shard wants the other nodes to know.
     async fn on_shard_msg(&mut self, msg: ToBridge) {
         match msg {
-            ToBridge::Interest { chat, on } => {
-                self.publish_ctl(&NodeMsg::Interest { chat, on }).await;
-            }
-            ToBridge::RtMsg {
-                nodes,
-                chat,
-                to_user,
-                to_client,
-                frame,
-            } => {
-                let msg = NodeMsg::RtMsg {
-                    chat,
-                    to_user,
-                    to_client,
-                    frame,
-                };
-                // Encoded once; one publish per interested node, each on
-                // that node's subject, in order on this one connection.
+            ToBridge::All(msg) => self.publish_ctl(&msg).await,
+            ToBridge::To(nodes, msg) => {
+                // Encoded once; one publish per node, each on that node's
+                // subject, in order on this one connection.
                 let payload = wire::encode(self.node.me, &msg);
                 for node in nodes {
                     let subject = rtmsg_subject(node);
@@ -751,21 +737,6 @@ impl Bridge {
                         tracing::debug!("cluster: publish failed: {e}");
                     }
                 }
-            }
-            ToBridge::Calls { chat, users } => {
-                self.publish_ctl(&NodeMsg::Calls { chat, users }).await
-            }
-            ToBridge::Pres {
-                user,
-                value,
-                user_set,
-            } => {
-                let msg = NodeMsg::Pres {
-                    user,
-                    value,
-                    user_set,
-                };
-                self.publish_ctl(&msg).await
             }
         }
     }

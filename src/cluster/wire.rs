@@ -56,7 +56,9 @@ pub enum NodeMsg {
     },
     /// My users in `chat`'s call are now `users`.
     Calls { chat: ChatId, users: Vec<UserId> },
-    /// My value for `user` is `value` (5.2; `user_set`: set with MSB 0).
+    /// My value for `user` (the maximum of my clients', 0 with none) is
+    /// `value`; `user_set`: a client of mine set it with MSB 0, so every
+    /// client of the user on every node takes it (5.2).
     Pres {
         user: UserId,
         value: u8,

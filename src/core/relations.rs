@@ -52,6 +52,14 @@ impl ShardDelta {
             && self.contacts_added.is_empty()
             && self.contacts_removed.is_empty()
     }
+
+    /// Sorts every list ascending, as the type promises.
+    pub fn sort(&mut self) {
+        self.members_added.sort_unstable();
+        self.members_removed.sort_unstable();
+        self.contacts_added.sort_unstable();
+        self.contacts_removed.sort_unstable();
+    }
 }
 
 /// One user's view of a relation change on one shard, to be merged over

@@ -17,7 +17,7 @@ use super::conn;
 use super::input::{Consumed, Input, Sender, ServiceInput};
 use super::msg::{ClusterIn, ConnRef, Notice, ShardMsg};
 use super::{route, Shard, State};
-use crate::cluster::link::ToBridge;
+use crate::cluster::link::NodeMsg;
 use crate::core::room::{ClusterEvent, NodeSlot, RoomOutput};
 use crate::ids::{ChatId, ClientId, Service, UserId};
 use crate::metrics;
@@ -309,13 +309,13 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
                 // publishes to each of them (docs/cluster.md).
                 if let Some(link) = &shard.shared.cluster {
                     shard.metrics.rtmsg_to_cluster.fetch_add(1, Relaxed);
-                    link.send(ToBridge::RtMsg {
-                        nodes,
+                    let msg = NodeMsg::RtMsg {
                         chat,
                         to_user,
                         to_client,
                         frame: frame.clone(),
-                    });
+                    };
+                    link.send_to(nodes, msg);
                 }
             }
             let m = &shard.metrics;
@@ -365,14 +365,14 @@ fn tell_cluster(shard: &Shard) {
     let events = shard.state.borrow_mut().rooms.take_cluster_events();
     for e in events {
         match e {
-            ClusterEvent::Interest { chat, on } => link.send(ToBridge::Interest { chat, on }),
+            ClusterEvent::Interest { chat, on } => link.send(NodeMsg::Interest { chat, on }),
             ClusterEvent::CallUsers { chat } => {
                 let st = shard.state.borrow();
                 // Only interested nodes keep them; a node that becomes
                 // interested later is sent them then.
                 if !st.rooms.remote_nodes(chat).is_empty() {
                     let users = st.rooms.local_call_users(chat);
-                    link.send(ToBridge::Calls { chat, users });
+                    link.send(NodeMsg::Calls { chat, users });
                 }
             }
         }
@@ -415,7 +415,7 @@ pub fn handle_cluster_room(shard: &Shard, msg: ClusterIn) {
             // A newly interested node learns this node's call users.
             if news && !users.is_empty() {
                 if let Some(link) = &shard.shared.cluster {
-                    link.send(ToBridge::Calls { chat, users });
+                    link.send(NodeMsg::Calls { chat, users });
                 }
             }
         }
@@ -447,10 +447,10 @@ pub fn snapshot_rooms(shard: &Shard) {
     };
     let st = shard.state.borrow();
     for chat in st.rooms.local_rooms() {
-        link.send(ToBridge::Interest { chat, on: true });
+        link.send(NodeMsg::Interest { chat, on: true });
         let users = st.rooms.local_call_users(chat);
         if !users.is_empty() {
-            link.send(ToBridge::Calls { chat, users });
+            link.send(NodeMsg::Calls { chat, users });
         }
     }
 }

@@ -607,18 +607,21 @@ pub fn logged_in(shard: &Shard, st: &mut State, c: ConnRef) {
     shard.metrics.logins[service.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Every connection of the shard.
+fn every_conn(shard: &Shard, st: &State) -> Vec<ConnRef> {
+    st.conns
+        .iter()
+        .map(|(slot, gen, _)| ConnRef::new(shard.id, slot, gen))
+        .collect()
+}
+
 /// SIGTERM: stop accepting, tell every connection SHUTTING_DOWN and let
 /// them flush; [`drain_finished`] says when the shard may end.
 pub fn start_drain(shard: &Shard, deadline_ms: u64) {
     let mut st = shard.state.borrow_mut();
     st.draining = true;
     st.drain_end_ms = Some(shard.shared.now_ms().saturating_add(deadline_ms));
-    let conns: Vec<ConnRef> = st
-        .conns
-        .iter()
-        .map(|(slot, gen, _)| ConnRef::new(shard.id, slot, gen))
-        .collect();
-    for c in conns {
+    for c in every_conn(shard, &st) {
         send_error(shard, &mut st, c, ErrorCode::ShuttingDown, 0, 0);
     }
 }
@@ -634,12 +637,7 @@ pub fn drain_finished(shard: &Shard, now: u64) -> bool {
         return true;
     }
     if now >= end {
-        let conns: Vec<ConnRef> = st
-            .conns
-            .iter()
-            .map(|(slot, gen, _)| ConnRef::new(shard.id, slot, gen))
-            .collect();
-        for c in conns {
+        for c in every_conn(shard, &st) {
             st.shut_down(c);
         }
         return true;

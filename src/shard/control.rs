@@ -114,10 +114,7 @@ impl MeshControl {
             }
         }
         for p in &mut parts {
-            p.members_added.sort_unstable();
-            p.members_removed.sort_unstable();
-            p.contacts_added.sort_unstable();
-            p.contacts_removed.sort_unstable();
+            p.sort();
         }
         parts
     }

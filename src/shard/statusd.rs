@@ -20,7 +20,7 @@ use chatd_proto::{DecodeError, ErrorCode, Limits};
 use super::input::{Consumed, Input, Sender, ServiceInput};
 use super::msg::{ConnRef, ShardMsg};
 use super::{route, Dump, Gather, Shard, State};
-use crate::cluster::link::ToBridge;
+use crate::cluster::link::NodeMsg;
 use crate::core::presence::Change;
 use crate::core::room::NodeSlot;
 use crate::ids::{FastSet, Service, UserId};
@@ -283,7 +283,7 @@ fn tell_cluster(shard: &Shard, user: UserId, before: u8, user_set: bool) {
     };
     let value = shard.state.borrow().presence.local_presence(user);
     if value != before || user_set {
-        link.send(ToBridge::Pres {
+        link.send(NodeMsg::Pres {
             user,
             value,
             user_set,
@@ -334,7 +334,7 @@ pub fn snapshot_presence(shard: &Shard) {
     };
     let values: Vec<(UserId, u8)> = shard.state.borrow().presence.local_values().collect();
     for (user, value) in values {
-        link.send(ToBridge::Pres {
+        link.send(NodeMsg::Pres {
             user,
             value,
             user_set: false,

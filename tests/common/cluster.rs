@@ -164,36 +164,6 @@ impl Cluster {
     }
 }
 
-impl super::ChatdClient {
-    /// The next command if one arrives within `d`; `None` on timeout.
-    pub fn recv_within(&mut self, d: Duration) -> Option<super::Ev> {
-        use std::io::{ErrorKind, Read};
-        let deadline = Instant::now() + d;
-        loop {
-            let whole = chatd_proto::chatd::decode_event(&self.buf, &chatd_proto::Limits::ANY)
-                .expect("malformed command")
-                .is_some();
-            if whole {
-                return self.try_recv();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.stream.set_read_timeout(Some(left)).expect("timeout");
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => panic!("connection closed while waiting for a command"),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
-                    return None
-                }
-                Err(e) => panic!("read: {e}"),
-            }
-        }
-    }
-}
-
 /// Message type of the probes [`await_route`] sends.
 pub const PROBE_TYPE: u8 = 0xFE;
 

@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod presence_model;
 pub mod wire;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -34,6 +35,23 @@ pub use self::wire::{test_tls, transport, Endpoint, Svc, TestTransport, Wire};
 
 /// Longest wait for anything the server should send.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Tests `f(shards)` for each `f` named, once on one shard and once on
+/// three: `one_shard::f` and `three_shards::f`. (Allowed unused, as
+/// everything here: not every test uses it.)
+#[allow(unused_macros)]
+macro_rules! on_one_and_three_shards {
+    ($($f:ident),* $(,)?) => {
+        mod one_shard {
+            $(#[test] fn $f() { super::$f(1) })*
+        }
+        mod three_shards {
+            $(#[test] fn $f() { super::$f(3) })*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_one_and_three_shards;
 
 /// The I/O backend the tests run the server on: `CHATD_TEST_IO_BACKEND`
 /// (CI runs the suite once per backend), default auto.
@@ -531,31 +549,72 @@ pub enum Ev {
     InCall(u64, bool),
 }
 
-/// Reads bytes until one whole command decodes.
-fn read_until<T>(
+/// How reading toward one whole command ended.
+enum Outcome<T> {
+    Got(T),
+    /// End of stream or reset.
+    Closed,
+    TimedOut,
+}
+
+/// Reads bytes into `buf` until one whole command decodes, the peer
+/// closes, or `d` passes.
+fn read_command<T>(
     s: &mut Wire,
     buf: &mut Vec<u8>,
+    d: Duration,
     mut decode: impl FnMut(&[u8]) -> Option<(T, usize)>,
-) -> Option<T> {
-    let deadline = Instant::now() + WAIT;
+) -> Outcome<T> {
+    let deadline = Instant::now() + d;
     loop {
         if let Some((v, used)) = decode(buf) {
             buf.drain(..used);
-            return Some(v);
+            return Outcome::Got(v);
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "timed out waiting for a command");
+        if left.is_zero() {
+            return Outcome::TimedOut;
+        }
         s.set_read_timeout(Some(left)).expect("timeout");
         let mut chunk = [0u8; 4096];
         match s.read(&mut chunk) {
-            Ok(0) => return None,
+            Ok(0) => return Outcome::Closed,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
-                panic!("timed out waiting for a command")
+                return Outcome::TimedOut
             }
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return Outcome::Closed,
             Err(e) => panic!("read: {e}"),
         }
+    }
+}
+
+/// The next command, or `None` when the peer closed; fails if none
+/// arrives within [`WAIT`].
+fn read_until<T>(
+    s: &mut Wire,
+    buf: &mut Vec<u8>,
+    decode: impl FnMut(&[u8]) -> Option<(T, usize)>,
+) -> Option<T> {
+    match read_command(s, buf, WAIT, decode) {
+        Outcome::Got(v) => Some(v),
+        Outcome::Closed => None,
+        Outcome::TimedOut => panic!("timed out waiting for a command"),
+    }
+}
+
+/// The next command if one arrives within `d`; `None` on timeout. Fails
+/// if the peer closed.
+fn read_within<T>(
+    s: &mut Wire,
+    buf: &mut Vec<u8>,
+    d: Duration,
+    decode: impl FnMut(&[u8]) -> Option<(T, usize)>,
+) -> Option<T> {
+    match read_command(s, buf, d, decode) {
+        Outcome::Got(v) => Some(v),
+        Outcome::Closed => panic!("connection closed while waiting for a command"),
+        Outcome::TimedOut => None,
     }
 }
 
@@ -575,6 +634,33 @@ fn closed_within(s: &mut Wire, buf: &[u8], d: Duration) -> bool {
         Err(e) if e.kind() == ErrorKind::ConnectionReset => true,
         Err(e) => panic!("read: {e}"),
     }
+}
+
+/// One whole chatd command at the start of `b`, and its length.
+fn chatd_event(b: &[u8]) -> Option<(Ev, usize)> {
+    let (ev, used) = cw::decode_event(b, &Limits::ANY).expect("server sent a malformed command")?;
+    let ev = match ev {
+        cw::Event::Keepalive => Ev::Keepalive,
+        cw::Event::Error { code, opcode, id } => Ev::Error { code, opcode, id },
+        cw::Event::Hello { client_id } => Ev::Hello(client_id),
+        cw::Event::Join { chatid } => Ev::Join(chatid),
+        cw::Event::Leave { chatid } => Ev::Leave(chatid),
+        cw::Event::RtMsg {
+            chatid,
+            sender_userid,
+            sender_clientid,
+            msgtype,
+            data,
+        } => Ev::RtMsg {
+            chat: chatid,
+            user: sender_userid,
+            client: sender_clientid,
+            msgtype,
+            data: data.to_vec(),
+        },
+        cw::Event::InCall { chatid, in_call } => Ev::InCall(chatid, in_call),
+    };
+    Some((ev, used))
 }
 
 /// A chatd client over a real socket.
@@ -626,32 +712,13 @@ impl ChatdClient {
 
     /// The next command, or `None` when the server closed the connection.
     pub fn try_recv(&mut self) -> Option<Ev> {
-        read_until(&mut self.stream, &mut self.buf, |b| {
-            let (ev, used) =
-                cw::decode_event(b, &Limits::ANY).expect("server sent a malformed command")?;
-            let ev = match ev {
-                cw::Event::Keepalive => Ev::Keepalive,
-                cw::Event::Error { code, opcode, id } => Ev::Error { code, opcode, id },
-                cw::Event::Hello { client_id } => Ev::Hello(client_id),
-                cw::Event::Join { chatid } => Ev::Join(chatid),
-                cw::Event::Leave { chatid } => Ev::Leave(chatid),
-                cw::Event::RtMsg {
-                    chatid,
-                    sender_userid,
-                    sender_clientid,
-                    msgtype,
-                    data,
-                } => Ev::RtMsg {
-                    chat: chatid,
-                    user: sender_userid,
-                    client: sender_clientid,
-                    msgtype,
-                    data: data.to_vec(),
-                },
-                cw::Event::InCall { chatid, in_call } => Ev::InCall(chatid, in_call),
-            };
-            Some((ev, used))
-        })
+        read_until(&mut self.stream, &mut self.buf, chatd_event)
+    }
+
+    /// The next command if one arrives within `d`; `None` on timeout.
+    /// Fails if the connection closed.
+    pub fn recv_within(&mut self, d: Duration) -> Option<Ev> {
+        read_within(&mut self.stream, &mut self.buf, d, chatd_event)
     }
 
     /// The next command; fails if the connection closed.
@@ -1033,27 +1100,9 @@ impl StatusdClient {
     /// The next command if one arrives within `d`; `None` on timeout.
     /// Fails if the connection closed.
     pub fn recv_within(&mut self, d: Duration) -> Option<SEv> {
-        let deadline = Instant::now() + d;
-        loop {
-            if let Some((ev, used)) = sw::decode_event(&self.buf).expect("malformed command") {
-                self.buf.drain(..used);
-                return Some(ev);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.stream.set_read_timeout(Some(left)).expect("timeout");
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => panic!("connection closed while waiting for a command"),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
-                    return None
-                }
-                Err(e) => panic!("read: {e}"),
-            }
-        }
+        read_within(&mut self.stream, &mut self.buf, d, |b| {
+            sw::decode_event(b).expect("malformed command")
+        })
     }
 
     /// Every whole command that has already arrived, without waiting.

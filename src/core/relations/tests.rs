@@ -127,10 +127,7 @@ fn split(before: &Model, after: &Model, shards: usize) -> Vec<ShardDelta> {
         parts[user_home(b, shards)].contacts_removed.push((b, a));
     }
     for p in &mut parts {
-        p.members_added.sort_unstable();
-        p.members_removed.sort_unstable();
-        p.contacts_added.sort_unstable();
-        p.contacts_removed.sort_unstable();
+        p.sort();
     }
     parts
 }

@@ -94,6 +94,16 @@ fn flag(on: bool) -> RoomOutput<u32> {
     }
 }
 
+/// `conn` left [`CHAT`].
+fn left(conn: u32) -> RoomOutput<u32> {
+    RoomOutput::Left { conn, chat: CHAT }
+}
+
+/// `conn` may not join [`CHAT`].
+fn not_member(conn: u32) -> RoomOutput<u32> {
+    RoomOutput::NotMember { conn, chat: CHAT }
+}
+
 fn recipients(r: &Fx, sender: u32, user: u64, client: u32) -> Result<Vec<u32>, NotJoined> {
     let mut out = Vec::new();
     r.recipients(CHAT, sender, user, client, &mut out)?;
@@ -109,13 +119,7 @@ fn a_non_member_cannot_join() {
     r.join(99, 9, 1, 9, &mut out);
     assert_eq!(
         out,
-        vec![
-            RoomOutput::NotMember {
-                conn: 9,
-                chat: CHAT
-            },
-            RoomOutput::NotMember { conn: 9, chat: 99 }
-        ]
+        vec![not_member(9), RoomOutput::NotMember { conn: 9, chat: 99 }]
     );
     assert_eq!(r.joined(CHAT).count(), 0);
     assert_eq!(r.room_count(), 0, "a failed join creates no room");
@@ -139,10 +143,7 @@ fn leaving_a_room_not_joined_is_answered_left() {
     assert_eq!(
         out,
         vec![
-            RoomOutput::Left {
-                conn: 10,
-                chat: CHAT
-            },
+            left(10),
             RoomOutput::Left {
                 conn: 10,
                 chat: 12345
@@ -255,31 +256,12 @@ fn losing_membership_kicks_every_device_of_that_user() {
     r.remove_member(CHAT, 1, &mut out);
     r.invariants();
     out.sort_by_key(|o| format!("{o:?}"));
-    assert_eq!(
-        out,
-        vec![
-            flag(false),
-            RoomOutput::Left {
-                conn: 10,
-                chat: CHAT
-            },
-            RoomOutput::Left {
-                conn: 11,
-                chat: CHAT
-            }
-        ]
-    );
+    assert_eq!(out, vec![flag(false), left(10), left(11)]);
     assert!(!r.is_member(CHAT, 1));
     assert_eq!(r.joined(CHAT).collect::<Vec<_>>(), vec![20]);
     let mut out = Out::new();
     r.join(CHAT, 10, 1, 10, &mut out);
-    assert_eq!(
-        out,
-        vec![RoomOutput::NotMember {
-            conn: 10,
-            chat: CHAT
-        }]
-    );
+    assert_eq!(out, vec![not_member(10)]);
 }
 
 #[test]
@@ -310,20 +292,7 @@ fn deleting_a_room_sends_left_to_everyone_and_frees_it() {
     let mut out = Out::new();
     r.delete_room(CHAT, &mut out);
     out.sort_by_key(|o| format!("{o:?}"));
-    assert_eq!(
-        out,
-        vec![
-            flag(false),
-            RoomOutput::Left {
-                conn: 10,
-                chat: CHAT
-            },
-            RoomOutput::Left {
-                conn: 20,
-                chat: CHAT
-            }
-        ]
-    );
+    assert_eq!(out, vec![flag(false), left(10), left(20)]);
     assert_eq!(r.room_count(), 0);
     assert_eq!(r.rooms_in_call(), 0);
     assert_eq!(r.next_deadline(), None);
@@ -338,13 +307,7 @@ fn rooms_without_members_or_connections_are_freed() {
     r.remove_member(CHAT, 2, &mut out);
     assert_eq!(r.room_count(), 1);
     r.remove_member(CHAT, 1, &mut out);
-    assert_eq!(
-        out,
-        vec![RoomOutput::Left {
-            conn: 10,
-            chat: CHAT
-        }]
-    );
+    assert_eq!(out, vec![left(10)]);
     assert_eq!(r.room_count(), 0);
     r.invariants();
 }
@@ -394,16 +357,7 @@ fn leaving_the_room_leaves_the_call() {
     beat(&mut r, 20, true, 0);
     let mut out = Out::new();
     r.leave(CHAT, 20, &mut out);
-    assert_eq!(
-        out,
-        vec![
-            RoomOutput::Left {
-                conn: 20,
-                chat: CHAT
-            },
-            flag(false)
-        ]
-    );
+    assert_eq!(out, vec![left(20), flag(false)]);
     assert_eq!(r.timers.len(), 1);
     r.invariants();
 }

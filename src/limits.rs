@@ -40,10 +40,16 @@ pub const DEFAULT_MAX_SHARD_QUEUE_BYTES: usize = 16 << 20;
 /// would pause its senders all the time.
 pub const MIN_SHARD_QUEUE_BYTES: usize = 64 << 10;
 
-/// How often a connection paused for room in a shard's inbox looks again
-/// whether it was closed meanwhile (its wake comes from the inbox's
-/// owner, which a closed connection does not hear from).
-pub const PAUSE_RECHECK_MS: u64 = 50;
+/// A connection paused for room in a shard's inbox resumes once the inbox
+/// is down to the budget divided by this (half): resuming at the budget
+/// itself would wake every paused connection for each message handled.
+pub const SHARD_QUEUE_RESUME_DIVISOR: usize = 2;
+
+/// An inbox holding this many times the budget pauses every connection
+/// about to send an OP_RTMSG, whatever the room's home: only fan-out lists
+/// (deliveries to a shard's own connections) get an inbox there, and any
+/// room may have members on that shard.
+pub const SHARD_QUEUE_HARD_FACTOR: usize = 2;
 
 /// Default `--listen-backlog`: accept queue length per listener socket.
 /// The kernel caps it at `net.core.somaxconn` (see tuning.md), so the

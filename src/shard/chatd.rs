@@ -110,12 +110,12 @@ impl ServiceInput for ChatdInput {
     }
 
     /// An OP_RTMSG waits while its room's home shard (or, past the hard
-    /// limit, any shard) has its queue full (see [`super::mesh`]).
+    /// limit, any shard) has its queue full (see [`super::budget`]).
     fn waits_for(shard: &Shard, cmd: &Command) -> Option<usize> {
         match *cmd {
             Command::RtMsg { chatid, .. } => {
                 let home = route::room_home(chatid, shard.shards());
-                shard.shared.mesh.full_for(home, shard.id)
+                shard.shared.mesh.budget().full_for(home, shard.id)
             }
             _ => None,
         }

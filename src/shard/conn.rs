@@ -29,14 +29,16 @@ use crate::net::transport::{CloseWhy, Transport};
 
 /// The read buffer of `c` for its next read, with at least `want / 2`
 /// bytes free (allocating `want` more when not); `None` once `c` is gone
-/// or must not be read any more: it is closing (its input would be
-/// dropped, and a peer that floods a connection closed as a slow consumer
-/// meets its own socket's back-pressure instead), or its peer ended its
-/// stream ([`peer_finished`]). Its read loop then waits in [`wait_shut`].
+/// or must not be read now: it is paused until another shard's inbox has
+/// room ([`Conn::waits_for`]), or it must not be read any more: it is
+/// closing (its input would be dropped, and a peer that floods a
+/// connection closed as a slow consumer meets its own socket's
+/// back-pressure instead), or its peer ended its stream
+/// ([`peer_finished`]), and its read loop waits in [`wait_shut`].
 pub fn take_read_buf(st: &mut State, c: ConnRef, want: usize) -> Option<BytesMut> {
     let finishing = st.finishing.contains_key(&c);
     let conn = st.conn(c)?;
-    if conn.phase == Phase::Closing || finishing {
+    if conn.phase == Phase::Closing || finishing || conn.waits_for.is_some() {
         return None;
     }
     let mut buf = std::mem::take(&mut conn.read_buf);
@@ -44,6 +46,23 @@ pub fn take_read_buf(st: &mut State, c: ConnRef, want: usize) -> Option<BytesMut
         buf.reserve(want);
     }
     Some(buf)
+}
+
+/// Resolves once `c` is closing or gone: what a paused connection's read
+/// loop waits for beside room in the inbox it waits for ([`close`] wakes
+/// it).
+pub async fn wait_closing(shard: &Shard, c: ConnRef) {
+    std::future::poll_fn(|cx| {
+        let mut st = shard.state.borrow_mut();
+        match st.conn(c) {
+            Some(conn) if conn.phase != Phase::Closing => {
+                st.paused_waiters.insert(c, cx.waker().clone());
+                std::task::Poll::Pending
+            }
+            _ => std::task::Poll::Ready(()),
+        }
+    })
+    .await
 }
 
 /// Puts `c`'s read buffer back after its bytes were handled.
@@ -243,6 +262,7 @@ pub fn unregister(shard: &Shard, c: ConnRef) {
         }
         st.finishing.remove(&c);
         st.shut_waiters.remove(&c);
+        st.paused_waiters.remove(&c);
         conn.out.clear(&mut st.out_chunks);
         // A parked writer wakes, finds the connection gone and ends.
         let _ = conn.out.wake_writer();
@@ -498,6 +518,10 @@ pub fn close(shard: &Shard, st: &mut State, c: ConnRef) {
         return;
     }
     conn.phase = Phase::Closing;
+    if let Some(paused) = st.paused_waiters.remove(&c) {
+        paused.wake();
+    }
+    let Some(conn) = st.conn(c) else { return };
     let wake = conn.out.wake_writer();
     let old = conn.timer.take();
     if wake == Wake::Spawn {

@@ -220,7 +220,7 @@ impl ShardControl for MeshControl {
 
     fn metrics_text(&self) -> String {
         let all: Vec<&ShardMetrics> = self.metrics.iter().map(|m| &**m).collect();
-        let (queued_bytes, queued_bytes_peak) = self.mesh.queued_bytes();
+        let (queued_bytes, queued_bytes_peak) = self.mesh.budget().queued_bytes();
         let mesh = crate::metrics::MeshFigures {
             queued_bytes,
             queued_bytes_peak,

@@ -29,7 +29,7 @@ pub fn flush(shard: &Shard) {
         let bytes = msg.queued_bytes();
         if !shard.shared.mesh.send(to, msg) {
             // Never to be handled: not queued either.
-            shard.shared.mesh.release(to, bytes);
+            shard.shared.mesh.budget().release(to, bytes);
         }
     }
     let acks = std::mem::take(&mut *shard.acks.borrow_mut());

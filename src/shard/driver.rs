@@ -114,23 +114,19 @@ fn run_conn(
         let mut logged_in = false;
         let mut shut = Shut::No;
         loop {
-            if let Some(to) = paused_on(&shard, c) {
-                // Reads nothing more until the shard it sends to has room.
-                if !Box::pin(resume(&shard, c, &stream, to)).await {
-                    break;
-                }
-                continue;
-            }
             // Between reads the buffer waits in the connection's state, not
             // here: a local moved into the read would still take its room in
             // this future, so only the read future holds it while idle.
             let (res, mut buf) = {
                 let Some(buf) = conn::take_read_buf(&mut shard.state.borrow_mut(), c, want) else {
-                    // Closing or finished: no more reads; the socket is
-                    // shut down once the queue is flushed (or the flush
-                    // fails or runs out of time).
-                    shut = Box::pin(conn::wait_shut(&shard, c)).await;
-                    break;
+                    match Box::pin(not_reading(&shard, c, &stream)).await {
+                        NotReading::Resumed => continue,
+                        NotReading::Gone => break,
+                        NotReading::Shut(how) => {
+                            shut = how;
+                            break;
+                        }
+                    }
                 };
                 stream.read(buf)
             }
@@ -208,35 +204,59 @@ async fn drop_unread(stream: &Stream) {
     }
 }
 
-/// The shard whose inbox `c` waits for room in, when its input path
-/// paused it ([`input`]; the back-pressure of [`super::mesh`]).
-fn paused_on(shard: &Shard, c: ConnRef) -> Option<usize> {
-    let mut st = shard.state.borrow_mut();
-    st.conn(c).and_then(|cn| cn.waits_for).map(usize::from)
+/// What a read loop that may not read now does next.
+enum NotReading {
+    /// It was paused and has resumed: read on.
+    Resumed,
+    /// It was paused and is gone, or its replies could not be written.
+    Gone,
+    /// It is closing or its peer finished: the socket was shut down so.
+    Shut(Shut),
 }
 
-/// A paused connection: waits until shard `to`'s inbox is down to its
-/// low-water mark (looking every [`limits::PAUSE_RECHECK_MS`] whether the
-/// connection was closed meanwhile), then handles the input left in its
-/// buffer (which may pause it again) and writes the replies. Returns
-/// whether it is still alive. While it waits it counts as active for the
-/// idle timeout: it has input that the server is not reading.
-async fn resume(shard: &Shard, c: ConnRef, stream: &Stream, to: usize) -> bool {
-    let mesh = &shard.shared.mesh;
-    let recheck = Duration::from_millis(limits::PAUSE_RECHECK_MS);
-    let service = loop {
-        // Either outcome is looked at below.
-        let _ = tokio::time::timeout(recheck, mesh.room_in(to)).await;
+/// The read loop of a connection that may not read now: a paused one
+/// waits to resume ([`resume`]); a closing or finished one waits until
+/// its socket is shut down (once its queue is flushed, or the flush fails
+/// or runs out of time).
+async fn not_reading(shard: &Shard, c: ConnRef, stream: &Stream) -> NotReading {
+    let paused = {
         let mut st = shard.state.borrow_mut();
+        st.conn(c).and_then(|cn| cn.waits_for)
+    };
+    match paused {
+        Some(to) if resume(shard, c, stream, usize::from(to)).await => NotReading::Resumed,
+        Some(_) => NotReading::Gone,
+        None => NotReading::Shut(conn::wait_shut(shard, c).await),
+    }
+}
+
+/// A paused connection ([`super::budget`]): waits until shard `to`'s
+/// inbox is down to its resume mark, or the connection closes; then
+/// handles the input left in its buffer (which may pause it again) and
+/// writes the replies. Returns whether it is still alive.
+///
+/// A paused connection is not read, so the server sees no keepalive from
+/// it: one paused for longer than `--idle-timeout-ms` is closed as idle,
+/// which bounds how long a shard that far behind holds it.
+async fn resume(shard: &Shard, c: ConnRef, stream: &Stream, to: usize) -> bool {
+    let budget = shard.shared.mesh.budget();
+    let service = loop {
+        tokio::select! {
+            () = budget.room_in(to) => {}
+            () = conn::wait_closing(shard, c) => {}
+        }
+        let mut st = shard.state.borrow_mut();
+        st.paused_waiters.remove(&c);
         let Some(cn) = st.conn(c) else { return false };
         if cn.phase == Phase::Closing {
-            // The read loop waits for the close instead.
+            // Its read loop waits for the close instead.
             cn.waits_for = None;
             return true;
         }
-        cn.last_rx_ms = shard.shared.now_ms();
-        if mesh.has_room(to) {
+        if budget.has_room(to) {
             cn.waits_for = None;
+            // Its replies are the read task's to write, as after a read.
+            cn.out.reader_turn();
             break cn.service;
         }
     };

@@ -105,7 +105,7 @@ pub trait ServiceInput {
     /// The shard whose inbox must have room before this command is
     /// handled, when it has none now: the connection stops reading there,
     /// the command left in its buffer, until the driver resumes it
-    /// ([`super::mesh`]'s back-pressure).
+    /// ([`super::budget`]).
     fn waits_for(shard: &Shard, cmd: &Self::Command) -> Option<usize>;
     /// A refusal that needs no state (chatd: `BAD_ADDRESS`), checked after
     /// the rate limit was charged and before its verdict.
@@ -161,8 +161,17 @@ pub fn on_bytes<S: ServiceInput>(shard: &Shard, c: ConnRef, buf: &mut BytesMut) 
         };
         let opcode = S::opcode(&req);
         let chatid = S::chatid(&req);
+        let input = S::input(req);
+        if let (Phase::Ready, Input::Command(cmd)) = (phase, input) {
+            if let Some(to) = S::waits_for(shard, &cmd) {
+                // Not counted or charged to the rate limit yet: it is,
+                // once, when the connection resumes and handles it.
+                pause(shard, st, c, to);
+                return;
+            }
+        }
         shard.metrics.command_in(S::SERVICE, opcode);
-        let consumed = match (phase, S::input(req)) {
+        let consumed = match (phase, input) {
             (Phase::Auth | Phase::Hello, input) => {
                 login::<S>(shard, st, c, phase, from, opcode, chatid, input);
                 Consumed::Left
@@ -177,12 +186,6 @@ pub fn on_bytes<S: ServiceInput>(shard: &Shard, c: ConnRef, buf: &mut BytesMut) 
                 Consumed::Left
             }
             (_, Input::Command(cmd)) => {
-                if let Some(to) = S::waits_for(shard, &cmd) {
-                    // Before the rate limit is charged: the command is
-                    // handled, and charged, when the connection resumes.
-                    pause(shard, st, c, to);
-                    return;
-                }
                 let allowed = !S::rated(&cmd)
                     || st.conn(c).is_some_and(|cn| {
                         let now = cn.last_rx_ms;

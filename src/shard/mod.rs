@@ -23,7 +23,7 @@
 //! [`Updates`], [`Flips`]); each module below uses only the ones listed before it, so
 //! no module imports one that imports it back:
 //!
-//! - leaves: [`msg`], [`route`], [`mesh`], [`pool`], [`striped`],
+//! - leaves: [`msg`], [`route`], [`budget`], [`mesh`], [`pool`], [`striped`],
 //!   [`client_ids`], [`user_conns`], [`slots`];
 //! - [`writer`]: writing a connection's queued frames (its writer task,
 //!   and the replies its read task writes);
@@ -42,6 +42,7 @@
 //!   transport seam ([`crate::net::transport`]);
 //! - [`run`]: the shard thread, its runtime and its background tasks.
 
+pub mod budget;
 pub mod chatd;
 pub mod client_ids;
 pub mod cluster;
@@ -168,6 +169,9 @@ pub struct State {
     /// Read loops that stopped reading (closing or finished) and wait for
     /// their socket to be shut down.
     pub shut_waiters: FastMap<ConnRef, std::task::Waker>,
+    /// Read loops of paused connections ([`Conn::waits_for`]), woken when
+    /// their connection closes ([`conn::wait_closing`]).
+    pub paused_waiters: FastMap<ConnRef, std::task::Waker>,
     /// Sockets of connections gone after [`Shut::Write`], whose peer's
     /// last input is read and dropped until it closes or the deadline
     /// (ms) passes (`driver::linger`).
@@ -294,7 +298,7 @@ pub struct Conn {
     /// Rate limit of OP_RTMSG (chatd) or OP_SETPRES (statusd).
     pub bucket: TokenBucket,
     /// Paused: the shard whose inbox must have room before its input is
-    /// handled further ([`mesh`]'s back-pressure).
+    /// handled further ([`budget`]).
     pub waits_for: Option<u16>,
     /// Paused when its peer ended the transport (a WebSocket Close, TLS
     /// close_notify) after the commands still buffered: closed once they
@@ -484,6 +488,7 @@ impl Shard {
             batched: Vec::new(),
             finishing: FastMap::default(),
             shut_waiters: FastMap::default(),
+            paused_waiters: FastMap::default(),
             lingering: Vec::new(),
         };
         Self {
@@ -517,10 +522,10 @@ impl Shard {
             self.local.borrow_mut().push_back(msg);
         } else {
             // Counted from now, not when the outbox is flushed: a read's
-            // later commands already see it (see [`mesh`]).
+            // later commands already see it (see [`budget`]).
             let bytes = msg.queued_bytes();
             if bytes > 0 {
-                self.shared.mesh.charge(to, bytes);
+                self.shared.mesh.budget().charge(to, bytes);
             }
             self.outbox.borrow_mut().push((to, msg));
         }

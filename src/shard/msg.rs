@@ -305,7 +305,7 @@ pub enum ShardMsg {
 
 impl ShardMsg {
     /// The bytes this message holds that count against its receiver's
-    /// inbox budget (see [`super::mesh`]): an OP_RTMSG delivery's frame,
+    /// inbox budget (see [`super::budget`]): an OP_RTMSG delivery's frame,
     /// and a fan-out's frame plus its list (a frame shared by the fan-outs
     /// to several shards counts in each). Other messages are small and
     /// bounded by the commands that cause them (rate-limited, or one per

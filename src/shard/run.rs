@@ -135,8 +135,8 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: InboxRx) {
         }
         dispatch::flush(&shard);
         // Once per batch: connections paused on this inbox resume when it
-        // is down to half its budget (see `mesh`).
-        shard.shared.mesh.release(shard.id, bytes);
+        // is down to its resume mark (see `budget`).
+        shard.shared.mesh.budget().release(shard.id, bytes);
         if handled == BATCH {
             tokio::task::yield_now().await;
         } else {

@@ -41,10 +41,12 @@ use bytes::{Buf, Bytes};
 
 use super::msg::ConnRef;
 use super::{Phase, Shard, State};
+use crate::ids::Service;
 use crate::limits;
 use crate::metrics;
 use crate::net::io::Stream;
-use crate::net::outbuf::Next;
+use crate::net::outbuf::{FrameLen, Next};
+use chatd_proto::Limits;
 
 /// Starts the writer task of `c`, which had none.
 pub fn spawn_writer(shard: &Shard, st: &mut State, c: ConnRef) {
@@ -272,10 +274,31 @@ fn after_write(
     let service = conn.service;
     let written = conn.transport.written(sock, n, batch);
     conn.out.written(batch, written.commands, chunks);
+    // A slow consumer closed during the write: its cut, now that the
+    // write's rest is known.
+    conn.out.cut_after_write(conn.transport.owed(), chunks);
     if wire > 0 {
         metrics::add(&shard.metrics.bytes_out[service.index()], wire as u64);
     }
     Some(written.rest)
+}
+
+/// The length of the command at the start of `bytes` as `service` sends
+/// them, for a slow consumer's cut
+/// ([`OutQueue::cut`](crate::net::outbuf::OutQueue::cut)).
+pub fn command_len(service: Service) -> FrameLen {
+    fn chatd(bytes: &[u8]) -> Option<usize> {
+        let (_, used) = chatd_proto::chatd::decode_event(bytes, &Limits::ANY).ok()??;
+        Some(used)
+    }
+    fn statusd(bytes: &[u8]) -> Option<usize> {
+        let (_, used) = chatd_proto::statusd::decode_event(bytes).ok()??;
+        Some(used)
+    }
+    match service {
+        Service::Chatd => chatd,
+        Service::Statusd => statusd,
+    }
 }
 
 /// What goes to the socket for one batch.

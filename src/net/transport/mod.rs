@@ -325,6 +325,20 @@ impl Transport {
         }
     }
 
+    /// Command bytes at the front of the queue that the transport must
+    /// still send as they are: the rest of the WebSocket message a short
+    /// write cut (its header promised them). Nothing for TCP, nor for TLS,
+    /// whose records are written whole before the queue hears of them. A
+    /// slow consumer's cut keeps at least these ([`OutQueue::cut`]).
+    ///
+    /// [`OutQueue::cut`]: super::outbuf::OutQueue::cut
+    pub fn owed(&self) -> usize {
+        self.0
+            .as_ref()
+            .and_then(|l| l.ws.as_ref())
+            .map_or(0, WsLayer::owed)
+    }
+
     /// The connection must be refused with an `OP_ERROR` as soon as the
     /// transport is open ([`Transport::take_refusal`]).
     pub fn refuse_when_open(&mut self) {

@@ -335,3 +335,36 @@ async fn write_all(shard: &Shard, c: ConnRef, stream: &Stream, mut bytes: Bytes)
     shard.give_write_batch(one);
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatd_proto::chatd::{self as cw, Event};
+    use chatd_proto::statusd as sw;
+
+    #[test]
+    fn command_lengths_are_each_services_own() {
+        let mut chatd = Vec::new();
+        let data = [1u8; 300];
+        cw::encode_event(
+            &Event::RtMsg {
+                chatid: 7,
+                sender_userid: 1,
+                sender_clientid: 2,
+                msgtype: 3,
+                data: &data,
+            },
+            &mut chatd,
+        );
+        let one = chatd.len();
+        cw::encode_join(7, &mut chatd);
+        assert_eq!(command_len(Service::Chatd)(&chatd), Some(one));
+        assert_eq!(command_len(Service::Chatd)(&chatd[one..]), Some(9));
+        assert_eq!(command_len(Service::Chatd)(&chatd[..one - 1]), None);
+        let mut statusd = Vec::new();
+        sw::encode_pres(5, 1, &mut statusd);
+        assert_eq!(command_len(Service::Statusd)(&statusd), Some(10));
+        // OP_RTMSG's opcode means nothing to statusd.
+        assert_eq!(command_len(Service::Statusd)(&chatd), None);
+    }
+}

@@ -357,8 +357,9 @@ pub fn push_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes) {
 /// Queues `frame` on `c` if it is on this shard and open, to be written
 /// as `flush` says (copied into the connection's output chunk, or shared
 /// if large: [`OutQueue::push`]). A queue over `--max-outbuf-bytes` makes
-/// it a slow consumer: closed, with OP_ERROR SLOW_CONSUMER if that still
-/// fits.
+/// it a slow consumer: closed, what it had queued and not begun to write
+/// dropped, and OP_ERROR SLOW_CONSUMER its last command
+/// ([`OutQueue::cut`]).
 pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: &Bytes, flush: Flush) {
     queue_frame_capped(shard, st, c, frame, flush, shard.shared.config.outbuf_cap());
 }

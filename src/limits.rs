@@ -270,6 +270,16 @@ pub const WS_HANDSHAKE_MAX_BYTES: usize = 8 * 1024;
 /// fixed array). Browsers send 10-20; more is refused with HTTP 400.
 pub const WS_HANDSHAKE_MAX_HEADERS: usize = 64;
 
+/// Most command bytes one WebSocket message carries: the segments of a
+/// batch past it go in the next write, under a header of their own (a
+/// segment larger than this, one large frame, is a message alone). Once
+/// its header is out a message must be sent whole, so this bounds what a
+/// connection closed as a slow consumer must still send before its
+/// OP_ERROR (the rest of the message in progress, `OutQueue::cut`), as
+/// [`TLS_WRITE_PLAINTEXT_MAX`] bounds it over TLS; a header and a write
+/// per 256 KiB cost nothing measurable.
+pub const WS_MESSAGE_MAX: usize = 256 * 1024;
+
 /// Most plaintext one TLS write encrypts (the frames of a batch past it
 /// wait for the next write). Encrypted bytes must be written whole, so a
 /// batch's records are held until the socket took them all: this bounds

@@ -284,3 +284,129 @@ fn a_slow_consumer_is_not_read_after_its_close_and_ends_on_its_error_on_one_shar
 fn a_slow_consumer_is_not_read_after_its_close_and_ends_on_its_error_on_two_shards() {
     a_slow_consumer_is_not_read_after_its_close_and_ends_on_its_error(2);
 }
+
+/// A reader that trickles (a small receive buffer, 2 KiB reads 10 ms
+/// apart: about 200 KB/s) while another member floods the room: its queue
+/// passes the cap (4 MiB, some 20 seconds of its reading) and it is closed
+/// as a slow consumer. What it still gets, after what the kernel holds
+/// already, is the rest of the frame a write had begun, then OP_ERROR
+/// SLOW_CONSUMER, then end of stream: written well within the close
+/// deadline. Were the whole queue flushed first (as it was), the deadline
+/// would cut its stream, mid-frame and with no error (issue 15 item 8).
+/// The other member loses nothing.
+///
+/// The socket's MSS is an Ethernet one: over loopback's 64 KiB segments
+/// the kernel gives the server's socket megabytes of send buffer, which
+/// such a reader could not get through in time whatever the server did.
+fn a_trickling_reader_gets_slow_consumer_rather_than_a_cut(shards: usize) {
+    if !over_tcp() {
+        return;
+    }
+    const READ: usize = 2048;
+    const PAUSE: Duration = Duration::from_millis(10);
+    let server = Server::start(shards, &["--max-outbuf-bytes", "4194304"]);
+    let chat = rooms_on_every_shard(shards, 1700)[shards - 1];
+    for u in [1, 2, 3] {
+        server.add_member(chat, u);
+    }
+    let mut sender = server.chatd(1);
+    let mut healthy = server.chatd(2);
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.set_tcp_mss(1460).unwrap();
+    sock.connect(&server.chatd.tcp.into()).unwrap();
+    let mut slow = ChatdClient::from_stream(server.chatd, TcpStream::from(sock));
+    slow.login(&server.token(3));
+    for c in [&mut sender, &mut healthy, &mut slow] {
+        assert!(!c.join(chat));
+    }
+    let from = (1, sender.client_id);
+    // Small messages (copied into the queue's chunks) and large ones
+    // (queued shared), numbered.
+    let data = |i: u32| {
+        let len = if i % 4 == 3 { 1500 } else { 200 };
+        let mut d = vec![i as u8; len];
+        d[..4].copy_from_slice(&i.to_le_bytes());
+        d
+    };
+
+    // The trickling reader, from now until the server closes it.
+    let mut raw = slow
+        .stream
+        .tcp()
+        .expect("a TCP socket")
+        .try_clone()
+        .unwrap();
+    raw.set_read_timeout(Some(WAIT)).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut small = [0u8; READ];
+        loop {
+            match raw.read(&mut small) {
+                Ok(0) => return all,
+                Ok(n) => all.extend_from_slice(&small[..n]),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return all,
+                Err(e) => panic!("the trickling reader's read: {e}"),
+            }
+            std::thread::sleep(PAUSE);
+        }
+    });
+
+    // Flood in windows the healthy member drains, until the server has
+    // closed the trickling one.
+    let flood = |sender: &mut ChatdClient, healthy: &mut ChatdClient, sent: &mut u32| {
+        for i in *sent..*sent + 200 {
+            sender.rtmsg(chat, 0, 0, 1, &data(i));
+        }
+        for i in *sent..*sent + 200 {
+            healthy.expect_rtmsg_from(chat, from, 1, &data(i));
+        }
+        *sent += 200;
+    };
+    let mut sent = 0u32;
+    while server.metric("chatd_slow_consumer_closes_total") < 1.0 {
+        assert!(sent < 200_000, "the trickling reader was never closed");
+        flood(&mut sender, &mut healthy, &mut sent);
+    }
+    // The others are served on: nothing lost, in order.
+    flood(&mut sender, &mut healthy, &mut sent);
+
+    let all = reader.join().expect("the trickling reader");
+    let events = chatd_events(&all);
+    let (last, messages) = events.split_last().expect("some output before the close");
+    assert_eq!(
+        *last,
+        cw::Event::Error {
+            code: SLOW_CONSUMER,
+            opcode: 0,
+            id: 0
+        },
+        "the trickling reader's last command"
+    );
+    for (i, ev) in messages.iter().enumerate() {
+        let want = data(i as u32);
+        assert!(
+            matches!(ev, cw::Event::RtMsg { sender_userid: 1, data: d, .. } if *d == &want[..]),
+            "message {i} of the trickling reader: {ev:?}"
+        );
+    }
+    assert!(
+        (messages.len() as u32) < sent,
+        "the trickling reader cannot have had everything"
+    );
+    let mut late = server.chatd(3);
+    assert!(!late.join(chat));
+    let mut cs = [sender, healthy, late];
+    common::fence(&mut cs, chat, 0, &[1, 2], "after the slow consumer");
+}
+
+#[test]
+fn a_trickling_reader_gets_slow_consumer_rather_than_a_cut_on_one_shard() {
+    a_trickling_reader_gets_slow_consumer_rather_than_a_cut(1);
+}
+
+#[test]
+fn a_trickling_reader_gets_slow_consumer_rather_than_a_cut_on_two_shards() {
+    a_trickling_reader_gets_slow_consumer_rather_than_a_cut(2);
+}

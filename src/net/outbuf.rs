@@ -15,7 +15,22 @@
 //!
 //! The queue is a list of frozen segments (shared frames, and the parts of
 //! chunks already handed to a write or filled) followed by the current
-//! chunk's unwritten bytes; order on the socket is push order.
+//! chunk's unwritten bytes; order on the socket is push order. A segment
+//! holds whole frames: a frame that does not fit the current chunk's free
+//! space starts the next chunk (a small one always fits an empty chunk),
+//! or, if large (copied only for a lagging reader), gets a copy of its
+//! own. So the only place a frame is ever cut is where a write stopped,
+//! inside the front segment, and the queue remembers that segment as it
+//! was (one reference, taken only by a write that stopped inside a
+//! segment) to find where that frame ends when it must.
+//!
+//! That is what closing a slow consumer needs ([`OutQueue::cut`]): every
+//! frame not started is dropped, the rest of the one a write began is
+//! kept (the client's stream stays whole frames), and the last frame
+//! (OP_ERROR SLOW_CONSUMER) goes right behind it, so a reader too slow to
+//! drain a full queue still gets its error within the close deadline. The
+//! queue does not know the protocol: the caller says how long a command
+//! is ([`FrameLen`]), which is asked only then.
 //!
 //! A connection has a writer task only while it has output: the queue
 //! says when one must be started ([`Wake::Spawn`]), and a writer that
@@ -34,6 +49,11 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::chunk::{class_bytes, ChunkPool, CLASSES};
 use crate::limits;
+
+/// The length of the command at the start of `bytes`, or `None` if they
+/// do not start with a whole one: the service's protocol, which the queue
+/// does not know, for [`OutQueue::cut`].
+pub type FrameLen = fn(&[u8]) -> Option<usize>;
 
 /// Why a frame was not queued.
 #[derive(Debug, PartialEq, Eq)]
@@ -122,6 +142,43 @@ struct Pending {
     chunk: Option<BytesMut>,
     /// Size class of `chunk`, or of the next one.
     class: u8,
+    /// A write stopped inside a segment: the front one (lent to a write or
+    /// not) is the rest of it.
+    part: Option<PartWritten>,
+    /// A batch taken by [`OutQueue::take_batch`] is out, not yet given
+    /// back by [`OutQueue::written`].
+    lent: bool,
+    /// A slow consumer's cut that waits for the write in flight to be
+    /// accounted: the last frame, and the protocol's command lengths.
+    cut: Option<(Bytes, FrameLen)>,
+}
+
+/// The segment a write stopped inside, as it was queued (so starting at a
+/// frame boundary), and how many of its bytes went out.
+struct PartWritten {
+    origin: Bytes,
+    done: usize,
+}
+
+impl PartWritten {
+    /// The bytes left of the frame the write stopped inside, found by
+    /// walking `origin`'s frames; `None` if `frame_len` cannot (then the
+    /// whole rest of the segment, which ends at a frame boundary, is the
+    /// safe answer).
+    fn rest_of_frame(&self, frame_len: FrameLen) -> Option<usize> {
+        let mut at = 0;
+        loop {
+            if at == self.done {
+                // It stopped between two frames.
+                return Some(0);
+            }
+            let end = at + frame_len(self.origin.get(at..)?).filter(|&n| n > 0)?;
+            if end > self.done {
+                return (end <= self.origin.len()).then(|| end - self.done);
+            }
+            at = end;
+        }
+    }
 }
 
 impl Pending {
@@ -130,25 +187,30 @@ impl Pending {
         self.segs.is_empty() && self.chunk.as_ref().is_none_or(|c| c.is_empty())
     }
 
-    /// Copies `frame` to the end of the current chunk, taking a new one
-    /// (from `pool`) whenever it is full; a frame may span two chunks.
-    fn copy_in(&mut self, frame: &[u8], pool: &mut ChunkPool) {
-        let mut rest = frame;
-        while !rest.is_empty() {
-            let chunk = match &mut self.chunk {
-                Some(chunk) if chunk.capacity() > chunk.len() => chunk,
-                _ => self.next_chunk(pool),
-            };
-            let n = rest.len().min(chunk.capacity() - chunk.len());
-            // Within the capacity: `extend_from_slice` does not reallocate.
-            chunk.extend_from_slice(&rest[..n]);
-            rest = &rest[n..];
-        }
+    /// Whether `len` bytes fit the current chunk's free space.
+    fn fits(&self, len: usize) -> bool {
+        self.chunk
+            .as_ref()
+            .is_some_and(|c| c.capacity() - c.len() >= len)
     }
 
-    /// The current chunk is full (or there is none): its bytes become a
-    /// segment, it goes back to the pool (reused once they are written),
-    /// and a chunk of the next larger class becomes current.
+    /// Copies `frame`, a small one or one that fits, to the end of the
+    /// current chunk, or of a new one (from `pool`) if it does not fit:
+    /// a frame never spans two chunks (see the module docs).
+    fn copy_in(&mut self, frame: &[u8], pool: &mut ChunkPool) {
+        let chunk = match &mut self.chunk {
+            Some(chunk) if chunk.capacity() - chunk.len() >= frame.len() => chunk,
+            _ => self.next_chunk(pool),
+        };
+        debug_assert!(chunk.capacity() - chunk.len() >= frame.len());
+        // Within the capacity: `extend_from_slice` does not reallocate.
+        chunk.extend_from_slice(frame);
+    }
+
+    /// The current chunk is full (the next frame does not fit, or there is
+    /// none): its bytes become a segment, it goes back to the pool (reused
+    /// once they are written), and a chunk of the next larger class
+    /// becomes current.
     fn next_chunk(&mut self, pool: &mut ChunkPool) -> &mut BytesMut {
         if let Some(mut full) = self.chunk.take() {
             if !full.is_empty() {
@@ -168,6 +230,15 @@ impl Pending {
             if !chunk.is_empty() {
                 self.segs.push_back(chunk.split().freeze());
             }
+        }
+    }
+
+    /// Gives the current chunk back to `pool`, dropping what it holds
+    /// (reused once a write still in flight is done with it).
+    fn drop_chunk(&mut self, pool: &mut ChunkPool) {
+        if let Some(mut chunk) = self.chunk.take() {
+            chunk.clear();
+            pool.give(chunk, self.class);
         }
     }
 
@@ -240,10 +311,13 @@ impl OutQueue {
         // An empty frame is a transport's marker (where its own bytes go
         // among the frames, `net::transport`): it keeps its place as a
         // segment of its own, and pins nothing.
-        let share = frame.is_empty()
-            || (frame.len() >= limits::OUT_SHARE_MIN_BYTES
-                && p.segs.len() < limits::SHARED_FRAMES_QUEUED_MAX);
-        let cost = if share {
+        let large = frame.len() >= limits::OUT_SHARE_MIN_BYTES;
+        let share = frame.is_empty() || (large && p.segs.len() < limits::SHARED_FRAMES_QUEUED_MAX);
+        // A large frame copied (the reader lags) that does not fit the
+        // current chunk gets a copy of its own rather than a chunk mostly
+        // left empty, or spanning two (a segment holds whole frames).
+        let own = share || (large && !p.fits(frame.len()));
+        let cost = if own {
             // A segment of its own, and one for the chunk's bytes before
             // it, which are sealed into a segment.
             let sealed = p.chunk.as_ref().is_some_and(|c| !c.is_empty());
@@ -254,9 +328,12 @@ impl OutQueue {
         if queued > 0 && queued + cost > cap {
             return Err(PushError::Full);
         }
-        if share {
+        if own {
             p.seal_chunk();
-            p.segs.push_back(frame.clone());
+            p.segs.push_back(match share {
+                true => frame.clone(),
+                false => Bytes::copy_from_slice(frame),
+            });
         } else {
             p.copy_in(frame, pool);
         }
@@ -305,6 +382,7 @@ impl OutQueue {
         let Some(p) = self.out.as_deref_mut() else {
             return;
         };
+        p.lent = true;
         let n = p.segs.len().min(max);
         batch.extend(p.segs.drain(..n));
         if p.segs.is_empty() && batch.len() < max {
@@ -318,21 +396,39 @@ impl OutQueue {
 
     /// After a write of `batch` that wrote `n` bytes: uncounts them and
     /// puts the unwritten rest back at the front, in order; a chunk with
-    /// nothing left to write goes back to `pool`.
+    /// nothing left to write goes back to `pool`. A write that stopped
+    /// inside a segment leaves it noted, as it was, for [`OutQueue::cut`]
+    /// (a reference count, per write that stops so, not per frame).
     pub fn written(&mut self, batch: &mut Vec<Bytes>, mut n: usize, pool: &mut ChunkPool) {
         self.bytes -= n.min(self.bytes);
         let mut done = 0;
-        for seg in batch.iter_mut() {
+        for seg in batch.iter() {
             if n >= seg.len() {
                 n -= seg.len();
                 done += 1;
             } else {
-                seg.advance(n);
                 break;
             }
         }
         if done < batch.len() || self.out.is_some() {
             let p = self.out.get_or_insert_with(Box::default);
+            p.lent = false;
+            if n > 0 && done < batch.len() {
+                // Stopped `n` bytes into `batch[done]`: the front from now.
+                match &mut p.part {
+                    // It was the front already.
+                    Some(part) if done == 0 => part.done += n,
+                    part => {
+                        *part = Some(PartWritten {
+                            origin: batch[done].clone(),
+                            done: n,
+                        })
+                    }
+                }
+                batch[done].advance(n);
+            } else if done > 0 {
+                p.part = None;
+            }
             for seg in batch.drain(done..).rev() {
                 p.segs.push_front(seg);
             }
@@ -458,10 +554,95 @@ impl OutQueue {
         self.bytes = 0;
         if let Some(p) = self.out.as_deref_mut() {
             p.segs.clear();
-            if let Some(mut chunk) = p.chunk.take() {
-                chunk.clear();
-                pool.give(chunk, p.class);
+            p.part = None;
+            p.cut = None;
+            p.lent = false;
+            p.drop_chunk(pool);
+        }
+    }
+
+    /// The connection is closed as a slow consumer, with `last` (its
+    /// OP_ERROR SLOW_CONSUMER) as its last frame: every frame not started
+    /// is dropped, so what is left to write is the rest of the frame a
+    /// write stopped inside (found with `frame_len`), at least the first
+    /// `keep` bytes (the transport's unit in progress, which must be
+    /// completed: the rest of a WebSocket message), and `last` right
+    /// behind, whatever the cap. A reader that cannot drain a full queue
+    /// within the close deadline still gets its error, at a frame
+    /// boundary. With a write in flight what is queued goes now, and the
+    /// rest of the cut waits for the write to be accounted
+    /// ([`OutQueue::cut_after_write`]). Returns the wake `last` needs
+    /// (a queue that held only batched frames has no writer).
+    pub fn cut(
+        &mut self,
+        last: &Bytes,
+        keep: usize,
+        frame_len: FrameLen,
+        pool: &mut ChunkPool,
+    ) -> Wake {
+        if let Some(p) = self.out.as_deref_mut().filter(|p| p.lent) {
+            // Everything still queued came after the batch out: none of
+            // it started.
+            let unstarted: usize = p.segs.iter().map(Bytes::len).sum::<usize>()
+                + p.chunk.as_ref().map_or(0, BytesMut::len);
+            self.bytes -= unstarted.min(self.bytes);
+            p.segs.clear();
+            p.drop_chunk(pool);
+            p.cut = Some((last.clone(), frame_len));
+            // The writer writing the batch takes it from there.
+            return Wake::Done;
+        }
+        self.drop_unstarted(keep, frame_len, pool);
+        self.push_last(last, pool)
+    }
+
+    /// After [`OutQueue::written`]: the cut [`OutQueue::cut`] left for
+    /// the write that was in flight, if any, with `keep` as there (read
+    /// now: the transport's unit in progress is what this write left).
+    pub fn cut_after_write(&mut self, keep: usize, pool: &mut ChunkPool) {
+        let Some((last, frame_len)) = self.out.as_deref_mut().and_then(|p| p.cut.take()) else {
+            return;
+        };
+        self.drop_unstarted(keep, frame_len, pool);
+        // The writer that just wrote writes it: nothing to wake.
+        let _ = self.push_last(&last, pool);
+    }
+
+    /// Keeps the rest of the frame a write stopped inside, and at least
+    /// `keep` bytes, from the front; drops the rest (no batch is out).
+    fn drop_unstarted(&mut self, keep: usize, frame_len: FrameLen, pool: &mut ChunkPool) {
+        let Some(p) = self.out.as_deref_mut() else {
+            return;
+        };
+        let mut keep = keep;
+        if let Some(part) = p.part.take() {
+            let front = p.segs.front().map_or(0, Bytes::len);
+            keep = keep.max(part.rest_of_frame(frame_len).unwrap_or(front));
+        }
+        // Only written segments were ever cut, so what is kept is at the
+        // front, in segments, never in the current chunk.
+        let mut kept = 0;
+        let mut segs = 0;
+        for seg in p.segs.iter_mut() {
+            if kept >= keep {
+                break;
             }
+            seg.truncate(keep - kept);
+            kept += seg.len();
+            segs += 1;
+        }
+        p.segs.truncate(segs);
+        p.drop_chunk(pool);
+        self.bytes = kept;
+    }
+
+    /// Queues a slow consumer's last frame whatever the cap (it exceeds
+    /// it by its 11 bytes at most).
+    fn push_last(&mut self, last: &Bytes, pool: &mut ChunkPool) -> Wake {
+        match self.push(last, usize::MAX, Flush::Now, pool) {
+            Ok(wake) => wake,
+            // Nothing is over no cap.
+            Err(PushError::Full) => Wake::Done,
         }
     }
 }
@@ -625,10 +806,10 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_may_span_chunks_and_chunks_grow_while_they_fill() {
+    fn a_frame_that_does_not_fit_starts_the_next_chunk_and_chunks_grow() {
         let mut pool = ChunkPool::default();
         let mut q = OutQueue::default();
-        // Frames that are copied but larger than the first chunk.
+        // Copied frames that the first chunk holds once.
         let f = Bytes::from((0..=255u8).cycle().take(LARGE - 1).collect::<Vec<u8>>());
         let mut want = Vec::new();
         for _ in 0..4 {
@@ -637,6 +818,10 @@ mod tests {
         }
         assert!(p(&q).class > 0, "grew past the smallest class");
         assert_eq!(q.queued_bytes(), 4 * f.len() + p(&q).segs.len() * O);
+        // No frame spans two chunks.
+        for seg in &p(&q).segs {
+            assert_eq!(seg.len() % f.len(), 0, "a segment of whole frames");
+        }
         assert_eq!(drain(&mut q, &mut pool, 3000), want);
         assert!(p(&q).chunk.is_none());
     }
@@ -689,6 +874,190 @@ mod tests {
         let rest = drain(&mut q, &mut pool, BIG);
         assert_eq!(rest.len(), LARGE - 1 + 5);
         assert_eq!(&rest[LARGE - 1..], b"cccdd");
+    }
+
+    /// A test protocol: a frame starts with its length (u32 LE).
+    fn len_prefixed(bytes: &[u8]) -> Option<usize> {
+        let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
+        usize::try_from(len).ok()
+    }
+
+    /// A `len_prefixed` frame of `len` bytes, the rest `tag`.
+    fn fr(len: usize, tag: u8) -> Bytes {
+        let mut f = vec![tag; len];
+        f[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        Bytes::from(f)
+    }
+
+    /// Splits `bytes` into `len_prefixed` frames; fails on a cut one.
+    fn frames(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let n = len_prefixed(bytes).expect("a frame header");
+            assert!(n >= 4 && n <= bytes.len(), "a cut frame");
+            out.push(bytes[..n].to_vec());
+            bytes = &bytes[n..];
+        }
+        out
+    }
+
+    /// One write of what `q` holds (up to 8 segments) that stops after
+    /// `n` bytes; returns them.
+    fn write_some(q: &mut OutQueue, pool: &mut ChunkPool, n: usize) -> Vec<u8> {
+        let mut batch = Vec::new();
+        q.take_batch(&mut batch, 8);
+        let out: Vec<u8> = batch
+            .iter()
+            .flat_map(|b| b.iter().copied())
+            .take(n)
+            .collect();
+        q.written(&mut batch, out.len(), pool);
+        out
+    }
+
+    #[test]
+    fn a_slow_consumers_cut_keeps_the_rest_of_the_frame_being_written_then_the_last() {
+        let last = fr(11, 0xEE);
+        // Stops: inside a copied frame (once, then again further in the
+        // same one), between two frames of a chunk, inside a shared
+        // frame, at the end of a segment.
+        for stops in [&[250][..], &[250, 20], &[300], &[1100], &[1000 + LARGE]] {
+            let mut pool = ChunkPool::default();
+            let mut q = OutQueue::default();
+            let mut queued = Vec::new();
+            for i in 0..10 {
+                queued.push(fr(100, i));
+            }
+            queued.push(fr(LARGE, 10));
+            queued.push(fr(100, 11));
+            for f in &queued {
+                let _ = q.push(f, BIG, Flush::Now, &mut pool);
+            }
+            let all: Vec<u8> = queued.iter().flat_map(|f| f.iter().copied()).collect();
+            let mut out = Vec::new();
+            for &n in stops {
+                out.extend(write_some(&mut q, &mut pool, n));
+            }
+            let at = out.len();
+            // Where the frame written into ends (`at` itself if none).
+            let mut end = 0;
+            while end < at {
+                end += len_prefixed(&all[end..]).unwrap();
+            }
+            let _ = q.cut(&last, 0, len_prefixed, &mut pool);
+            assert_eq!(q.bytes, end - at + last.len(), "stopped at {at}");
+            out.extend(drain(&mut q, &mut pool, 7));
+            let mut want = all[..end].to_vec();
+            want.extend_from_slice(&last);
+            assert_eq!(out, want, "stopped at {at}");
+            assert_eq!(frames(&out).last(), Some(&last.to_vec()));
+        }
+    }
+
+    #[test]
+    fn a_cut_during_a_write_waits_for_it_and_keeps_what_the_transport_owes() {
+        let last = fr(11, 0xEE);
+        let mut pool = ChunkPool::default();
+        let mut q = OutQueue::default();
+        let big = fr(LARGE, 1);
+        for f in [&fr(100, 0), &big, &fr(100, 2)] {
+            let _ = q.push(f, BIG, Flush::Now, &mut pool);
+        }
+        let mut batch = Vec::new();
+        q.take_batch(&mut batch, 8);
+        // Queued while the batch is out: not started, dropped at once.
+        let _ = q.push(&fr(100, 3), BIG, Flush::Now, &mut pool);
+        assert_eq!(q.cut(&last, 0, len_prefixed, &mut pool), Wake::Done);
+        assert_eq!(q.queued_bytes(), 200 + LARGE, "the batch out");
+        // The write stops inside the first frame; the transport (a
+        // WebSocket message's header covered all three) owes the rest of
+        // the batch, past that frame: all of it is kept.
+        let mut out: Vec<u8> = batch[0][..40].to_vec();
+        q.written(&mut batch, 40, &mut pool);
+        q.cut_after_write(60 + LARGE + 100, &mut pool);
+        out.extend(drain(&mut q, &mut pool, BIG));
+        let mut want: Vec<u8> = [&fr(100, 0), &big, &fr(100, 2)]
+            .iter()
+            .flat_map(|f| f.iter().copied())
+            .collect();
+        want.extend_from_slice(&last);
+        assert_eq!(out, want);
+
+        // Without a transport's debt, the rest of that frame only.
+        let mut q = OutQueue::default();
+        for f in [&fr(100, 0), &big, &fr(100, 2)] {
+            let _ = q.push(f, BIG, Flush::Now, &mut pool);
+        }
+        q.take_batch(&mut batch, 8);
+        assert_eq!(q.cut(&last, 0, len_prefixed, &mut pool), Wake::Done);
+        let mut out: Vec<u8> = batch
+            .iter()
+            .flat_map(|b| b.iter().copied())
+            .take(140)
+            .collect();
+        q.written(&mut batch, 140, &mut pool);
+        q.cut_after_write(0, &mut pool);
+        out.extend(drain(&mut q, &mut pool, BIG));
+        let mut want = fr(100, 0).to_vec();
+        want.extend_from_slice(&big[..]);
+        want.extend_from_slice(&last);
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn a_cut_that_cannot_read_the_frames_keeps_the_whole_segment() {
+        let last = fr(11, 0xEE);
+        let mut pool = ChunkPool::default();
+        let mut q = OutQueue::default();
+        for i in 0..3 {
+            let _ = q.push(&fr(100, i), BIG, Flush::Now, &mut pool);
+        }
+        let mut out = write_some(&mut q, &mut pool, 150);
+        let _ = q.push(&fr(100, 3), BIG, Flush::Now, &mut pool);
+        let _ = q.cut(&last, 0, |_| None, &mut pool);
+        out.extend(drain(&mut q, &mut pool, BIG));
+        assert_eq!(frames(&out).len(), 4, "three frames, then the last");
+    }
+
+    #[test]
+    fn a_slow_consumers_last_frame_behind_batched_frames_gets_a_writer_started() {
+        // A queue that holds only batched frames has no writer: the cut
+        // says one must be started for the last frame (the close that
+        // follows finds the writer marked running and starts nothing).
+        let last = fr(11, 0xEE);
+        let mut pool = ChunkPool::default();
+        let mut q = OutQueue::default();
+        assert_eq!(
+            q.push(&fr(100, 0), 104, Flush::Batched, &mut pool),
+            Ok(Wake::Batch)
+        );
+        assert_eq!(
+            q.push(&fr(100, 1), 104, Flush::Now, &mut pool),
+            Err(PushError::Full)
+        );
+        assert_eq!(q.cut(&last, 0, len_prefixed, &mut pool), Wake::Spawn);
+        assert_eq!(q.wake_writer(), Wake::Done);
+        assert_eq!(drain(&mut q, &mut pool, BIG), last.to_vec());
+    }
+
+    #[test]
+    fn a_large_frame_copied_for_a_lagging_reader_is_never_split() {
+        let mut pool = ChunkPool::default();
+        let mut q = OutQueue::default();
+        let n = limits::SHARED_FRAMES_QUEUED_MAX;
+        let mut want = Vec::new();
+        for i in 0..n + 8 {
+            let f = fr(
+                [100, LARGE, 3000, 20_000, limits::OUT_CHUNK_MAX + 5][i % 5],
+                i as u8,
+            );
+            let _ = q.push(&f, BIG << 4, Flush::Now, &mut pool);
+            want.extend_from_slice(&f);
+        }
+        for seg in &p(&q).segs {
+            frames(seg);
+        }
+        assert_eq!(drain(&mut q, &mut pool, 5000), want);
     }
 
     #[test]

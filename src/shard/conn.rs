@@ -22,7 +22,6 @@ use super::{route, writer, Conn, Phase, Shard, Shut, State};
 use crate::core::ratelimit::TokenBucket;
 use crate::ids::{ChatId, Service};
 use crate::limits;
-use crate::net::chunk::ChunkPool;
 use crate::net::io::Stream;
 use crate::net::outbuf::{Flush, OutQueue, PushError, Wake};
 use crate::net::transport::{CloseWhy, Transport};
@@ -380,8 +379,9 @@ pub fn push_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: Bytes) {
 /// Queues `frame` on `c` if it is on this shard and open, to be written
 /// as `flush` says (copied into the connection's output chunk, or shared
 /// if large: [`OutQueue::push`]). A queue over `--max-outbuf-bytes` makes
-/// it a slow consumer: closed, with OP_ERROR SLOW_CONSUMER if that still
-/// fits.
+/// it a slow consumer: closed, what it had queued and not begun to write
+/// dropped, and OP_ERROR SLOW_CONSUMER its last command
+/// ([`OutQueue::cut`]).
 pub fn queue_frame(shard: &Shard, st: &mut State, c: ConnRef, frame: &Bytes, flush: Flush) {
     queue_frame_capped(shard, st, c, frame, flush, shard.shared.config.outbuf_cap());
 }
@@ -435,7 +435,13 @@ fn after_push(shard: &Shard, st: &mut State, c: ConnRef, pushed: Result<Wake, Pu
             chatd_proto::encode_error(ErrorCode::SlowConsumer, 0, 0, b)
         });
         if let Some((conn, chunks)) = st.conn_and_chunks(c) {
-            let wake = queue_last_error(&mut conn.out, &err, chunks);
+            // Its last command is this error, right after the rest of the
+            // frame being written: what was queued behind that is dropped,
+            // so even a reader that trickles gets it before the close
+            // deadline.
+            let keep = conn.transport.owed();
+            let len = writer::command_len(conn.service);
+            let wake = conn.out.cut(&err, keep, len, chunks);
             shard.metrics.error(ErrorCode::SlowConsumer as u8);
             conn.transport.close_with(CloseWhy::Error);
             if wake == Wake::Spawn {
@@ -443,20 +449,6 @@ fn after_push(shard: &Shard, st: &mut State, c: ConnRef, pushed: Result<Wake, Pu
             }
         }
         close(shard, st, c);
-    }
-}
-
-/// Queues `err`, the last frame of a connection about to be closed as a
-/// slow consumer, whatever the cap (it exceeds it by its 11 bytes at
-/// most): its last command is this error. Returns the wake its writer
-/// needs, which the caller must act on: a queue that holds only batched
-/// frames has no writer, and once this push has marked the writer
-/// running, the close that follows finds nothing to start.
-fn queue_last_error(out: &mut OutQueue, err: &Bytes, chunks: &mut ChunkPool) -> Wake {
-    match out.push(err, usize::MAX, Flush::Now, chunks) {
-        Ok(wake) => wake,
-        // Nothing is over no cap; the close wakes (or starts) the writer.
-        Err(PushError::Full) => Wake::Done,
     }
 }
 
@@ -667,54 +659,4 @@ pub fn drain_finished(shard: &Shard, now: u64) -> bool {
         return true;
     }
     false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A queue that holds only batched frames and is nearly full: `frame`
-    /// does not fit, the 11-byte OP_ERROR would (small frames are copied
-    /// into the queue's chunk and charged their bytes).
-    fn batched_only(cap: usize, pool: &mut ChunkPool) -> OutQueue {
-        let mut q = OutQueue::default();
-        let first = q.push(&Bytes::from_static(b"pres"), cap, Flush::Batched, pool);
-        assert_eq!(first, Ok(Wake::Batch));
-        q
-    }
-
-    #[test]
-    fn a_slow_consumers_error_behind_batched_frames_gets_a_writer_started() {
-        let cap = 4 + chatd_proto::ERROR_LEN;
-        let err = Bytes::from(vec![0u8; chatd_proto::ERROR_LEN]);
-        let big = Bytes::from(vec![0u8; 64]);
-        let pool = &mut ChunkPool::default();
-
-        // What the code did: the push's wake dropped, then the close woke
-        // the writer. Nobody started one: the error and the batched frame
-        // would never be written.
-        let mut q = batched_only(cap, pool);
-        assert_eq!(q.push(&big, cap, Flush::Now, pool), Err(PushError::Full));
-        assert!(q.push(&err, cap, Flush::Now, pool).is_ok());
-        assert_eq!(q.wake_writer(), Wake::Done, "the close starts nothing");
-
-        // Now: the error's push says a writer must be started.
-        let mut q = batched_only(cap, pool);
-        assert_eq!(q.push(&big, cap, Flush::Now, pool), Err(PushError::Full));
-        assert_eq!(queue_last_error(&mut q, &err, pool), Wake::Spawn);
-    }
-
-    #[test]
-    fn the_error_is_queued_even_over_the_cap_and_comes_last() {
-        let cap = 4 + chatd_proto::ERROR_LEN - 1;
-        let pool = &mut ChunkPool::default();
-        let mut q = batched_only(cap, pool);
-        let err = Bytes::from(vec![8u8; chatd_proto::ERROR_LEN]);
-        assert_eq!(q.push(&err, cap, Flush::Now, pool), Err(PushError::Full));
-        assert_eq!(queue_last_error(&mut q, &err, pool), Wake::Spawn);
-        let mut batch = Vec::new();
-        q.take_batch(&mut batch, 16);
-        let bytes: Vec<u8> = batch.iter().flat_map(|b| b.iter().copied()).collect();
-        assert!(bytes.ends_with(&err), "the error is the last thing queued");
-    }
 }

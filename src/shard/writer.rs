@@ -41,10 +41,12 @@ use bytes::{Buf, Bytes};
 
 use super::msg::ConnRef;
 use super::{Phase, Shard, State};
+use crate::ids::Service;
 use crate::limits;
 use crate::metrics;
 use crate::net::io::Stream;
-use crate::net::outbuf::Next;
+use crate::net::outbuf::{FrameLen, Next};
+use chatd_proto::Limits;
 
 /// Starts the writer task of `c`, which had none.
 pub fn spawn_writer(shard: &Shard, st: &mut State, c: ConnRef) {
@@ -272,10 +274,31 @@ fn after_write(
     let service = conn.service;
     let written = conn.transport.written(sock, n, batch);
     conn.out.written(batch, written.commands, chunks);
+    // A slow consumer closed during the write: its cut, now that the
+    // write's rest is known.
+    conn.out.cut_after_write(conn.transport.owed(), chunks);
     if wire > 0 {
         metrics::add(&shard.metrics.bytes_out[service.index()], wire as u64);
     }
     Some(written.rest)
+}
+
+/// The length of the command at the start of `bytes` as `service` sends
+/// them, for a slow consumer's cut
+/// ([`OutQueue::cut`](crate::net::outbuf::OutQueue::cut)).
+pub fn command_len(service: Service) -> FrameLen {
+    fn chatd(bytes: &[u8]) -> Option<usize> {
+        let (_, used) = chatd_proto::chatd::decode_event(bytes, &Limits::ANY).ok()??;
+        Some(used)
+    }
+    fn statusd(bytes: &[u8]) -> Option<usize> {
+        let (_, used) = chatd_proto::statusd::decode_event(bytes).ok()??;
+        Some(used)
+    }
+    match service {
+        Service::Chatd => chatd,
+        Service::Statusd => statusd,
+    }
 }
 
 /// What goes to the socket for one batch.
@@ -311,4 +334,37 @@ async fn write_all(shard: &Shard, c: ConnRef, stream: &Stream, mut bytes: Bytes)
     }
     shard.give_write_batch(one);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatd_proto::chatd::{self as cw, Event};
+    use chatd_proto::statusd as sw;
+
+    #[test]
+    fn command_lengths_are_each_services_own() {
+        let mut chatd = Vec::new();
+        let data = [1u8; 300];
+        cw::encode_event(
+            &Event::RtMsg {
+                chatid: 7,
+                sender_userid: 1,
+                sender_clientid: 2,
+                msgtype: 3,
+                data: &data,
+            },
+            &mut chatd,
+        );
+        let one = chatd.len();
+        cw::encode_join(7, &mut chatd);
+        assert_eq!(command_len(Service::Chatd)(&chatd), Some(one));
+        assert_eq!(command_len(Service::Chatd)(&chatd[one..]), Some(9));
+        assert_eq!(command_len(Service::Chatd)(&chatd[..one - 1]), None);
+        let mut statusd = Vec::new();
+        sw::encode_pres(5, 1, &mut statusd);
+        assert_eq!(command_len(Service::Statusd)(&statusd), Some(10));
+        // OP_RTMSG's opcode means nothing to statusd.
+        assert_eq!(command_len(Service::Statusd)(&chatd), None);
+    }
 }

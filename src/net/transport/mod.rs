@@ -51,10 +51,11 @@
 //!   the frames of one write into a socket batch, putting in front of them
 //!   the rest of a frame a short write cut (with no new header), its own
 //!   bytes where the marker was, and one binary frame header for the
-//!   command frames after it, up to the next marker: one header per write,
-//!   never per command, and the shared frames themselves go out unchanged
-//!   (zero-copy fan-out stays). With TLS, [`Transport::seal`] then
-//!   encrypts the socket batch into one buffer of records (at most
+//!   command frames after it, up to the next marker (and at most
+//!   [`WS_MESSAGE_MAX`] of them, or one larger frame): one header per
+//!   write, never per command, and the shared frames themselves go out
+//!   unchanged (zero-copy fan-out stays). With TLS, [`Transport::seal`]
+//!   then encrypts the socket batch into one buffer of records (at most
 //!   [`TLS_WRITE_PLAINTEXT_MAX`] of plaintext).
 //! - **After the write** ([`Transport::written`]): the transport takes its
 //!   own elements back out, gives the queue back exactly the frames it
@@ -65,7 +66,9 @@
 //!   it first, as the rest of that frame, before anything else. A short
 //!   write inside bytes the transport made (a header, a control frame,
 //!   records) returns their rest ([`Written::rest`]), which the driver
-//!   writes before anything else.
+//!   writes before anything else. That owed rest is what a slow
+//!   consumer's close must still send before its `OP_ERROR`
+//!   ([`Transport::owed`]); what the queue holds after it is dropped.
 //! - **Closing.** When a connection closes after an `OP_ERROR`, the driver
 //!   says why ([`Transport::close_with`]); once its queue is flushed,
 //!   [`Transport::finish`] gives the last bytes before the TCP close: the
@@ -93,7 +96,7 @@ use crate::ids::Service;
 use crate::tls::SessionError;
 use crate::ws::handshake::OriginPolicy;
 
-pub use crate::limits::TLS_WRITE_PLAINTEXT_MAX;
+pub use crate::limits::{TLS_WRITE_PLAINTEXT_MAX, WS_MESSAGE_MAX};
 
 use self::tls::{TlsIn, TlsLayer};
 use self::ws::{WsIn, WsLayer};
@@ -325,6 +328,20 @@ impl Transport {
         }
     }
 
+    /// Command bytes at the front of the queue that the transport must
+    /// still send as they are: the rest of the WebSocket message a short
+    /// write cut (its header promised them). Nothing for TCP, nor for TLS,
+    /// whose records are written whole before the queue hears of them. A
+    /// slow consumer's cut keeps at least these ([`OutQueue::cut`]).
+    ///
+    /// [`OutQueue::cut`]: super::outbuf::OutQueue::cut
+    pub fn owed(&self) -> usize {
+        self.0
+            .as_ref()
+            .and_then(|l| l.ws.as_ref())
+            .map_or(0, WsLayer::owed)
+    }
+
     /// The connection must be refused with an `OP_ERROR` as soon as the
     /// transport is open ([`Transport::take_refusal`]).
     pub fn refuse_when_open(&mut self) {
@@ -428,13 +445,16 @@ impl Layers {
         // [slot]: a marker, where the transport's own bytes go.
         let lead = is_marker(i);
         i += usize::from(lead);
-        // [data frames]: up to the next marker (and, with TLS, up to the
-        // plaintext a write encrypts at once).
-        let cap = if self.tls.is_some() {
-            TLS_WRITE_PLAINTEXT_MAX
-        } else {
-            usize::MAX
-        };
+        // [data frames]: up to the next marker, and up to what one
+        // message carries (and, with TLS, the plaintext a write encrypts
+        // at once).
+        let mut cap = usize::MAX;
+        if self.ws.is_some() {
+            cap = WS_MESSAGE_MAX;
+        }
+        if self.tls.is_some() {
+            cap = cap.min(TLS_WRITE_PLAINTEXT_MAX);
+        }
         let (data_start, mut size) = (i, 0);
         while let Some(f) = batch.get(i) {
             if f.is_empty() || (i > data_start && size + f.len() > cap) {

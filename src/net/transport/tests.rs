@@ -297,6 +297,84 @@ fn a_header_cut_by_a_short_write_is_returned_to_finish_and_its_frames_are_owed()
 }
 
 #[test]
+fn a_websocket_message_carries_at_most_its_cap_of_commands_or_one_larger_frame() {
+    let (mut t, _) = upgraded();
+    let third = WS_MESSAGE_MAX / 3 + 1;
+    let frames: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![i; third])).collect();
+    let mut batch = frames.clone();
+    let mut sock = Vec::new();
+    assert!(t.outbound(&mut batch, &mut sock));
+    assert_eq!(
+        sock.len(),
+        3,
+        "a header and two frames: a third is too many"
+    );
+    assert_eq!(batch.len(), 1, "left for the next write");
+    let n = sock.iter().map(Bytes::len).sum();
+    let w = t.written(&mut sock, n, &mut batch);
+    assert_eq!(w.commands, 2 * third);
+    batch.drain(..2);
+    let huge = Bytes::from(vec![7u8; WS_MESSAGE_MAX + 1]);
+    batch.push(huge.clone());
+    assert!(t.outbound(&mut batch, &mut sock));
+    let parts: Vec<usize> = sock.iter().map(Bytes::len).collect();
+    assert_eq!(parts[1..], [third], "the last of the three alone");
+    let n = sock.iter().map(Bytes::len).sum();
+    let _ = t.written(&mut sock, n, &mut batch);
+    batch.remove(0);
+    assert!(t.outbound(&mut batch, &mut sock));
+    assert_eq!(sock[1], huge, "a frame over the cap is a message alone");
+}
+
+#[test]
+fn a_slow_consumers_cut_finishes_the_websocket_message_in_progress() {
+    let (mut t, _) = upgraded();
+    let mut q = OutQueue::default();
+    let mut pool = ChunkPool::default();
+    let frames: Vec<Bytes> = (0..4u8).map(|i| Bytes::from(vec![i; 100])).collect();
+    for f in &frames {
+        let _ = q.push(f, BIG, Flush::Now, &mut pool).unwrap();
+    }
+    // A short write: the header and 150 bytes of the 400 under it.
+    let (mut batch, mut sock) = (Vec::new(), Vec::new());
+    q.take_batch(&mut batch, 8);
+    assert!(t.outbound(&mut batch, &mut sock));
+    let mut wire = BytesMut::new();
+    let mut left = 4 + 150;
+    for b in &sock {
+        let k = left.min(b.len());
+        wire.extend_from_slice(&b[..k]);
+        left -= k;
+    }
+    let w = t.written(&mut sock, 4 + 150, &mut batch);
+    q.written(&mut batch, w.commands, &mut pool);
+    assert_eq!(t.owed(), 250);
+    // Queued after it, then the close: dropped. The frame cut ends 50
+    // bytes on, but the message's header promised 250.
+    let _ = q.push(&Bytes::from(vec![9u8; 100]), BIG, Flush::Now, &mut pool);
+    let last = Bytes::from_static(b"last frame!");
+    let _ = q.cut(&last, t.owed(), |_| Some(100), &mut pool);
+    wire.extend_from_slice(&drain(&mut t, &mut q, &mut |sock: &[Bytes]| {
+        sock.iter().map(Bytes::len).sum()
+    }));
+    let got = server_frames(&wire);
+    let all: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+    assert_eq!(
+        got,
+        [
+            Frame {
+                op: 2,
+                payload: all
+            },
+            Frame {
+                op: 2,
+                payload: last.to_vec()
+            }
+        ]
+    );
+}
+
+#[test]
 fn own_bytes_go_where_their_marker_was_and_a_cut_one_is_finished() {
     let (mut t, _) = upgraded();
     let any = OriginPolicy::Any;

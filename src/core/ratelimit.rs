@@ -33,16 +33,40 @@ impl TokenBucket {
         if self.rate_per_s == 0 {
             return true;
         }
-        let elapsed = now_ms.saturating_sub(self.last_ms);
-        if elapsed > 0 {
-            self.milli = (self.milli + elapsed * self.rate_per_s).min(self.cap_milli);
-            self.last_ms = now_ms;
-        }
+        self.refill(now_ms);
         if self.milli >= 1000 {
             self.milli -= 1000;
             true
         } else {
             false
+        }
+    }
+
+    /// The server did not read the connection for `paused_ms` (until
+    /// `now_ms`; back-pressure, `shard::budget`): what the client may have
+    /// sent at the rate meanwhile, now read all at once, must pass. Adds
+    /// the pause's tokens on top of the burst; refills never go past the
+    /// burst, so the extra is spent before they apply again.
+    pub fn credit_pause(&mut self, paused_ms: u64, now_ms: u64) {
+        if self.rate_per_s == 0 {
+            return;
+        }
+        self.refill(now_ms);
+        self.milli = self
+            .milli
+            .saturating_add(paused_ms.saturating_mul(self.rate_per_s));
+    }
+
+    /// Brings the tokens up to `now_ms`, up to the burst (a credit above it
+    /// stays until spent).
+    fn refill(&mut self, now_ms: u64) {
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        if elapsed > 0 {
+            if self.milli < self.cap_milli {
+                let refilled = self.milli + elapsed.saturating_mul(self.rate_per_s);
+                self.milli = refilled.min(self.cap_milli);
+            }
+            self.last_ms = now_ms;
         }
     }
 }
@@ -59,6 +83,19 @@ mod tests {
         assert!(b.allow(100));
         assert!(!b.allow(100));
         // A long pause refills only up to the burst.
+        assert_eq!((0..30).filter(|_| b.allow(100_000)).count(), 20);
+    }
+
+    #[test]
+    fn a_pause_the_server_caused_is_credited_beyond_the_burst() {
+        let mut b = TokenBucket::new(10, 20, 0);
+        assert_eq!((0..20).filter(|_| b.allow(0)).count(), 20);
+        // Not read for 5 s: the burst refilled (20), and the 50 commands
+        // sent at the rate meanwhile, read at once at 5 s, pass on top.
+        b.credit_pause(5_000, 5_000);
+        assert_eq!((0..100).filter(|_| b.allow(5_000)).count(), 70);
+        // Spent: the rate applies again, and refills stop at the burst.
+        assert!(!b.allow(5_000));
         assert_eq!((0..30).filter(|_| b.allow(100_000)).count(), 20);
     }
 

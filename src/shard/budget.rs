@@ -7,9 +7,12 @@
 //! shard's inbox has a count of the bytes of the frames queued to it
 //! ([`ShardMsg::queued_bytes`](super::msg::ShardMsg::queued_bytes): an
 //! OP_RTMSG on its way to its room's home shard, a fan-out list on its way
-//! to the recipients' shard), which the sending shard adds to when it
-//! queues the message ([`Budget::charge`]) and the receiving shard takes
-//! off once per batch handled ([`Budget::release`]).
+//! to the recipients' shard), which the sending shard adds to
+//! ([`Budget::charge`]: an OP_RTMSG when it is queued, a fan-out when it
+//! leaves, see
+//! [`ShardMsg::counts_when_queued`](super::msg::ShardMsg::counts_when_queued))
+//! and the receiving shard takes off once per batch handled
+//! ([`Budget::release`]).
 //!
 //! The bound is enforced where waiting is harmless, at the socket of the
 //! client that produces the load: before an OP_RTMSG is handled, the input
@@ -31,10 +34,12 @@
 //!   an OP_RTMSG waits for that inbox, since any room may have members on
 //!   that shard.
 //!
-//! Messages count from the moment they are queued, so every check sees the
-//! ones before it: an inbox's count exceeds its budget by at most one
-//! message per shard sending to it at the moment it filled, plus the
-//! fan-out of the OP_RTMSG it had already accepted.
+//! An OP_RTMSG counts from the moment it is queued, so every check sees
+//! the ones before it: a home shard's count exceeds its budget by at most
+//! one message per shard sending to it at the moment it filled. A
+//! recipient shard's count passes the hard limit by at most the fan-out of
+//! the OP_RTMSG already accepted, and of one read's worth of OP_RTMSG to a
+//! room homed on the sender's own shard (handled after the read).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 

@@ -27,6 +27,11 @@ pub fn flush(shard: &Shard) {
     let out = std::mem::take(&mut *shard.outbox.borrow_mut());
     for (to, msg) in out {
         let bytes = msg.queued_bytes();
+        if !msg.counts_when_queued() {
+            // A fan-out counts from when it leaves (see
+            // `ShardMsg::counts_when_queued`).
+            shard.shared.mesh.budget().charge(to, bytes);
+        }
         if !shard.shared.mesh.send(to, msg) {
             // Never to be handled: not queued either.
             shard.shared.mesh.budget().release(to, bytes);

@@ -257,6 +257,12 @@ async fn resume(shard: &Shard, c: ConnRef, stream: &Stream, to: usize) -> bool {
             cn.waits_for = None;
             // Its replies are the read task's to write, as after a read.
             cn.out.reader_turn();
+            // What it sent while not read comes in at once now: the pause
+            // does not count against its rate limit.
+            let now = shard.shared.now_ms();
+            cn.bucket
+                .credit_pause(now.saturating_sub(cn.last_rx_ms), now);
+            cn.last_rx_ms = now;
             break cn.service;
         }
     };

@@ -521,11 +521,10 @@ impl Shard {
         if to == self.id {
             self.local.borrow_mut().push_back(msg);
         } else {
-            // Counted from now, not when the outbox is flushed: a read's
-            // later commands already see it (see [`budget`]).
-            let bytes = msg.queued_bytes();
-            if bytes > 0 {
-                self.shared.mesh.budget().charge(to, bytes);
+            // An OP_RTMSG counts from now, not when the outbox is flushed:
+            // the read's later commands already see it (see [`budget`]).
+            if msg.counts_when_queued() {
+                self.shared.mesh.budget().charge(to, msg.queued_bytes());
             }
             self.outbox.borrow_mut().push((to, msg));
         }

@@ -319,6 +319,18 @@ impl ShardMsg {
             _ => 0,
         }
     }
+
+    /// Whether the message counts against its receiver's budget from when
+    /// it is queued on the sending shard ([`super::Shard::send`]) rather
+    /// than from when the outbox is flushed to the mesh. An OP_RTMSG does:
+    /// the rest of the read it came in is checked against it. A fan-out
+    /// does not: an inbox batch of up to 512 messages is handled before
+    /// its outbox leaves, and fan-outs waiting there must not make the
+    /// receiver look full (pausing every sender at the hard limit) while
+    /// its own inbox is empty.
+    pub fn counts_when_queued(&self) -> bool {
+        matches!(self, ShardMsg::RtMsg { .. })
+    }
 }
 
 #[cfg(test)]

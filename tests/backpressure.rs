@@ -219,3 +219,68 @@ fn a_sender_to_a_busy_shard_is_paused_and_memory_stays_flat_while_others_keep_go
         server.metric("chatd_shard_queue_bytes") == 0.0
     });
 }
+
+/// A client that keeps within `--rtmsg-rate` is not RATE_LIMITED for a
+/// pause the server caused: what it sent while it was not read comes in
+/// at once when it resumes, and the pause is credited to its bucket.
+#[test]
+fn a_sender_within_its_rate_limit_gets_no_rate_limited_after_a_pause() {
+    const RATE: u32 = 5;
+    const PACED: u32 = 22;
+    let shards = 2;
+    // The blaster fills the slow room's home shard (1 s per message there)
+    // with 9 messages: the queue stays full for about 5 s, far longer than
+    // the 2 s of the rate a burst holds.
+    let slow = room_homed_on(1, shards, 100);
+    let other = room_homed_on(1, shards, 300);
+    let rate = RATE.to_string();
+    let server = Server::start_with_env(
+        shards,
+        &["--max-shard-queue-bytes", "65536", "--rtmsg-rate", &rate],
+        &[
+            ("CHATD_DEBUG_SLOW_ROOM", &format!("{slow}:1000000")),
+            ("CHATD_LOG", "info,chatd::shard::driver=debug"),
+        ],
+    );
+    server.add_member(slow, 1);
+    server.add_member(other, 3);
+    server.add_member(other, 4);
+    let (mut blaster, _spare) = chatd_on_shard(&server, 1, 0);
+    let (mut paced, _spare_p) = chatd_on_shard(&server, 3, 0);
+    let mut receiver = server.chatd(4);
+    blaster.join(slow);
+    paced.join(other);
+    receiver.join(other);
+    let from = (3, paced.client_id);
+
+    for seq in 0..9u32 {
+        let mut data = vec![0x5A; DATA];
+        data[..4].copy_from_slice(&seq.to_be_bytes());
+        blaster.rtmsg(slow, 0, 0, 1, &data);
+    }
+    // A fence behind the blast: the blaster's 9 messages are all queued.
+    blaster.keepalive_roundtrip();
+
+    // The paced client sends at 80% of the rate to another room of that
+    // shard: it is paused at its first message, and what it sends
+    // meanwhile (about 4 s of it, twice what a burst holds) waits unread.
+    let interval = Duration::from_millis(1000 * 5 / (4 * RATE as u64));
+    let start = Instant::now();
+    for i in 0..PACED {
+        let due = start + interval * i;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        paced.rtmsg(other, 0, 0, 2, &i.to_be_bytes());
+    }
+    assert!(
+        server.metric("chatd_read_pauses_total") >= 1.0,
+        "the paced client was never paused: the test shows nothing"
+    );
+    // Every message arrives, in order, and the client gets no error: its
+    // next answer is its keepalive's.
+    for i in 0..PACED {
+        receiver.expect_rtmsg_from(other, from, 2, &i.to_be_bytes());
+    }
+    paced.keepalive_roundtrip();
+}

@@ -96,6 +96,17 @@ struct Run {
     reads: u64,
 }
 
+impl Run {
+    /// A mode's run that began at thread CPU time `c0` and at `t0`.
+    fn since(c0: u64, t0: Instant, reads: u64) -> Run {
+        Run {
+            cpu_ns: thread_cpu_ns() - c0,
+            wall_ns: t0.elapsed().as_nanos() as u64,
+            reads,
+        }
+    }
+}
+
 /// How the client writes.
 #[derive(Clone, Copy)]
 enum Regime {
@@ -227,11 +238,7 @@ fn mode_read(servers: &[TcpStream], total: u64, pace: &mut Pace) -> Run {
             push(&mut ring, &sqe);
         }
     }
-    let run = Run {
-        cpu_ns: thread_cpu_ns() - c0,
-        wall_ns: t0.elapsed().as_nanos() as u64,
-        reads,
-    };
+    let run = Run::since(c0, t0, reads);
     // The reads still in flight refer to `bufs`: end them before it goes.
     drop(ring);
     drop(bufs);
@@ -350,11 +357,7 @@ fn mode_multishot(servers: &[TcpStream], total: u64, pace: &mut Pace) -> std::io
         br.publish();
     }
     std::hint::black_box(sum);
-    let run = Run {
-        cpu_ns: thread_cpu_ns() - c0,
-        wall_ns: t0.elapsed().as_nanos() as u64,
-        reads,
-    };
+    let run = Run::since(c0, t0, reads);
     drop(ring);
     drop(br);
     Ok(run)
@@ -393,11 +396,7 @@ fn mode_epoll(servers: &mut [TcpStream], total: u64, pace: &mut Pace) -> Run {
             }
         }
     }
-    let run = Run {
-        cpu_ns: thread_cpu_ns() - c0,
-        wall_ns: t0.elapsed().as_nanos() as u64,
-        reads,
-    };
+    let run = Run::since(c0, t0, reads);
     // SAFETY: created above, not used after.
     unsafe { libc::close(ep) };
     run

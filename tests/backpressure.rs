@@ -86,6 +86,23 @@ fn rss_bytes(server: &Server) -> usize {
     kb * 1024
 }
 
+/// A server of `shards` shards with a queue budget of [`BUDGET`], whose
+/// room `slow` costs its home shard `micros` per OP_RTMSG, logging the
+/// connections' shards ([`shard_of`]); `args` are more flags.
+fn start_with_slow_room(shards: usize, slow: u64, micros: u64, args: &[&str]) -> Server {
+    let budget = BUDGET.to_string();
+    let mut all = vec!["--max-shard-queue-bytes", &budget];
+    all.extend_from_slice(args);
+    Server::start_with_env(
+        shards,
+        &all,
+        &[
+            ("CHATD_DEBUG_SLOW_ROOM", &format!("{slow}:{micros}")),
+            ("CHATD_LOG", "info,chatd::shard::driver=debug"),
+        ],
+    )
+}
+
 fn seq_of(data: &[u8]) -> usize {
     u32::from_be_bytes(data[..4].try_into().expect("4 bytes")) as usize
 }
@@ -99,15 +116,7 @@ fn a_sender_to_a_busy_shard_is_paused_and_memory_stays_flat_while_others_keep_go
     // its shard.
     let slow = room_homed_on(1, shards, 100);
     let paced = room_homed_on(0, shards, 200);
-    let budget = BUDGET.to_string();
-    let server = Server::start_with_env(
-        shards,
-        &["--max-shard-queue-bytes", &budget],
-        &[
-            ("CHATD_DEBUG_SLOW_ROOM", &format!("{slow}:{SLOW_MICROS}")),
-            ("CHATD_LOG", "info,chatd::shard::driver=debug"),
-        ],
-    );
+    let server = start_with_slow_room(shards, slow, SLOW_MICROS, &[]);
     server.add_member(slow, 1);
     server.add_member(slow, 2);
     server.add_member(paced, 3);
@@ -234,14 +243,7 @@ fn a_sender_within_its_rate_limit_gets_no_rate_limited_after_a_pause() {
     let slow = room_homed_on(1, shards, 100);
     let other = room_homed_on(1, shards, 300);
     let rate = RATE.to_string();
-    let server = Server::start_with_env(
-        shards,
-        &["--max-shard-queue-bytes", "65536", "--rtmsg-rate", &rate],
-        &[
-            ("CHATD_DEBUG_SLOW_ROOM", &format!("{slow}:1000000")),
-            ("CHATD_LOG", "info,chatd::shard::driver=debug"),
-        ],
-    );
+    let server = start_with_slow_room(shards, slow, 1_000_000, &["--rtmsg-rate", &rate]);
     server.add_member(slow, 1);
     server.add_member(other, 3);
     server.add_member(other, 4);

@@ -269,10 +269,7 @@ async fn resume(shard: &Shard, c: ConnRef, stream: &Stream, to: usize) -> bool {
     let Some(mut buf) = conn::take_read_buf(&mut shard.state.borrow_mut(), c, 0) else {
         return true;
     };
-    match service {
-        Service::Chatd => input::on_bytes::<ChatdInput>(shard, c, &mut buf),
-        Service::Statusd => input::on_bytes::<StatusdInput>(shard, c, &mut buf),
-    }
+    on_commands(shard, c, &mut buf, service);
     {
         let mut st = shard.state.borrow_mut();
         match st.conn(c) {
@@ -296,6 +293,15 @@ fn phase(shard: &Shard, c: ConnRef) -> Option<Phase> {
     shard.state.borrow_mut().conn(c).map(|conn| conn.phase)
 }
 
+/// Hands the command bytes in `buf` to the input path, with the
+/// connection's service's implementation.
+fn on_commands(shard: &Shard, c: ConnRef, buf: &mut BytesMut, service: Service) {
+    match service {
+        Service::Chatd => input::on_bytes::<ChatdInput>(shard, c, buf),
+        Service::Statusd => input::on_bytes::<StatusdInput>(shard, c, buf),
+    }
+}
+
 /// Handles `n` bytes just appended to `buf` by a read; returns the read
 /// buffer size to aim for next.
 fn on_read(shard: &Shard, c: ConnRef, buf: &mut BytesMut, n: usize, want: usize) -> usize {
@@ -304,10 +310,7 @@ fn on_read(shard: &Shard, c: ConnRef, buf: &mut BytesMut, n: usize, want: usize)
     let (inbound, service) = transport_in(shard, c, buf, n);
     metrics::add(&shard.metrics.bytes_in[service.index()], n as u64);
     if matches!(inbound, Inbound::Commands | Inbound::CommandsThenClose) {
-        match service {
-            Service::Chatd => input::on_bytes::<ChatdInput>(shard, c, buf),
-            Service::Statusd => input::on_bytes::<StatusdInput>(shard, c, buf),
-        }
+        on_commands(shard, c, buf, service);
     }
     if matches!(inbound, Inbound::CommandsThenClose | Inbound::Close) {
         let mut st = shard.state.borrow_mut();

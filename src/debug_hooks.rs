@@ -9,6 +9,10 @@
 //!   room's home shard spends `micros` on each OP_RTMSG to it, as a shard
 //!   that cannot keep up would (the back-pressure between shards,
 //!   [`crate::shard::mesh`]).
+//! - `CHATD_DEBUG_ROUND2_DELAY_MS=<millis>` ([`round2_delay`]): round 2 of
+//!   every relation change starts that much after round 1 is over, as on
+//!   a busy server (logins racing a relation change's updates,
+//!   [`crate::shard::flips`]).
 
 /// The room whose home shard must panic on an OP_JOIN for it
 /// (`CHATD_DEBUG_PANIC_ROOM`), read once.
@@ -32,4 +36,18 @@ pub fn slow_room() -> Option<(u64, u64)> {
         let (room, micros) = v.split_once(':')?;
         Some((room.parse().ok()?, micros.parse().ok()?))
     })
+}
+
+/// How long round 2 of a relation change waits after round 1
+/// (`CHATD_DEBUG_ROUND2_DELAY_MS=<millis>`), read once.
+#[cfg(debug_assertions)]
+pub fn round2_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    DELAY
+        .get_or_init(|| {
+            std::env::var("CHATD_DEBUG_ROUND2_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        })
+        .map(std::time::Duration::from_millis)
 }

@@ -533,6 +533,28 @@ fn login_racing_a_new_relation_converges(shards: usize) {
     }
 }
 
+/// 5.4 "nothing is sent when presence does not change", for a login that
+/// follows the answer to a relation change: the answer comes once the
+/// change's updates are out, so the new client's login is not also
+/// reported by round 2 (a second `OP_PRES CAROL 127` to ALICE) and its
+/// dump is not followed by a second `OP_PRES ALICE 3`. Round 2 is held
+/// back 300 ms (a debug-build fault) so that a login could overtake it.
+#[cfg(debug_assertions)]
+fn a_login_after_a_relation_change_is_reported_once(shards: usize) {
+    let s = Server::start_with_env(shards, &[], &[("CHATD_DEBUG_ROUND2_DELAY_MS", "300")]);
+    let mut a = s.statusd(ALICE, 3);
+    s.add_contact(ALICE, CAROL);
+    let mut c = s.statusd(CAROL, auto(FENCE - 1));
+    assert_eq!(c.dump, vec![(ALICE, 3)]);
+    a.expect_pres(CAROL, FENCE - 1);
+    // An idempotent PUT (it sends nothing) is answered after round 2 of
+    // the change before it: whatever that sent is out by now, so each
+    // fence's update must be next.
+    s.add_contact(CAROL, ALICE);
+    fence(&s, CAROL, FENCE - 1, &mut [&mut a], &mut [&mut c]);
+    fence(&s, ALICE, 3, &mut [&mut c], &mut [&mut a]);
+}
+
 /// 5.4: the login dump ends with `OP_PRES 0 own`, and an OP_SETPRES sent
 /// with the login (before the dump could end) is answered after it, so
 /// the client never mistakes the answer for the dump's end; the watchers
@@ -632,3 +654,10 @@ common::on_one_and_three_shards!(
     batched_updates_arrive_complete_in_fewer_writes,
     setpres_sent_with_the_login_is_answered_after_the_dump,
 );
+
+/// Debug builds only: it needs a debug-build fault.
+#[cfg(debug_assertions)]
+mod round2_held_back {
+    super::common::on_one_and_three_shards!(a_login_after_a_relation_change_is_reported_once);
+    use super::a_login_after_a_relation_change_is_reported_once;
+}

@@ -34,8 +34,10 @@ pub struct UserLive {
     pub chatd_clients: u64,
 }
 
-/// The presence updates an applied relation change causes: resolves
-/// once they are computed and sent (they may follow the admin's answer).
+/// The presence updates an applied relation change causes (round 2):
+/// started when first polled, resolves once they are computed and sent.
+/// The write is answered after it, so a client acting on the answer gets
+/// none of them on top of what its own login saw.
 pub struct Pushes(pub BoxFuture<()>);
 
 /// A shard did not apply a change or answer a query: its thread is gone
@@ -50,10 +52,10 @@ pub struct ShardGone(pub usize);
 /// What the admin API needs from the shards.
 pub trait ShardControl: Send + Sync + 'static {
     /// Applies a net relation change (already durable) to the live
-    /// shards. Resolves once every shard has applied its part, so that a
-    /// command a client sends after the admin call answered sees the
-    /// change; its output, [`Pushes`], resolves once the presence updates
-    /// the change causes are computed and sent. Changes are applied one at
+    /// shards. Resolves once every shard has applied its part (a command
+    /// a shard handles from then on sees the change); its output,
+    /// [`Pushes`], resolves once the presence updates the change causes
+    /// are computed and sent, and the admin call is answered after that. Changes are applied one at
     /// a time: the caller awaits the pushes before applying the next.
     /// [`ShardGone`] when a shard did not acknowledge its part.
     fn apply(&self, change: Arc<NetChange>) -> BoxFuture<Result<Pushes, ShardGone>>;

@@ -212,8 +212,12 @@ async fn write(admin: &Arc<Admin>, ops: Vec<Op>) -> ApiResult<()> {
                 return;
             }
         };
-        let _ = answer.send(Ok(()));
+        // Answered once the presence updates of the change are out, so
+        // that a client acting on the answer (a login, a command) comes
+        // after them: it sees the change and gets none of its updates on
+        // top of what its own login dump already holds.
         pushes.0.await;
+        let _ = answer.send(Ok(()));
         drop(guard);
     });
     answered.await.map_err(ApiError::store)?

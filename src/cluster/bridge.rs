@@ -942,8 +942,10 @@ async fn consume_relations(
                     Ok(Ok(change)) if !change.is_empty() => {
                         match control.apply(Arc::new(change)).await {
                             Ok(pushes) => {
-                                applied.send_replace(seq);
+                                // The write is answered after the change's
+                                // presence updates, as on a single node.
                                 pushes.0.await;
+                                applied.send_replace(seq);
                                 continue;
                             }
                             // Stored, not live: the process is ending.

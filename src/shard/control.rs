@@ -161,25 +161,30 @@ impl ShardControl for MeshControl {
                 return Ok(Pushes(Box::pin(async {})));
             }
             // Round 2: what the change showed and hid, computed by each
-            // touched user's home at this epoch, sent in chunks.
-            let touched = Arc::new(touched);
-            let mut waits = Vec::new();
-            for to in 0..mesh.shards() {
-                let (done, wait) = oneshot::channel();
-                let touched = touched.clone();
-                mesh.send(
-                    to,
-                    ShardMsg::Flips {
-                        epoch,
-                        touched,
-                        done,
-                    },
-                );
-                waits.push(wait);
-            }
+            // touched user's home at this epoch, sent in chunks. The
+            // request is answered after it (see `Pushes`).
             Ok(Pushes(Box::pin(async move {
-                // After the answer: a shard gone here was logged by the
-                // mesh, and the process is ending.
+                #[cfg(debug_assertions)]
+                if let Some(delay) = crate::debug_hooks::round2_delay() {
+                    tokio::time::sleep(delay).await;
+                }
+                let touched = Arc::new(touched);
+                let mut waits = Vec::new();
+                for to in 0..mesh.shards() {
+                    let (done, wait) = oneshot::channel();
+                    let touched = touched.clone();
+                    mesh.send(
+                        to,
+                        ShardMsg::Flips {
+                            epoch,
+                            touched,
+                            done,
+                        },
+                    );
+                    waits.push(wait);
+                }
+                // A shard gone here was logged by the mesh, and the
+                // process is ending.
                 if let Err(ShardGone(shard)) = all_acks(waits).await {
                     tracing::error!(shard, epoch, "shard {shard} did not finish round 2");
                 }

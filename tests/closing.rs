@@ -14,6 +14,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chatd_client::login;
@@ -304,6 +306,11 @@ fn a_trickling_reader_gets_slow_consumer_rather_than_a_cut(shards: usize) {
     }
     const READ: usize = 2048;
     const PAUSE: Duration = Duration::from_millis(10);
+    // Once the server has closed it, the reader only has to get through
+    // what the kernel holds (some 100-200 KB) within the close deadline
+    // (2 s), so it speeds up to 1 MB/s: enough margin on a loaded
+    // machine, and still too slow for a 4 MiB queue flushed whole.
+    const PAUSE_AFTER_CLOSE: Duration = Duration::from_millis(2);
     let server = Server::start(shards, &["--max-outbuf-bytes", "4194304"]);
     let chat = rooms_on_every_shard(shards, 1700)[shards - 1];
     for u in [1, 2, 3] {
@@ -339,17 +346,26 @@ fn a_trickling_reader_gets_slow_consumer_rather_than_a_cut(shards: usize) {
         .try_clone()
         .unwrap();
     raw.set_read_timeout(Some(WAIT)).unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let mut small = [0u8; READ];
-        loop {
-            match raw.read(&mut small) {
-                Ok(0) => return all,
-                Ok(n) => all.extend_from_slice(&small[..n]),
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return all,
-                Err(e) => panic!("the trickling reader's read: {e}"),
+    let closed = Arc::new(AtomicBool::new(false));
+    let reader = std::thread::spawn({
+        let closed = closed.clone();
+        move || {
+            let mut all = Vec::new();
+            let mut small = [0u8; READ];
+            loop {
+                match raw.read(&mut small) {
+                    Ok(0) => return all,
+                    Ok(n) => all.extend_from_slice(&small[..n]),
+                    Err(e) if e.kind() == ErrorKind::ConnectionReset => return all,
+                    Err(e) => panic!("the trickling reader's read: {e}"),
+                }
+                let after_close = closed.load(Ordering::Relaxed);
+                std::thread::sleep(if after_close {
+                    PAUSE_AFTER_CLOSE
+                } else {
+                    PAUSE
+                });
             }
-            std::thread::sleep(PAUSE);
         }
     });
 
@@ -369,6 +385,7 @@ fn a_trickling_reader_gets_slow_consumer_rather_than_a_cut(shards: usize) {
         assert!(sent < 200_000, "the trickling reader was never closed");
         flood(&mut sender, &mut healthy, &mut sent);
     }
+    closed.store(true, Ordering::Relaxed);
     // The others are served on: nothing lost, in order.
     flood(&mut sender, &mut healthy, &mut sent);
 

@@ -157,18 +157,18 @@ fn in_call_flag_counts_distinct_users_over_every_node() {
     let mut d = c.at(2).chatd(3);
     assert!(d.join(300));
     // The admin API of any node reports the room over every node (even
-    // one with no client in it).
+    // one with no client in it). Polled: a node that does not answer the
+    // query within its timeout (a loaded machine) is left out of one
+    // answer (docs/cluster.md), and the next one counts it again.
     for n in &c.nodes {
-        let v = n.get_json("/v1/rooms/300");
-        assert_eq!(
-            (&v["joined_clients"], &v["in_call"], &v["call_users"]),
-            (
-                &serde_json::json!(4),
-                &serde_json::json!(true),
-                &serde_json::json!(["1", "2"])
-            ),
-            "{v}"
-        );
+        common::eventually(n, "/v1/rooms/300", |v| {
+            (&v["joined_clients"], &v["in_call"], &v["call_users"])
+                == (
+                    &serde_json::json!(4),
+                    &serde_json::json!(true),
+                    &serde_json::json!(["1", "2"]),
+                )
+        });
     }
     // User 2 leaves the call: one user left, the flag drops everywhere.
     b.in_call(300, false);

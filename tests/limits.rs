@@ -4,7 +4,7 @@
 
 mod common;
 
-use chatd_proto::chatd::{Request, OP_HELLO, OP_JOIN, OP_RTMSG};
+use chatd_proto::chatd::{self as cw, Request, OP_HELLO, OP_JOIN, OP_RTMSG};
 use chatd_proto::statusd as sw;
 use common::{ChatdClient, Ev, Server, StatusdClient};
 
@@ -175,19 +175,39 @@ fn pipelined_joins_cannot_exceed_the_room_limit_on_three_shards() {
 
 #[test]
 fn rtmsg_over_the_rate_is_dropped_with_rate_limited_and_others_are_unaffected() {
-    let server = Server::start(1, &["--rtmsg-rate", "5"]);
-    let (mut flooder, mut reader) = two_joined(&server, 9);
-    // Burst of 2 s worth (10) passes at once; the 11th within the same
-    // instant is refused.
-    for i in 0..11u8 {
-        flooder.rtmsg(9, 0, 0, 1, &[i]);
+    let server = Server::start(1, &["--rtmsg-rate", "1"]);
+    server.add_member(9, 1);
+    server.add_member(9, 2);
+    let mut reader = server.chatd(2);
+    assert!(!reader.join(9));
+    let mut flooder = server.chatd(1);
+    // OP_JOIN, then a burst of 2 s worth (2) that passes at once, and a
+    // third within the same instant, refused. One write, so that the
+    // server reads them within a few microseconds however loaded the
+    // machine. The error comes after the join's answer: it is sent through
+    // the room's home, which answers the join (the statusd tests of the
+    // same path, where one read is sure to hold them all, fail without).
+    let mut burst = Vec::new();
+    cw::encode_request(&Request::Join { chatid: 9 }, &mut burst);
+    for i in 0..3u8 {
+        let req = Request::RtMsg {
+            chatid: 9,
+            receiver_userid: 0,
+            receiver_clientid: 0,
+            msgtype: 1,
+            data: &[i],
+        };
+        cw::encode_request(&req, &mut burst);
     }
+    flooder.send_raw(&burst);
+    flooder.expect(Ev::Join(9));
+    flooder.expect(Ev::InCall(9, false));
     flooder.expect(Ev::Error {
         code: RATE_LIMITED,
         opcode: OP_RTMSG,
         id: 9,
     });
-    for i in 0..10u8 {
+    for i in 0..2u8 {
         match reader.recv() {
             Ev::RtMsg { data, .. } => assert_eq!(data, vec![i]),
             other => panic!("expected message {i}, got {other:?}"),
@@ -203,11 +223,17 @@ fn rtmsg_over_the_rate_is_dropped_with_rate_limited_and_others_are_unaffected() 
 fn setpres_over_the_rate_is_refused_and_the_connection_stays() {
     let server = Server::start(1, &["--setpres-rate", "2"]);
     let mut s: StatusdClient = server.statusd(1, 1);
+    // Burst of 2 s worth (4), then a fifth at the same instant (one write:
+    // a token comes back every 500 ms). The error comes after the four
+    // answers: it is sent through the user's home, which answers them.
+    let mut burst = Vec::new();
+    for v in 1..=5u8 {
+        sw::encode_request(&sw::Request::SetPres { presence: v }, &mut burst);
+    }
+    s.send_raw(&burst);
     for v in 1..=4u8 {
-        s.send(&sw::Request::SetPres { presence: v });
         s.expect_pres(0, v);
     }
-    s.send(&sw::Request::SetPres { presence: 5 });
     assert_eq!(
         s.recv(),
         sw::Event::Error {

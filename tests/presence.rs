@@ -597,6 +597,56 @@ fn setpres_sent_with_the_login_is_answered_after_the_dump(shards: usize) {
     }
 }
 
+/// An OP_SETPRES over the rate limit sent with the login is refused after
+/// the dump and after the answers to the OP_SETPRES before it: the error
+/// is sent through the user's home, in order with its answers, so it can
+/// neither be read as part of the dump nor overtake an answer.
+fn setpres_refused_during_the_login_dump_is_answered_in_order(shards: usize) {
+    // 1 a second: a burst of 2.
+    let s = Server::start(shards, &["--setpres-rate", "1"]);
+    let others = [BOB, CAROL, DAVE];
+    for u in others {
+        s.add_contact(ALICE, u);
+    }
+    let _online: Vec<StatusdClient> = others.iter().map(|&u| s.statusd(u, 3)).collect();
+    let mut a = StatusdClient::connect(s.statusd);
+    let token = s.token(ALICE);
+    let mut login = Vec::new();
+    sw::encode_request(
+        &sw::Request::Auth {
+            token: token.as_bytes(),
+        },
+        &mut login,
+    );
+    sw::encode_request(
+        &sw::Request::Hello {
+            version: 1,
+            presence: 2,
+        },
+        &mut login,
+    );
+    for v in [4, 5, 6] {
+        sw::encode_request(&sw::Request::SetPres { presence: v }, &mut login);
+    }
+    a.send_raw(&login);
+    a.read_dump();
+    assert_eq!(
+        sorted(a.dump.clone()),
+        sorted(others.map(|u| (u, 3)).to_vec())
+    );
+    assert_eq!(a.own, 2, "the dump ends with the HELLO value");
+    a.expect_pres(0, 4);
+    a.expect_pres(0, 5);
+    assert_eq!(
+        a.recv(),
+        SEv::Error {
+            code: chatd_proto::ErrorCode::RateLimited as u8,
+            opcode: sw::OP_SETPRES,
+            id: 0
+        }
+    );
+}
+
 /// `--presence-batch-ms`: updates about other users wait for the batch
 /// flush and go out together, in order and complete; the sender's own
 /// answers do not wait. Counted with `chatd_socket_writes_total`: five
@@ -653,6 +703,7 @@ common::on_one_and_three_shards!(
     login_racing_a_new_relation_converges,
     batched_updates_arrive_complete_in_fewer_writes,
     setpres_sent_with_the_login_is_answered_after_the_dump,
+    setpres_refused_during_the_login_dump_is_answered_in_order,
 );
 
 /// Debug builds only: it needs a debug-build fault.

@@ -5,10 +5,13 @@
 //!
 //! Owns the call heartbeat timeouts, on its own [`TimerWheel`]. A heartbeat
 //! only records `last_beat_ms` (O(1), no wheel operation, no allocation);
-//! when a participant's timer fires it is re-armed at `last_beat_ms +
-//! call_timeout_ms` if a beat came since, else the participant leaves the
-//! call. So a drop is noticed at its exact deadline by the first
-//! `poll_timeouts` after it.
+//! when a participant's timer fires it is re-armed at its deadline if a
+//! beat came since, else the participant leaves the call. So a drop is
+//! noticed at its exact deadline by the first `poll_timeouts` after it.
+//! The deadline is `last_beat_ms + call_timeout_ms + 1` ([`due_ms`]):
+//! the clock is in whole milliseconds, rounded down, so a beat stamped `t`
+//! came in `[t, t + 1)`, and only from `t + call_timeout_ms + 1` has the
+//! participant surely been silent for the whole timeout.
 //!
 //! Connections are opaque handles `H` chosen by the server. This module
 //! never sends anything: it pushes [`RoomOutput`]s for the caller to encode.
@@ -487,8 +490,9 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
             }
             (None, false) => return Ok(()),
             (None, true) => {
-                let deadline_ms = now_ms.saturating_add(self.call_timeout_ms);
-                let timer = self.timers.insert(deadline_ms, (chat, conn));
+                let timer = self
+                    .timers
+                    .insert(due_ms(now_ms, self.call_timeout_ms), (chat, conn));
                 j.call = Some(Participant {
                     last_beat_ms: now_ms,
                     timer,
@@ -524,7 +528,7 @@ impl<H: Copy + Eq + Hash + Debug> Rooms<H> {
                 debug_assert!(false, "call timer of a connection not in the call");
                 continue;
             };
-            let due_ms = p.last_beat_ms.saturating_add(self.call_timeout_ms);
+            let due_ms = due_ms(p.last_beat_ms, self.call_timeout_ms);
             if due_ms > now_ms {
                 p.timer = self.timers.insert(due_ms, (chat, conn));
                 continue;
@@ -750,6 +754,14 @@ fn leave_call_count<H>(room: &mut Room<H>, user: UserId) {
     } else {
         debug_assert!(false, "call participant missing from the per-user index");
     }
+}
+
+/// When a participant whose last beat was stamped `last_beat_ms` has
+/// been silent for the whole call timeout (see the module doc).
+fn due_ms(last_beat_ms: u64, call_timeout_ms: u64) -> u64 {
+    last_beat_ms
+        .saturating_add(call_timeout_ms)
+        .saturating_add(1)
 }
 
 #[cfg(test)]

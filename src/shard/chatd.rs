@@ -121,6 +121,15 @@ impl ServiceInput for ChatdInput {
         }
     }
 
+    /// Every chatd command concerns one room, answered by its home.
+    fn home(shard: &Shard, _from: Sender, cmd: &Command) -> usize {
+        let (Command::Join { chatid }
+        | Command::Leave { chatid }
+        | Command::InCall { chatid, .. }
+        | Command::RtMsg { chatid, .. }) = *cmd;
+        route::room_home(chatid, shard.shards())
+    }
+
     fn refuse(cmd: &Command) -> Option<ErrorCode> {
         match *cmd {
             Command::RtMsg {
@@ -270,7 +279,7 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
                     opcode: wire::OP_IN_CALL,
                     id: chat,
                 };
-                return notify(shard, conn, notice);
+                return conn::notify(shard, conn, notice);
             }
         },
         ShardMsg::RtMsg {
@@ -302,7 +311,7 @@ pub fn handle_room_msg(shard: &Shard, msg: ShardMsg) {
                     id: chat,
                 };
                 shard.give_conn_list(recipients);
-                return notify(shard, sender, notice);
+                return conn::notify(shard, sender, notice);
             }
             if let Some(nodes) = nodes {
                 // Other nodes have joined connections: the bridge
@@ -343,17 +352,6 @@ pub fn poll_call_timeouts(shard: &Shard, now: u64) {
     let mut out = Vec::new();
     shard.state.borrow_mut().rooms.poll_timeouts(now, &mut out);
     apply_room_outputs(shard, out);
-}
-
-/// Tells one connection something, wherever it lives: directly when it is
-/// on this shard (in order with frames delivered directly), else on the
-/// mesh (in order with frames delivered on the mesh).
-pub fn notify(shard: &Shard, c: ConnRef, notice: Notice) {
-    if c.shard() == shard.id {
-        conn::apply_notice(shard, c, notice);
-    } else {
-        shard.send(c.shard(), ShardMsg::Notice { conn: c, notice });
-    }
 }
 
 /// Cluster mode: what the other nodes must hear about rooms homed here
@@ -464,16 +462,16 @@ pub fn apply_room_outputs(shard: &Shard, out: Vec<RoomOutput<ConnRef>>) {
                 conn,
                 chat,
                 in_call,
-            } => notify(shard, conn, Notice::Joined { chat, in_call }),
+            } => conn::notify(shard, conn, Notice::Joined { chat, in_call }),
             RoomOutput::NotMember { conn, chat } => {
                 let notice = Notice::Error {
                     code: ErrorCode::NotMember,
                     opcode: wire::OP_JOIN,
                     id: chat,
                 };
-                notify(shard, conn, notice)
+                conn::notify(shard, conn, notice)
             }
-            RoomOutput::Left { conn, chat } => notify(shard, conn, Notice::Left { chat }),
+            RoomOutput::Left { conn, chat } => conn::notify(shard, conn, Notice::Left { chat }),
             RoomOutput::FlagChanged { chat, in_call } => {
                 let delta = if in_call { 1 } else { -1 };
                 shard.metrics.rooms_in_call.fetch_add(delta, Relaxed);

@@ -570,6 +570,17 @@ pub fn apply_notice(shard: &Shard, c: ConnRef, notice: Notice) {
     }
 }
 
+/// Tells one connection something, wherever it lives: directly when it is
+/// on this shard (in order with frames delivered directly), else on the
+/// mesh (in order with frames delivered on the mesh).
+pub fn notify(shard: &Shard, c: ConnRef, notice: Notice) {
+    if c.shard() == shard.id {
+        apply_notice(shard, c, notice);
+    } else {
+        shard.send(c.shard(), ShardMsg::Notice { conn: c, notice });
+    }
+}
+
 /// Fires due login, idle and close deadlines.
 pub fn poll_timers(shard: &Shard, now: u64, fired: &mut Vec<ConnRef>) {
     let mut st = shard.state.borrow_mut();

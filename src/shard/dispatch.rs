@@ -80,6 +80,11 @@ pub fn handle(shard: &Shard, msg: ShardMsg) {
             }
         }
         ShardMsg::Echoed { conn } => conn::echoed(shard, conn),
+        ShardMsg::Refused { conn, notice } => {
+            if let Some(notice) = statusd::hold_for_dump(shard, conn, notice) {
+                conn::notify(shard, conn, notice);
+            }
+        }
         ShardMsg::PresHello { .. }
         | ShardMsg::PresSet { .. }
         | ShardMsg::PresGone { .. }

@@ -12,7 +12,9 @@
 //! - after login: `OP_KEEPALIVE` is answered, a second `OP_AUTH` or
 //!   `OP_HELLO` is `BAD_COMMAND`, and the commands a service marks as rated
 //!   (`OP_RTMSG`, `OP_SETPRES`) are charged to the connection's token
-//!   bucket (`RATE_LIMITED` when empty).
+//!   bucket (`RATE_LIMITED` when empty); a refused command's error goes
+//!   through the shard that answers that command (`ServiceInput::home`),
+//!   so it reaches the client behind the answers to its earlier commands.
 //!
 //! A service plugs in by implementing [`ServiceInput`]: its decoder, how
 //! its requests split into the shared ones and its own, what completes its
@@ -24,7 +26,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use chatd_proto::{DecodeError, ErrorCode, Limits, KEEPALIVE_LEN, OP_AUTH, OP_KEEPALIVE};
 
 use super::conn;
-use super::msg::ConnRef;
+use super::msg::{ConnRef, Notice, ShardMsg};
 use super::{Phase, Shard, State};
 use crate::ids::{ClientId, Service, UserId};
 use crate::limits;
@@ -110,6 +112,10 @@ pub trait ServiceInput {
     /// A refusal that needs no state (chatd: `BAD_ADDRESS`), checked after
     /// the rate limit was charged and before its verdict.
     fn refuse(cmd: &Self::Command) -> Option<ErrorCode>;
+    /// The shard that answers `cmd` (its room's home, its user's home): a
+    /// refusal here is sent to the client through it, behind its answers
+    /// to the connection's earlier commands ([`ShardMsg::Refused`]).
+    fn home(shard: &Shard, from: Sender, cmd: &Self::Command) -> usize;
     /// Completes a login whose `OP_HELLO` was accepted (version checked,
     /// connection counted against its user, idle timer started).
     fn hello(shard: &Shard, st: &mut State, c: ConnRef, from: Sender, hello: Self::Hello);
@@ -191,11 +197,20 @@ pub fn on_bytes<S: ServiceInput>(shard: &Shard, c: ConnRef, buf: &mut BytesMut) 
                         let now = cn.last_rx_ms;
                         cn.bucket.allow(now)
                     });
-                if let Some(code) = S::refuse(&cmd) {
-                    conn::send_error(shard, st, c, code, opcode, chatid);
-                    Consumed::Left
-                } else if !allowed {
-                    conn::send_error(shard, st, c, ErrorCode::RateLimited, opcode, chatid);
+                let refused = S::refuse(&cmd).or((!allowed).then_some(ErrorCode::RateLimited));
+                if let Some(code) = refused {
+                    // Through the command's home, in order with its answers
+                    // to the commands before (a pipelined burst gets its
+                    // answers, then the error).
+                    let notice = Notice::Error {
+                        code,
+                        opcode,
+                        id: chatid,
+                    };
+                    shard.send(
+                        S::home(shard, from, &cmd),
+                        ShardMsg::Refused { conn: c, notice },
+                    );
                     Consumed::Left
                 } else {
                     S::command(shard, st, c, from, cmd, buf, used)

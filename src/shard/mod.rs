@@ -319,12 +319,22 @@ pub struct Dump {
     /// A query found a later relation epoch: gather again once all
     /// answers are in.
     pub stale: bool,
-    /// OP_SETPRES values the client sent during the dump, applied (and
-    /// answered) once it ends.
-    pub held: Vec<u8>,
+    /// What the client's commands during the dump asked for, done (and
+    /// answered) once it ends, in order.
+    pub held: Vec<Held>,
     /// The client ended its stream meanwhile: its [`msg::ShardMsg::Echoed`]
     /// follows the dump's end.
     pub echo: bool,
+}
+
+/// A statusd command that came during its connection's login dump,
+/// waiting for the dump's end (see [`Dump`]).
+#[derive(Debug)]
+pub enum Held {
+    /// OP_SETPRES with this value.
+    SetPres(u8),
+    /// A command refused where it was read ([`msg::ShardMsg::Refused`]).
+    Refused(msg::Notice),
 }
 
 /// Presence work in flight at this shard: gathers of watchers (for

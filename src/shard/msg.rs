@@ -185,6 +185,13 @@ pub enum ShardMsg {
     /// The answer to [`ShardMsg::Echo`]: whatever the sender had for
     /// `conn` is on its way ahead of this.
     Echoed { conn: ConnRef },
+    /// To the home shard of what a refused command of `conn` was for (its
+    /// room, its user): `notice` (an OP_ERROR: `RATE_LIMITED`,
+    /// `BAD_ADDRESS`) goes to `conn` from there, behind that home's
+    /// answers to the connection's earlier commands (a login dump in
+    /// progress: after it), so a client gets its answers in the order of
+    /// its commands (see [`super::input`]).
+    Refused { conn: ConnRef, notice: Notice },
 
     // ---- to a user's home shard ------------------------------------
     /// A statusd client logged in with OP_HELLO's presence byte `raw`.

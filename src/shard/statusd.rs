@@ -17,9 +17,10 @@ use bytes::{Bytes, BytesMut};
 use chatd_proto::statusd::{self as wire, Request};
 use chatd_proto::{DecodeError, ErrorCode, Limits};
 
+use super::conn;
 use super::input::{Consumed, Input, Sender, ServiceInput};
-use super::msg::{ConnRef, ShardMsg};
-use super::{route, Dump, Gather, Shard, State};
+use super::msg::{ConnRef, Notice, ShardMsg};
+use super::{route, Dump, Gather, Held, Shard, State};
 use crate::cluster::link::NodeMsg;
 use crate::core::presence::Change;
 use crate::core::room::NodeSlot;
@@ -85,6 +86,11 @@ impl ServiceInput for StatusdInput {
         None
     }
 
+    /// Every statusd command is answered by its user's home.
+    fn home(shard: &Shard, from: Sender, _cmd: &Command) -> usize {
+        route::user_home(from.user, shard.shards())
+    }
+
     /// Presence commands carry no frame of the client's and are
     /// rate-limited: they never wait for another shard.
     fn waits_for(_shard: &Shard, _cmd: &Command) -> Option<usize> {
@@ -115,7 +121,7 @@ impl ServiceInput for StatusdInput {
         _used: usize,
     ) -> Consumed {
         let Command::SetPres { presence } = cmd;
-        let home = route::user_home(from.user, shard.shards());
+        let home = Self::home(shard, from, &cmd);
         let msg = ShardMsg::PresSet {
             user: from.user,
             conn: c,
@@ -157,7 +163,7 @@ pub fn handle_user_msg(shard: &Shard, msg: ShardMsg) {
             // answer sent before that would read as the dump's end: an
             // OP_SETPRES sent during the dump waits for it.
             if let Some(d) = shard.state.borrow_mut().dumps.get_mut(&conn) {
-                d.held.push(raw);
+                d.held.push(Held::SetPres(raw));
                 return;
             }
             set_presence(shard, user, conn, raw);
@@ -611,6 +617,19 @@ fn dump_part(shard: &Shard, watcher: UserId, conn: ConnRef, entries: &[(UserId, 
     }
 }
 
+/// A refusal for `conn` ([`ShardMsg::Refused`]) waits for its login dump
+/// (homed here) like any answer; given back when no dump is in progress
+/// for it (a chatd connection never has one).
+pub fn hold_for_dump(shard: &Shard, conn: ConnRef, notice: Notice) -> Option<Notice> {
+    match shard.state.borrow_mut().dumps.get_mut(&conn) {
+        Some(dump) => {
+            dump.held.push(Held::Refused(notice));
+            None
+        }
+        None => Some(notice),
+    }
+}
+
 /// The client `conn` ended its stream during its login dump (homed here):
 /// its echo ([`ShardMsg::Echoed`]) is sent when the dump ends, behind the
 /// dump's last command. False when no dump is in progress for it.
@@ -625,13 +644,17 @@ pub fn echo_after_dump(shard: &Shard, conn: ConnRef) -> bool {
 }
 
 /// Ends a login dump with `OP_PRES 0 own_presence`, then applies the
-/// OP_SETPRES commands that waited for it, in order.
+/// OP_SETPRES commands that waited for it (and answers the refused
+/// ones), in order.
 fn finish_dump(shard: &Shard, user: UserId, conn: ConnRef, dump: Dump) {
     shard.metrics.login_dump_size.observe(dump.entries);
     let own = shard.state.borrow().presence.presence(user);
     send_pres(shard, &[conn], 0, own);
-    for raw in dump.held {
-        set_presence(shard, user, conn, raw);
+    for held in dump.held {
+        match held {
+            Held::SetPres(raw) => set_presence(shard, user, conn, raw),
+            Held::Refused(notice) => conn::notify(shard, conn, notice),
+        }
     }
     if dump.echo {
         shard.send(conn.shard(), ShardMsg::Echoed { conn });

@@ -235,9 +235,11 @@ fn a_lone_participant_times_out_exactly_once() {
     join(&mut r, 10, 1);
     beat(&mut r, 10, true, 500);
     let mut out = Out::new();
-    r.poll_timeouts(10_499, &mut out);
-    assert_eq!(r.live(CHAT).call_users, vec![1]);
+    // Stamped 500 (some time in [500, 501)): surely silent for the whole
+    // timeout only from 10_501.
     r.poll_timeouts(10_500, &mut out);
+    assert_eq!(r.live(CHAT).call_users, vec![1]);
+    r.poll_timeouts(10_501, &mut out);
     assert_eq!(r.live(CHAT).call_users, Vec::<u64>::new());
     assert_eq!(out, vec![], "the flag was 0 and stays 0");
     assert_eq!(r.next_deadline(), None);

@@ -8,7 +8,7 @@
 //! when a participant's timer fires it is re-armed at its deadline if a
 //! beat came since, else the participant leaves the call. So a drop is
 //! noticed at its exact deadline by the first `poll_timeouts` after it.
-//! The deadline is `last_beat_ms + call_timeout_ms + 1` ([`due_ms`]):
+//! The deadline is `last_beat_ms + call_timeout_ms + 1` (`due_ms`):
 //! the clock is in whole milliseconds, rounded down, so a beat stamped `t`
 //! came in `[t, t + 1)`, and only from `t + call_timeout_ms + 1` has the
 //! participant surely been silent for the whole timeout.

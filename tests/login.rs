@@ -649,8 +649,10 @@ fn keepalive_is_answered_on_two_shards() {
 // -------------------------------------------------------------- timeouts
 
 fn login_timeout_closes_unfinished_logins(shards: usize) {
-    const LOGIN_MS: u64 = 300;
-    let server = Server::start(shards, &["--login-timeout-ms", "300"]);
+    // Long enough for the ready clients' handshakes and logins (TLS and
+    // WebSocket, a debug build, a loaded machine) to finish in time.
+    const LOGIN_MS: u64 = 1000;
+    let server = Server::start(shards, &["--login-timeout-ms", &LOGIN_MS.to_string()]);
     let token = server.token(1);
     // Logged in first: its login deadline passes before the others'.
     let mut ready = ChatdClient::connect(server.chatd);

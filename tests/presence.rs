@@ -452,8 +452,9 @@ fn idle_timeout_sends_zero(shards: usize) {
     let s = Server::start(shards, &["--idle-timeout-ms", "2000"]);
     s.add_contact(ALICE, BOB);
     let mut w = s.statusd(ALICE, 3);
-    let mut u = s.statusd(BOB, 3);
+    // Before BOB's login: the server's last read of BOB comes after this.
     let since = Instant::now();
+    let mut u = s.statusd(BOB, 3);
     w.expect_pres(BOB, 3);
     // Wait for BOB's 0, keeping ALICE's client alive meanwhile.
     let deadline = Instant::now() + common::WAIT;

@@ -342,6 +342,76 @@ fn rtmsg_over_the_length_limit_closes_without_waiting_for_the_payload_on_two_sha
 
 // ---- Order and framing -----------------------------------------------
 
+/// Section 3: nothing follows a closing error, and nothing owed before
+/// it is lost. OP_JOINs (answered by the rooms' home shards, one of them
+/// refused) and an unknown opcode in one write: every JOIN is answered,
+/// then comes the error, then the close. (The error used to go out at
+/// once and the close drop the answers still on their way: only the
+/// error arrived.)
+fn a_closing_error_comes_after_the_answers_before_it(shards: usize) {
+    const BAD_COMMAND: u8 = 1;
+    const NOT_A_ROOM_OF_HIS: u64 = 999_999;
+    let server = Server::start(shards, &[]);
+    let rooms = rooms_on_every_shard(shards, 3200);
+    for &chat in &rooms {
+        server.add_member(chat, 1);
+    }
+    let mut c = server.chatd(1);
+    let mut bytes = Vec::new();
+    for &chat in &rooms {
+        bytes.extend(encode(&Request::Join { chatid: chat }));
+    }
+    bytes.extend(encode(&Request::Join {
+        chatid: NOT_A_ROOM_OF_HIS,
+    }));
+    bytes.push(0x99);
+    c.send_raw(&bytes);
+    let mut got = Vec::new();
+    while let Some(ev) = c.try_recv() {
+        got.push(ev);
+    }
+    let (last, answers) = got.split_last().expect("some output before the close");
+    assert_eq!(
+        *last,
+        Ev::Error {
+            code: BAD_COMMAND,
+            opcode: 0x99,
+            id: 0
+        },
+        "{got:?}"
+    );
+    // Each room's answers in order; rooms homed apart in any order.
+    let mut want = vec![Ev::Error {
+        code: NOT_MEMBER,
+        opcode: cw::OP_JOIN,
+        id: NOT_A_ROOM_OF_HIS,
+    }];
+    for &chat in &rooms {
+        let at = answers.iter().position(|e| *e == Ev::Join(chat));
+        let at = at.unwrap_or_else(|| panic!("no OP_JOIN {chat}: {got:?}"));
+        assert_eq!(
+            answers.get(at + 1),
+            Some(&Ev::InCall(chat, false)),
+            "{got:?}"
+        );
+        want.extend([Ev::Join(chat), Ev::InCall(chat, false)]);
+    }
+    assert_eq!(answers.len(), want.len(), "{got:?}");
+    for w in &want {
+        assert!(answers.contains(w), "{w:?} missing: {got:?}");
+    }
+}
+
+#[test]
+fn a_closing_error_comes_after_the_answers_before_it_on_one_shard() {
+    a_closing_error_comes_after_the_answers_before_it(1);
+}
+
+#[test]
+fn a_closing_error_comes_after_the_answers_before_it_on_two_shards() {
+    a_closing_error_comes_after_the_answers_before_it(2);
+}
+
 fn messages_from_one_sender_arrive_in_order_everywhere(shards: usize) {
     const N: u32 = 500;
     let server = Server::start(shards, &[]);

@@ -648,6 +648,55 @@ fn setpres_refused_during_the_login_dump_is_answered_in_order(shards: usize) {
     );
 }
 
+/// Section 3 with 5.4: a bad command sent with the login closes the
+/// connection only after the login dump and the answer to the OP_SETPRES
+/// before it (both come from the user's home shard); then the error, then
+/// nothing. (Only the error used to arrive.)
+fn a_closing_error_sent_with_the_login_comes_after_the_dump(shards: usize) {
+    const BAD_COMMAND: u8 = 1;
+    let s = start(shards);
+    let others = [BOB, CAROL];
+    for u in others {
+        s.add_contact(ALICE, u);
+    }
+    let _online: Vec<StatusdClient> = others.iter().map(|&u| s.statusd(u, 3)).collect();
+    let mut a = StatusdClient::connect(s.statusd);
+    let token = s.token(ALICE);
+    let mut login = Vec::new();
+    sw::encode_request(
+        &sw::Request::Auth {
+            token: token.as_bytes(),
+        },
+        &mut login,
+    );
+    sw::encode_request(
+        &sw::Request::Hello {
+            version: 1,
+            presence: 2,
+        },
+        &mut login,
+    );
+    sw::encode_request(&sw::Request::SetPres { presence: 4 }, &mut login);
+    login.push(0x99);
+    a.send_raw(&login);
+    a.read_dump();
+    assert_eq!(
+        sorted(a.dump.clone()),
+        sorted(others.map(|u| (u, 3)).to_vec())
+    );
+    assert_eq!(a.own, 2);
+    a.expect_pres(0, 4);
+    assert_eq!(
+        a.recv(),
+        SEv::Error {
+            code: BAD_COMMAND,
+            opcode: 0x99,
+            id: 0
+        }
+    );
+    a.expect_closed();
+}
+
 /// `--presence-batch-ms`: updates about other users wait for the batch
 /// flush and go out together, in order and complete; the sender's own
 /// answers do not wait. Counted with `chatd_socket_writes_total`: five
@@ -705,6 +754,7 @@ common::on_one_and_three_shards!(
     batched_updates_arrive_complete_in_fewer_writes,
     setpres_sent_with_the_login_is_answered_after_the_dump,
     setpres_refused_during_the_login_dump_is_answered_in_order,
+    a_closing_error_sent_with_the_login_comes_after_the_dump,
 );
 
 /// Debug builds only: it needs a debug-build fault.

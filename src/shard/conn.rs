@@ -18,7 +18,7 @@ use chatd_proto::chatd::{self as cw, IN_CALL_LEN, JOIN_LEN};
 use chatd_proto::ErrorCode;
 
 use super::msg::{ConnRef, Notice, ShardMsg};
-use super::{route, writer, Conn, Phase, Shard, Shut, State};
+use super::{route, writer, Conn, Finishing, Phase, Shard, Shut, State};
 use crate::core::ratelimit::TokenBucket;
 use crate::ids::{ChatId, Service};
 use crate::limits;
@@ -118,34 +118,79 @@ pub fn expire_lingering(shard: &Shard, now: u64) {
 /// gone or closing, or had not authenticated (nothing of it reached
 /// another shard). The caller flushes ([`super::dispatch::flush`]).
 pub fn peer_finished(shard: &Shard, c: ConnRef) -> bool {
-    let shards = shard.shards();
-    {
-        let mut st = shard.state.borrow_mut();
-        let Some(conn) = st.conn(c) else {
-            return false;
-        };
-        if matches!(conn.phase, Phase::Closing | Phase::Auth) {
-            return false;
-        }
-        st.finishing.insert(c, shards);
+    let mut st = shard.state.borrow_mut();
+    if st.finishing.contains_key(&c) {
+        return true;
     }
-    for to in 0..shards {
-        shard.send(to, ShardMsg::Echo { conn: c });
+    let Some(conn) = st.conn(c) else {
+        return false;
+    };
+    if matches!(conn.phase, Phase::Closing | Phase::Auth) {
+        return false;
     }
+    start_finishing(shard, &mut st, c, None);
     true
 }
 
+/// A closing error that `c`'s input caused (a malformed command, a second
+/// login): sent once the answers to its earlier commands are, some of them
+/// in flight between shards (an OP_JOIN's, a login dump), because nothing
+/// may follow a closing error and those answers are owed (issue found by
+/// a conformance probe: a JOIN and a bad command in one write got only the
+/// error). Meanwhile `c` reads nothing more, like a connection whose peer
+/// finished ([`peer_finished`]). Before login nothing of `c` is elsewhere:
+/// the error goes at once.
+pub fn error_after_answers(
+    shard: &Shard,
+    st: &mut State,
+    c: ConnRef,
+    code: ErrorCode,
+    opcode: u8,
+    id: u64,
+) {
+    debug_assert!(
+        code.closes_connection(),
+        "{code:?} leaves the connection open"
+    );
+    let ready = st.conn(c).is_some_and(|conn| conn.phase == Phase::Ready);
+    if !ready || st.finishing.contains_key(&c) {
+        return send_error(shard, st, c, code, opcode, id);
+    }
+    start_finishing(shard, st, c, Some((code, opcode, id)));
+}
+
+/// Stops reading `c` and sends every shard an echo (see
+/// [`peer_finished`]); `error` goes out when the last one is back.
+fn start_finishing(shard: &Shard, st: &mut State, c: ConnRef, error: Option<(ErrorCode, u8, u64)>) {
+    let shards = shard.shards();
+    st.finishing.insert(
+        c,
+        Finishing {
+            echoes_left: shards,
+            error,
+        },
+    );
+    for to in 0..shards {
+        shard.send(to, ShardMsg::Echo { conn: c });
+    }
+}
+
 /// One shard's echo for `c` is back (see [`peer_finished`]); with the last
-/// one, `c` closes.
+/// one, `c` closes (with its error, if its input caused one).
 pub fn echoed(shard: &Shard, c: ConnRef) {
     let mut st = shard.state.borrow_mut();
-    let Some(left) = st.finishing.get_mut(&c) else {
+    let Some(f) = st.finishing.get_mut(&c) else {
         return;
     };
-    *left -= 1;
-    if *left == 0 {
-        st.finishing.remove(&c);
-        close(shard, &mut st, c);
+    f.echoes_left -= 1;
+    if f.echoes_left > 0 {
+        return;
+    }
+    let error = f.error;
+    st.finishing.remove(&c);
+    match error {
+        Some((code, opcode, id)) => send_error(shard, &mut st, c, code, opcode, id),
+        None => close(shard, &mut st, c),
     }
 }
 

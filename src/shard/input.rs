@@ -155,12 +155,18 @@ pub fn on_bytes<S: ServiceInput>(shard: &Shard, c: ConnRef, buf: &mut BytesMut) 
             // Paused: the driver resumes it once there is room.
             return;
         }
+        if st.finishing.contains_key(&c) {
+            // Waiting for its answers before it closes with an error
+            // ([`conn::error_after_answers`]): the rest is dropped.
+            buf.clear();
+            return;
+        }
         let (req, used) = match S::decode(buf, &shard.shared.limits) {
             Ok(Some(x)) => x,
             Ok(None) => return,
             Err(e) => {
                 let (code, opcode) = login_error_for(phase, &e, S::OP_HELLO);
-                conn::send_error(shard, st, c, code, opcode, e.chatid());
+                conn::error_after_answers(shard, st, c, code, opcode, e.chatid());
                 buf.clear();
                 return;
             }
@@ -188,8 +194,9 @@ pub fn on_bytes<S: ServiceInput>(shard: &Shard, c: ConnRef, buf: &mut BytesMut) 
             }
             // A second login on a logged-in connection is a protocol error.
             (_, Input::Auth { .. } | Input::Hello { .. }) => {
-                conn::send_error(shard, st, c, ErrorCode::BadCommand, opcode, 0);
-                Consumed::Left
+                conn::error_after_answers(shard, st, c, ErrorCode::BadCommand, opcode, 0);
+                buf.clear();
+                return;
             }
             (_, Input::Command(cmd)) => {
                 let allowed = !S::rated(&cmd)

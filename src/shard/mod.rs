@@ -163,9 +163,10 @@ pub struct State {
     pub writers: Vec<ConnRef>,
     /// Connections with batched frames waiting for the batch flush.
     pub batched: Vec<ConnRef>,
-    /// Connections whose peer ended its stream, with the echoes still due
-    /// before they close (see [`conn::peer_finished`]).
-    pub finishing: FastMap<ConnRef, usize>,
+    /// Connections that read no more and wait for the answers to what
+    /// they sent before they close (see [`conn::peer_finished`],
+    /// [`conn::error_after_answers`]).
+    pub finishing: FastMap<ConnRef, Finishing>,
     /// Read loops that stopped reading (closing or finished) and wait for
     /// their socket to be shut down.
     pub shut_waiters: FastMap<ConnRef, std::task::Waker>,
@@ -245,6 +246,19 @@ pub enum Phase {
     Ready,
     /// Flushing its last bytes; reads are ignored.
     Closing,
+}
+
+/// A connection that reads no more and waits for the answers to its
+/// earlier commands, some in flight between shards, before it closes: an
+/// echo goes to every shard, answered behind what that shard had for it
+/// (see [`conn::peer_finished`]).
+#[derive(Debug)]
+pub struct Finishing {
+    /// Echoes not back yet.
+    pub echoes_left: usize,
+    /// The closing error its input caused, sent once the echoes are back
+    /// (`(code, opcode, id)`); `None` when its peer ended its stream.
+    pub error: Option<(chatd_proto::ErrorCode, u8, u64)>,
 }
 
 /// How far a connection's socket is shut down.

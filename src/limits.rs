@@ -216,6 +216,10 @@ pub const FLIP_CHUNK_USERS: usize = 256;
 /// Longest token lifetime `POST /v1/tokens` issues (one year).
 pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
 
+/// The token lifetime `POST /v1/tokens` issues when the body names none
+/// (an hour, as in the protocol's example).
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 3600;
+
 /// A connection being closed (after an error, or a drain) gets this long
 /// to take what was queued for it before its socket is shut down anyway, so
 /// a peer that stopped reading cannot hold it open.

@@ -24,7 +24,9 @@ use super::control::{LogError, ShardGone};
 use super::state::Admin;
 use crate::auth::parse_id;
 use crate::ids::{ChatId, UserId};
-use crate::limits::{MAX_ADMIN_BODY_BYTES, MAX_IDS_PER_LIST, MAX_TOKEN_TTL_SECS};
+use crate::limits::{
+    DEFAULT_TOKEN_TTL_SECS, MAX_ADMIN_BODY_BYTES, MAX_IDS_PER_LIST, MAX_TOKEN_TTL_SECS,
+};
 use crate::store::{Op, Store, StoreError};
 
 /// A failed request: its status and the message of its JSON body, and
@@ -405,7 +407,13 @@ pub(super) async fn get_user(
 #[serde(deny_unknown_fields)]
 struct TokenBody {
     userid: String,
+    /// Optional: [`DEFAULT_TOKEN_TTL_SECS`] when absent.
+    #[serde(default = "default_ttl")]
     ttl_secs: u64,
+}
+
+fn default_ttl() -> u64 {
+    DEFAULT_TOKEN_TTL_SECS
 }
 
 pub(super) async fn post_token(

@@ -388,6 +388,12 @@ fn tokens_are_issued_for_the_user_with_the_ttl() {
     let auth = Authenticator::new(JWT_SECRET);
     assert_eq!(auth.verify(token.as_bytes(), NOW + 3599), Ok(42));
     assert!(auth.verify(token.as_bytes(), NOW + 3600).is_err());
+    // Without a ttl: an hour.
+    let r = srv.call("POST", "/v1/tokens", Some(r#"{"userid":"43"}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    assert_eq!(auth.verify(token.as_bytes(), NOW + 3599), Ok(43));
+    assert!(auth.verify(token.as_bytes(), NOW + 3600).is_err());
 }
 
 #[test]
@@ -438,7 +444,6 @@ fn bad_input_is_400_with_a_json_error_and_changes_nothing() {
     for body in [
         "",
         "{}",
-        r#"{"userid":"1"}"#,
         r#"{"ttl_secs":60}"#,
         r#"{"userid":"","ttl_secs":60}"#,
         r#"{"userid":1,"ttl_secs":60}"#,

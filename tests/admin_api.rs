@@ -338,7 +338,7 @@ fn bad_requests_are_400_with_json_and_change_nothing() {
             "/v1/tokens".into(),
             Some(r#"{"userid":"1","ttl_secs":0}"#),
         ),
-        ("POST", "/v1/tokens".into(), Some(r#"{"userid":"1"}"#)),
+        ("POST", "/v1/tokens".into(), Some(r#"{"ttl_secs":60}"#)),
     ];
     for (method, path, body) in &bad {
         let (status, text) = server.http(method, path, *body, true);

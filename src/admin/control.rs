@@ -55,8 +55,9 @@ pub trait ShardControl: Send + Sync + 'static {
     /// shards. Resolves once every shard has applied its part (a command
     /// a shard handles from then on sees the change); its output,
     /// [`Pushes`], resolves once the presence updates the change causes
-    /// are computed and sent, and the admin call is answered after that. Changes are applied one at
-    /// a time: the caller awaits the pushes before applying the next.
+    /// are computed and sent, and the admin call is answered after that.
+    /// Changes are applied one at a time: the caller awaits the pushes
+    /// before applying the next.
     /// [`ShardGone`] when a shard did not acknowledge its part.
     fn apply(&self, change: Arc<NetChange>) -> BoxFuture<Result<Pushes, ShardGone>>;
     /// The room's live state, from its home shard.

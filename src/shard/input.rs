@@ -135,6 +135,13 @@ pub trait ServiceInput {
 /// Decodes and handles every complete command in `buf` from connection
 /// `c` of service `S`, leaving a partial one in place.
 pub fn on_bytes<S: ServiceInput>(shard: &Shard, c: ConnRef, buf: &mut BytesMut) {
+    // Waiting for its answers before it closes with an error
+    // ([`conn::error_after_answers`]): what it sent since is dropped.
+    // (Checked once: the loop returns as soon as it starts waiting.)
+    if shard.state.borrow().finishing.contains_key(&c) {
+        buf.clear();
+        return;
+    }
     loop {
         let mut st = shard.state.borrow_mut();
         let st = &mut *st;
@@ -153,12 +160,6 @@ pub fn on_bytes<S: ServiceInput>(shard: &Shard, c: ConnRef, buf: &mut BytesMut) 
         }
         if cn.waits_for.is_some() {
             // Paused: the driver resumes it once there is room.
-            return;
-        }
-        if st.finishing.contains_key(&c) {
-            // Waiting for its answers before it closes with an error
-            // ([`conn::error_after_answers`]): the rest is dropped.
-            buf.clear();
             return;
         }
         let (req, used) = match S::decode(buf, &shard.shared.limits) {

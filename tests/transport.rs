@@ -397,6 +397,36 @@ fn a_closing_op_error_is_followed_by_close_1008_and_shutting_down_by_1000() {
     w.write_all(&binary(b"\x42")).expect("write");
     let data = expect_close(&mut w, 1008);
     assert_eq!(&data[0][..2], &[0x07, BAD_COMMAND]);
+    // An OP_JOIN, an unknown opcode and the client's Close in one write:
+    // the JOIN's answer (from the room's home, maybe the other shard)
+    // still comes first, then BAD_COMMAND, then the answer to the
+    // client's Close (its status echoed): the Close did not cut the error
+    // waiting for the answers before it.
+    let chat: u64 = 4200;
+    server.add_member(chat, 3);
+    let mut w = ws_logged_in(&server, false, 3);
+    let mut join = vec![0x01];
+    join.extend_from_slice(&chat.to_le_bytes());
+    let mut bytes = binary(&join);
+    bytes.extend(binary(b"\x42"));
+    bytes.extend(frame(
+        0x88,
+        &1000u16.to_be_bytes(),
+        Some([1, 2, 3, 4]),
+        None,
+    ));
+    w.write_all(&bytes).expect("write");
+    let data = expect_close(&mut w, 1000).concat();
+    let mut want = join.clone();
+    want.extend_from_slice(&[0x05]);
+    want.extend_from_slice(&chat.to_le_bytes());
+    want.push(0);
+    assert!(
+        data.starts_with(&want),
+        "OP_JOIN, OP_IN_CALL first: {data:?}"
+    );
+    let error = data.get(want.len()..want.len() + 2);
+    assert_eq!(error, Some(&[0x07, BAD_COMMAND][..]), "{data:?}");
     // SIGTERM: SHUTTING_DOWN, then Close 1000; a wss-less statusd too.
     let mut c = ws_logged_in(&server, false, 2);
     let mut s = ws_open(&server, false, "/statusd");

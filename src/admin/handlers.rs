@@ -162,10 +162,10 @@ fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// The write path: `ops`, validated, are committed to the store as one
-/// durable transaction, then the net change is applied on every shard;
-/// the request is answered then. The writer lock is held until the
-/// presence updates the change causes are out (they may follow the
-/// answer), so changes reach the shards one at a time, in commit order.
+/// durable transaction, then the net change is applied on every shard,
+/// and the presence updates it causes are sent (round 2); the request is
+/// answered then. The writer lock is held until then, so changes reach
+/// the shards one at a time, in commit order.
 /// On a store error nothing changed and the shards are not involved. A
 /// shard that did not apply the change makes it a 500: the change is
 /// durable and every shard has it after the restart that follows.

@@ -188,9 +188,12 @@ pub fn echoed(shard: &Shard, c: ConnRef) {
     }
     let error = f.error;
     st.finishing.remove(&c);
+    // Closed meanwhile (a timeout, a drain, a slow consumer's cut): its
+    // error can no longer be sent, nor counted.
+    let open = st.conn(c).is_some_and(|conn| conn.phase != Phase::Closing);
     match error {
-        Some((code, opcode, id)) => send_error(shard, &mut st, c, code, opcode, id),
-        None => close(shard, &mut st, c),
+        Some((code, opcode, id)) if open => send_error(shard, &mut st, c, code, opcode, id),
+        _ => close(shard, &mut st, c),
     }
 }
 
@@ -575,6 +578,12 @@ pub fn close(shard: &Shard, st: &mut State, c: ConnRef) {
 
 /// Applies something a home shard told a connection of this shard.
 pub fn apply_notice(shard: &Shard, c: ConnRef, notice: Notice) {
+    if let Notice::Batch(notices) = notice {
+        for n in notices {
+            apply_notice(shard, c, n);
+        }
+        return;
+    }
     let mut st = shard.state.borrow_mut();
     let st = &mut *st;
     match notice {
@@ -612,6 +621,7 @@ pub fn apply_notice(shard: &Shard, c: ConnRef, notice: Notice) {
             }
             send_error(shard, st, c, code, opcode, id)
         }
+        Notice::Batch(_) => unreachable!("taken apart above"),
     }
 }
 

@@ -272,9 +272,12 @@ async fn resume(shard: &Shard, c: ConnRef, stream: &Stream, to: usize) -> bool {
     on_commands(shard, c, &mut buf, service);
     {
         let mut st = shard.state.borrow_mut();
+        // Its input caused a closing error: the echo round closes it, after
+        // that error ([`conn::error_after_answers`]).
+        let finishing = st.finishing.contains_key(&c);
         match st.conn(c) {
             // The peer ended its transport after these commands.
-            Some(cn) if cn.close_after_input && cn.waits_for.is_none() => {
+            Some(cn) if cn.close_after_input && cn.waits_for.is_none() && !finishing => {
                 buf.clear();
                 conn::close(shard, &mut st, c);
             }
@@ -314,12 +317,16 @@ fn on_read(shard: &Shard, c: ConnRef, buf: &mut BytesMut, n: usize, want: usize)
     }
     if matches!(inbound, Inbound::CommandsThenClose | Inbound::Close) {
         let mut st = shard.state.borrow_mut();
+        // Its commands caused a closing error: the echo round closes it,
+        // after that error ([`conn::error_after_answers`]).
+        let finishing = st.finishing.contains_key(&c);
         match st.conn(c) {
             // Paused before the last commands: closed once they are
             // handled ([`resume`]).
             Some(cn) if inbound == Inbound::CommandsThenClose && cn.waits_for.is_some() => {
                 cn.close_after_input = true;
             }
+            _ if finishing => buf.clear(),
             _ => {
                 buf.clear();
                 conn::close(shard, &mut st, c);

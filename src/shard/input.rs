@@ -142,6 +142,13 @@ pub fn on_bytes<S: ServiceInput>(shard: &Shard, c: ConnRef, buf: &mut BytesMut) 
         buf.clear();
         return;
     }
+    // Sent before any other command of the read is handled, and when the
+    // read is done (dropped).
+    let mut refusals = Refusals {
+        shard,
+        conn: c,
+        by_home: Vec::new(),
+    };
     loop {
         let mut st = shard.state.borrow_mut();
         let st = &mut *st;
@@ -167,6 +174,8 @@ pub fn on_bytes<S: ServiceInput>(shard: &Shard, c: ConnRef, buf: &mut BytesMut) 
             Ok(None) => return,
             Err(e) => {
                 let (code, opcode) = login_error_for(phase, &e, S::OP_HELLO);
+                // The refusals before it, then its echoes.
+                refusals.send();
                 conn::error_after_answers(shard, st, c, code, opcode, e.chatid());
                 buf.clear();
                 return;
@@ -195,6 +204,7 @@ pub fn on_bytes<S: ServiceInput>(shard: &Shard, c: ConnRef, buf: &mut BytesMut) 
             }
             // A second login on a logged-in connection is a protocol error.
             (_, Input::Auth { .. } | Input::Hello { .. }) => {
+                refusals.send();
                 conn::error_after_answers(shard, st, c, ErrorCode::BadCommand, opcode, 0);
                 buf.clear();
                 return;
@@ -215,12 +225,10 @@ pub fn on_bytes<S: ServiceInput>(shard: &Shard, c: ConnRef, buf: &mut BytesMut) 
                         opcode,
                         id: chatid,
                     };
-                    shard.send(
-                        S::home(shard, from, &cmd),
-                        ShardMsg::Refused { conn: c, notice },
-                    );
+                    refusals.add(S::home(shard, from, &cmd), notice);
                     Consumed::Left
                 } else {
+                    refusals.send();
                     S::command(shard, st, c, from, cmd, buf, used)
                 }
             }
@@ -228,6 +236,48 @@ pub fn on_bytes<S: ServiceInput>(shard: &Shard, c: ConnRef, buf: &mut BytesMut) 
         if consumed == Consumed::Left {
             buf.advance(used);
         }
+    }
+}
+
+/// The refused commands of one read not sent yet, by the home shard that
+/// answers them: each home gets them in one [`ShardMsg::Refused`], so a
+/// flood of refused commands costs each home one message a read, not one
+/// a command (their errors are the flooder's own output, and its problem
+/// as a slow consumer).
+struct Refusals<'a> {
+    shard: &'a Shard,
+    conn: ConnRef,
+    by_home: Vec<(usize, Vec<Notice>)>,
+}
+
+impl Refusals<'_> {
+    fn add(&mut self, home: usize, notice: Notice) {
+        match self.by_home.iter_mut().find(|(h, _)| *h == home) {
+            Some((_, list)) => list.push(notice),
+            None => self.by_home.push((home, vec![notice])),
+        }
+    }
+
+    /// Sends what it holds: before another command of the read is
+    /// handled (its answers must not overtake these), and at the end.
+    fn send(&mut self) {
+        if self.by_home.is_empty() {
+            return;
+        }
+        for (home, list) in self.by_home.drain(..) {
+            let notice = match <[Notice; 1]>::try_from(list) {
+                Ok([one]) => one,
+                Err(list) => Notice::Batch(list),
+            };
+            let conn = self.conn;
+            self.shard.send(home, ShardMsg::Refused { conn, notice });
+        }
+    }
+}
+
+impl Drop for Refusals<'_> {
+    fn drop(&mut self) {
+        self.send();
     }
 }
 

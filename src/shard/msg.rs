@@ -94,6 +94,10 @@ pub enum Notice {
         opcode: u8,
         id: u64,
     },
+    /// Several, in order: the refusals of one read that go through one
+    /// home shard ([`ShardMsg::Refused`]), one message each way however
+    /// many there are.
+    Batch(Vec<Notice>),
 }
 
 /// What the cluster bridge hands a shard (cluster mode; docs/cluster.md).
@@ -186,8 +190,9 @@ pub enum ShardMsg {
     /// `conn` is on its way ahead of this.
     Echoed { conn: ConnRef },
     /// To the home shard of what a refused command of `conn` was for (its
-    /// room, its user): `notice` (an OP_ERROR: `RATE_LIMITED`,
-    /// `BAD_ADDRESS`) goes to `conn` from there, behind that home's
+    /// room, its user): `notice` (OP_ERRORs: `RATE_LIMITED`,
+    /// `BAD_ADDRESS`; a read's refusals for one home in one
+    /// [`Notice::Batch`]) goes to `conn` from there, behind that home's
     /// answers to the connection's earlier commands (a login dump in
     /// progress: after it), so a client gets its answers in the order of
     /// its commands (see [`super::input`]).

@@ -169,12 +169,24 @@ impl ServiceInput for ChatdInput {
                     cn.joined.len() >= shard.shared.config.max_rooms_per_conn
                         && !cn.joined.contains(&chatid)
                 });
-                if chatid == 0 {
-                    // 0 is never a room, so nobody is its member.
-                    conn::send_error(shard, st, c, ErrorCode::NotMember, wire::OP_JOIN, 0);
+                // 0 is never a room, so nobody is its member.
+                let refused = if chatid == 0 {
+                    Some(ErrorCode::NotMember)
                 } else if over_limit {
-                    let code = ErrorCode::TooManyRooms;
-                    conn::send_error(shard, st, c, code, wire::OP_JOIN, chatid);
+                    Some(ErrorCode::TooManyRooms)
+                } else {
+                    None
+                };
+                if let Some(code) = refused {
+                    // Through the room's home, behind its answers to the
+                    // commands before (see `ShardMsg::Refused`).
+                    let notice = Notice::Error {
+                        code,
+                        opcode: wire::OP_JOIN,
+                        id: chatid,
+                    };
+                    let home = Self::home(shard, from, &cmd);
+                    shard.send(home, ShardMsg::Refused { conn: c, notice });
                 } else {
                     // Counted now, not when the home shard confirms: joins
                     // pipelined in one read would all pass the check above

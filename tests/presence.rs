@@ -556,41 +556,41 @@ fn a_login_after_a_relation_change_is_reported_once(shards: usize) {
     fence(&s, ALICE, 3, &mut [&mut c], &mut [&mut a]);
 }
 
+/// ALICE, a contact of each of `others` (online at 3), logs in with HELLO
+/// 2 and `after` in the same write, so that `after` arrives before her
+/// dump can end; her dump is read and checked (every other at 3, then her
+/// own 2). Returns her client and the others'.
+fn alice_logs_in_with(
+    s: &Server,
+    others: &[u64],
+    after: &[u8],
+) -> (StatusdClient, Vec<StatusdClient>) {
+    for &u in others {
+        s.add_contact(ALICE, u);
+    }
+    let online: Vec<StatusdClient> = others.iter().map(|&u| s.statusd(u, 3)).collect();
+    let mut a = StatusdClient::connect(s.statusd);
+    let mut login = Vec::new();
+    chatd_client::login::encode_statusd(s.token(ALICE).as_bytes(), 2, &mut login);
+    login.extend_from_slice(after);
+    a.send_raw(&login);
+    a.read_dump();
+    let want: Vec<(u64, u8)> = others.iter().map(|&u| (u, 3)).collect();
+    assert_eq!(sorted(a.dump.clone()), sorted(want));
+    assert_eq!(a.own, 2, "the dump ends with the HELLO value");
+    (a, online)
+}
+
 /// 5.4: the login dump ends with `OP_PRES 0 own`, and an OP_SETPRES sent
 /// with the login (before the dump could end) is answered after it, so
 /// the client never mistakes the answer for the dump's end; the watchers
 /// see the HELLO value, then the new one.
 fn setpres_sent_with_the_login_is_answered_after_the_dump(shards: usize) {
     let s = start(shards);
-    let others = [BOB, CAROL, DAVE, ERIN, FRANK, GRACE];
-    for u in others {
-        s.add_contact(ALICE, u);
-    }
-    let mut online: Vec<StatusdClient> = others.iter().map(|&u| s.statusd(u, 3)).collect();
-    let mut a = StatusdClient::connect(s.statusd);
-    let token = s.token(ALICE);
-    let mut login = Vec::new();
-    sw::encode_request(
-        &sw::Request::Auth {
-            token: token.as_bytes(),
-        },
-        &mut login,
-    );
-    sw::encode_request(
-        &sw::Request::Hello {
-            version: 1,
-            presence: 2,
-        },
-        &mut login,
-    );
-    sw::encode_request(&sw::Request::SetPres { presence: 4 }, &mut login);
-    a.send_raw(&login);
-    a.read_dump();
-    assert_eq!(
-        sorted(a.dump.clone()),
-        sorted(others.map(|u| (u, 3)).to_vec())
-    );
-    assert_eq!(a.own, 2, "the dump ends with the HELLO value");
+    let mut after = Vec::new();
+    sw::encode_request(&sw::Request::SetPres { presence: 4 }, &mut after);
+    let (mut a, mut online) =
+        alice_logs_in_with(&s, &[BOB, CAROL, DAVE, ERIN, FRANK, GRACE], &after);
     a.expect_pres(0, 4);
     for w in &mut online {
         w.expect_pres(ALICE, 2);
@@ -605,37 +605,11 @@ fn setpres_sent_with_the_login_is_answered_after_the_dump(shards: usize) {
 fn setpres_refused_during_the_login_dump_is_answered_in_order(shards: usize) {
     // 1 a second: a burst of 2.
     let s = Server::start(shards, &["--setpres-rate", "1"]);
-    let others = [BOB, CAROL, DAVE];
-    for u in others {
-        s.add_contact(ALICE, u);
-    }
-    let _online: Vec<StatusdClient> = others.iter().map(|&u| s.statusd(u, 3)).collect();
-    let mut a = StatusdClient::connect(s.statusd);
-    let token = s.token(ALICE);
-    let mut login = Vec::new();
-    sw::encode_request(
-        &sw::Request::Auth {
-            token: token.as_bytes(),
-        },
-        &mut login,
-    );
-    sw::encode_request(
-        &sw::Request::Hello {
-            version: 1,
-            presence: 2,
-        },
-        &mut login,
-    );
+    let mut after = Vec::new();
     for v in [4, 5, 6] {
-        sw::encode_request(&sw::Request::SetPres { presence: v }, &mut login);
+        sw::encode_request(&sw::Request::SetPres { presence: v }, &mut after);
     }
-    a.send_raw(&login);
-    a.read_dump();
-    assert_eq!(
-        sorted(a.dump.clone()),
-        sorted(others.map(|u| (u, 3)).to_vec())
-    );
-    assert_eq!(a.own, 2, "the dump ends with the HELLO value");
+    let (mut a, _online) = alice_logs_in_with(&s, &[BOB, CAROL, DAVE], &after);
     a.expect_pres(0, 4);
     a.expect_pres(0, 5);
     assert_eq!(
@@ -655,36 +629,10 @@ fn setpres_refused_during_the_login_dump_is_answered_in_order(shards: usize) {
 fn a_closing_error_sent_with_the_login_comes_after_the_dump(shards: usize) {
     const BAD_COMMAND: u8 = 1;
     let s = start(shards);
-    let others = [BOB, CAROL];
-    for u in others {
-        s.add_contact(ALICE, u);
-    }
-    let _online: Vec<StatusdClient> = others.iter().map(|&u| s.statusd(u, 3)).collect();
-    let mut a = StatusdClient::connect(s.statusd);
-    let token = s.token(ALICE);
-    let mut login = Vec::new();
-    sw::encode_request(
-        &sw::Request::Auth {
-            token: token.as_bytes(),
-        },
-        &mut login,
-    );
-    sw::encode_request(
-        &sw::Request::Hello {
-            version: 1,
-            presence: 2,
-        },
-        &mut login,
-    );
-    sw::encode_request(&sw::Request::SetPres { presence: 4 }, &mut login);
-    login.push(0x99);
-    a.send_raw(&login);
-    a.read_dump();
-    assert_eq!(
-        sorted(a.dump.clone()),
-        sorted(others.map(|u| (u, 3)).to_vec())
-    );
-    assert_eq!(a.own, 2);
+    let mut after = Vec::new();
+    sw::encode_request(&sw::Request::SetPres { presence: 4 }, &mut after);
+    after.push(0x99);
+    let (mut a, _online) = alice_logs_in_with(&s, &[BOB, CAROL], &after);
     a.expect_pres(0, 4);
     assert_eq!(
         a.recv(),
